@@ -1,0 +1,317 @@
+"""Hardness measures of Hase et al. (2024) and stratification into easy / medium / hard.
+
+A measure turns a `Question` into a number (higher = harder). Discrete human measures use the
+paper's fixed cut-offs (easy if value <= easy_max, hard if value >= hard_min, else medium);
+continuous measures (lengths, model-based scores) use the 30th / 70th percentiles of the pool
+being stratified, as the paper's code does. Model-based measures (MDL, "minimum description
+length": one minus the average label confidence along a learning curve) read per-item scores
+computed elsewhere, so this module never needs a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from truthprobe.data.hub import gsm8k_solution_lines
+from truthprobe.data.records import DataError, Question
+
+Stratum = Literal["easy", "medium", "hard"]
+STRATA: tuple[Stratum, ...] = ("easy", "medium", "hard")
+
+#: The paper caps GSM8k reasoning steps at 10 solution lines.
+GSM8K_MAX_STEPS = 10
+#: Percentiles that bound easy and hard for continuous measures.
+QUANTILE_CUTS = (0.30, 0.70)
+
+
+class HardnessError(ValueError):
+    """A measure was asked for that does not exist or does not apply to the data."""
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Fixed cut-offs of a discrete measure: easy if value <= easy_max, hard if >= hard_min."""
+
+    easy_max: float
+    hard_min: float
+
+    def __post_init__(self) -> None:
+        if self.easy_max >= self.hard_min:
+            raise ValueError(f"easy_max {self.easy_max} must be below hard_min {self.hard_min}")
+
+    def stratum(self, value: float) -> Stratum:
+        if value <= self.easy_max:
+            return "easy"
+        if value >= self.hard_min:
+            return "hard"
+        return "medium"
+
+
+@dataclass(frozen=True)
+class HardnessMeasure:
+    """One way to rate a question's hardness.
+
+    Attributes:
+        name: the name used on the command line and in result tables.
+        description: one line for `--help` and error messages.
+        value: maps a question to its hardness value, or None if it is unrated; None for
+            model-based measures, whose values are passed to `stratify` as `scores`.
+        cutoffs: fixed cut-offs per dataset; None means the 30th / 70th percentile rule.
+        datasets: datasets the measure applies to; None means every dataset.
+        excluded: datasets it never applies to (e.g. answer length on yes/no answers).
+    """
+
+    name: str
+    description: str
+    value: Callable[[Question], float | None] | None
+    cutoffs: Mapping[str, Cutoffs] | None = None
+    datasets: tuple[str, ...] | None = None
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def needs_model(self) -> bool:
+        """True for model-based measures (their scores come from a model run)."""
+        return self.value is None
+
+    def applies_to(self, dataset: str) -> bool:
+        if dataset in self.excluded:
+            return False
+        return self.datasets is None or dataset in self.datasets
+
+
+def _ordinal(field: str, levels: Sequence[str]) -> Callable[[Question], float | None]:
+    codes = {level: i + 1 for i, level in enumerate(levels)}
+
+    def value(record: Question) -> float | None:
+        raw = record.meta.get(field)
+        return None if raw is None else codes.get(raw)
+
+    return value
+
+
+def _grade(record: Question) -> float | None:
+    grade = record.meta.get("grade")
+    return None if grade is None else float(grade)
+
+
+def _mmlu_level(record: Question) -> float | None:
+    return {"high_school": 0.0, "college": 1.0}.get(record.meta.get("level"))
+
+
+def reasoning_steps(record: Question) -> float | None:
+    """StrategyQA: sub-questions in the gold decomposition; GSM8k: solution lines, capped at 10."""
+    if record.dataset == "gsm8k":
+        solution = record.meta.get("solution")
+        return None if not solution else float(min(GSM8K_MAX_STEPS, gsm8k_solution_lines(solution)))
+    decomposition = record.meta.get("decomposition")
+    if decomposition:
+        return float(len(decomposition))
+    steps = record.meta.get("num_steps")
+    return None if steps is None else float(steps)
+
+
+def _question_words(record: Question) -> float:
+    return float(len(record.question.split()))
+
+
+def _answer_chars(record: Question) -> float:
+    return float(len(record.answer))
+
+
+def _reasoning_words(record: Question) -> float | None:
+    if record.dataset == "gsm8k":
+        text = record.meta.get("solution", "").split("####")[0]
+    else:
+        text = " ".join(record.meta.get("facts") or [])
+    return float(len(text.split())) if text.strip() else None
+
+
+MEASURES: dict[str, HardnessMeasure] = {}
+
+
+def register_measure(measure: HardnessMeasure) -> HardnessMeasure:
+    """Add a measure (a new model-based score, say) so `stratify` and the CLI know it."""
+    if measure.name in MEASURES:
+        raise ValueError(f"hardness measure {measure.name!r} is already registered")
+    MEASURES[measure.name] = measure
+    return measure
+
+
+for _measure in (
+    HardnessMeasure(
+        "grade",
+        "ARC school grade 3-8 (easy <= 5, hard = 8)",
+        _grade,
+        {"arc": Cutoffs(5, 8)},
+        ("arc",),
+    ),
+    HardnessMeasure(
+        "bloom",
+        "ARC Bloom level 1-5 (easy <= Understanding, hard >= Analyzing)",
+        _ordinal("bloom", ("Remembering", "Understanding", "Applying", "Analyzing", "Evaluating")),
+        {"arc": Cutoffs(2, 4)},
+        ("arc",),
+    ),
+    HardnessMeasure(
+        "difficulty",
+        "ARC expert difficulty Low/Medium/High = 1/2/3",
+        _ordinal("difficulty", ("Low", "Medium", "High")),
+        {"arc": Cutoffs(1, 3)},
+        ("arc",),
+    ),
+    HardnessMeasure(
+        "depth_of_knowledge",
+        "ARC depth of knowledge I/II/III = 1/2/3",
+        _ordinal("depth_of_knowledge", ("I", "II", "III")),
+        {"arc": Cutoffs(1, 3)},
+        ("arc",),
+    ),
+    HardnessMeasure(
+        "level",
+        "MMLU education level (high school easy, college hard)",
+        _mmlu_level,
+        {"mmlu": Cutoffs(0, 1)},
+        ("mmlu",),
+    ),
+    HardnessMeasure(
+        "steps",
+        "reasoning steps (StrategyQA decomposition: easy <= 2, hard >= 4; "
+        "GSM8k solution lines capped at 10: easy <= 4, hard >= 7)",
+        reasoning_steps,
+        {"strategyqa": Cutoffs(2, 4), "gsm8k": Cutoffs(4, 7)},
+        ("strategyqa", "gsm8k"),
+    ),
+    HardnessMeasure(
+        "question_words",
+        "question length in words (30th / 70th percentile)",
+        _question_words,
+    ),
+    HardnessMeasure(
+        "answer_chars",
+        "gold answer length in characters (30th / 70th percentile)",
+        _answer_chars,
+        excluded=("strategyqa",),
+    ),
+    HardnessMeasure(
+        "reasoning_words",
+        "gold reasoning length in words: StrategyQA facts, GSM8k solution (30th / 70th percentile)",
+        _reasoning_words,
+        datasets=("strategyqa", "gsm8k"),
+    ),
+    HardnessMeasure(
+        "mdl",
+        "model-based MDL hardness, 1 - mean label confidence (30th / 70th percentile); "
+        "needs per-item scores from a model",
+        None,
+    ),
+):
+    register_measure(_measure)
+
+
+def measures_for(dataset: str) -> list[str]:
+    """Names of the measures that apply to `dataset`."""
+    return [name for name, measure in MEASURES.items() if measure.applies_to(dataset)]
+
+
+def get_measure(name: str, dataset: str | None = None) -> HardnessMeasure:
+    """Look up a measure, checking that it applies to `dataset` if one is given."""
+    valid = measures_for(dataset) if dataset is not None else list(MEASURES)
+    if name not in MEASURES:
+        raise HardnessError(f"unknown hardness measure {name!r}; valid: {', '.join(valid)}")
+    if dataset is not None and not MEASURES[name].applies_to(dataset):
+        raise HardnessError(
+            f"hardness measure {name!r} does not apply to dataset {dataset!r}; "
+            f"valid for {dataset}: {', '.join(valid)}"
+        )
+    return MEASURES[name]
+
+
+def hardness_values(
+    records: Sequence[Question],
+    measure: str | HardnessMeasure,
+    scores: Mapping[str, float] | None = None,
+) -> list[float | None]:
+    """Each record's hardness value under `measure` (None where it is unrated)."""
+    measure = _resolve(records, measure)
+    if measure.value is not None:
+        return [measure.value(record) for record in records]
+    if scores is None:
+        raise HardnessError(
+            f"hardness measure {measure.name!r} is model-based: compute per-item scores first "
+            "and pass them as scores={item_id: hardness}"
+        )
+    return [None if scores.get(r.id) is None else float(scores[r.id]) for r in records]
+
+
+def stratify(
+    records: Sequence[Question],
+    measure: str | HardnessMeasure,
+    scores: Mapping[str, float] | None = None,
+) -> tuple[Stratum | None, ...]:
+    """The stratum of every record under `measure`, aligned with `records`.
+
+    Records the measure cannot rate (ARC items without annotations, say) get None. Percentile
+    cut-offs are computed over the rated records passed in, so pass the whole pool.
+
+    Raises:
+        HardnessError: for an unknown measure or one that does not apply to the records'
+            dataset; the message lists the valid measures.
+    """
+    measure = _resolve(records, measure)
+    values = hardness_values(records, measure, scores)
+    if measure.cutoffs is not None:
+        return tuple(
+            None if v is None else measure.cutoffs[r.dataset].stratum(v)
+            for r, v in zip(records, values, strict=True)
+        )
+    rated = np.array([v for v in values if v is not None], dtype=float)
+    if rated.size == 0:
+        return tuple(None for _ in records)
+    low, high = np.quantile(rated, QUANTILE_CUTS)
+    if low == high:  # the tie spans both percentiles: tied values are easy, larger ones hard
+        return tuple(None if v is None else ("easy" if v <= low else "hard") for v in values)
+    cuts = Cutoffs(float(low), float(high))
+    return tuple(None if v is None else cuts.stratum(v) for v in values)
+
+
+def group_by_stratum(
+    records: Sequence[Question], strata: Sequence[Stratum | None]
+) -> dict[Stratum, list[Question]]:
+    """Records per stratum (unrated records are left out)."""
+    groups: dict[Stratum, list[Question]] = {s: [] for s in STRATA}
+    for record, stratum in zip(records, strata, strict=True):
+        if stratum is not None:
+            groups[stratum].append(record)
+    return groups
+
+
+def _resolve(records: Sequence[Question], measure: str | HardnessMeasure) -> HardnessMeasure:
+    if isinstance(measure, HardnessMeasure):
+        return measure
+    datasets = sorted({r.dataset for r in records})
+    if not datasets:
+        return get_measure(measure)
+    for dataset in datasets:
+        get_measure(measure, dataset)
+    return MEASURES[measure]
+
+
+__all__ = [
+    "MEASURES",
+    "STRATA",
+    "Cutoffs",
+    "DataError",
+    "HardnessError",
+    "HardnessMeasure",
+    "Stratum",
+    "get_measure",
+    "group_by_stratum",
+    "hardness_values",
+    "measures_for",
+    "register_measure",
+    "stratify",
+]

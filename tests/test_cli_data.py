@@ -1,0 +1,48 @@
+"""`truthprobe data summary` and `truthprobe data validate` on real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from truthprobe.cli import main
+from truthprobe.data import DATASET_NAMES
+from truthprobe.hardness import measures_for
+
+PAIRS = [(d, m) for d in DATASET_NAMES for m in measures_for(d) if m != "mdl"]
+
+
+@pytest.mark.parametrize(("dataset", "measure"), PAIRS)
+def test_summary_has_nonempty_easy_and_hard(capsys, dataset, measure):
+    assert main(["data", "summary", "--dataset", dataset, "--measure", measure]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:]}
+    assert int(rows["easy"][1]) > 0 and int(rows["hard"][1]) > 0
+    assert len(rows["easy"]) > 2  # example ids are printed
+
+
+def test_summary_counts_for_arc_grade(capsys):
+    main(["data", "summary", "--dataset", "arc", "--measure", "grade"])
+    out = capsys.readouterr().out
+    assert "easy       1434" in out and "hard       2032" in out and "unrated    3266" in out
+
+
+def test_summary_wrong_measure_is_one_line_error(capsys):
+    assert main(["data", "summary", "--dataset", "mmlu", "--measure", "grade"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: hardness measure 'grade' does not apply") and "level" in err
+
+
+def test_validate_good_and_bad_files(capsys, tmp_path, load):
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in load("arc").records[:50]))
+    assert main(["data", "validate", str(good)]) == 0
+    assert "50 valid records" in capsys.readouterr().out
+    lines = good.read_text().splitlines()
+    broken = json.loads(lines[3])
+    broken["answer_index"] = 7
+    lines[3] = json.dumps(broken)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    assert main(["data", "validate", str(bad)]) == 2
+    assert f"{bad}:4" in capsys.readouterr().err
