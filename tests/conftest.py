@@ -34,3 +34,25 @@ def load(data_dir: Path):
         return _CACHE[name]
 
     return _load
+
+
+@pytest.fixture(scope="session")
+def gemma_fp32():
+    """The embedded default model in float32 with eager attention, for exact comparisons."""
+    from truthprobe.models import load_model
+
+    return load_model("default", dtype="float32", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def mixed_arc_file(tmp_path_factory, load) -> Path:
+    """A JSONL of real ARC records with 3, 4 and 5 choices (ragged choice lists)."""
+    import json
+
+    records = load("arc").records
+    picked = [r for r in records if r.n_choices == 3][:2]
+    picked += [r for r in records if r.n_choices == 5][:2]
+    picked += [r for r in records if r.n_choices == 4][:6]
+    path = tmp_path_factory.mktemp("data") / "arc-mixed.jsonl"
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in picked))
+    return path

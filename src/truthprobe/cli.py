@@ -7,11 +7,12 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from truthprobe.data import DATASET_NAMES, DataError, load_dataset
-from truthprobe.hardness import MEASURES, STRATA, HardnessError, group_by_stratum, stratify
+from truthprobe.data import DATASET_NAMES, load_dataset
+from truthprobe.errors import TruthprobeError
+from truthprobe.hardness import MEASURES, STRATA, group_by_stratum, stratify
 
 #: Exceptions whose message is the whole story: printed as one line, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, HardnessError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (TruthprobeError,)
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +67,42 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from truthprobe.activations import ExtractConfig, extract
+
+    config = ExtractConfig(
+        dataset=args.dataset,
+        model=args.model,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        device=args.device,
+        template=args.template,
+        layers=args.layers,
+        limit=args.limit,
+        annotated_only=args.annotated_only,
+        batch_size=args.batch_size,
+        storage=args.storage,
+        cache_dir=args.cache_dir,
+        cache_path=args.cache,
+        backend=args.backend,
+        source=args.source,
+    )
+    result = extract(config)
+    rate = result.rows_written / result.seconds if result.seconds > 0 else float("nan")
+    print(
+        f"{result.path}: {result.rows_total} items cached ({result.rows_written} extracted now "
+        f"in {result.seconds:.1f} s, {rate:.2f} items/s)"
+    )
+    return 0
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from truthprobe.activations.extraction import cache_summary
+
+    print(cache_summary(args.file))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="truthprobe",
@@ -91,6 +128,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-choices", type=int, default=26, help="most answer choices a record may have"
     )
     validate.set_defaults(func=cmd_data_validate)
+
+    ext = commands.add_parser("extract", help="cache per-layer hidden states of a model to HDF5")
+    _add_dataset_args(ext)
+    ext.add_argument(
+        "--model",
+        default="default",
+        help="`default` (embedded Gemma 3 270M), a Hugging Face id, or a local path",
+    )
+    ext.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
+    ext.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32", "float16"),
+        default="auto",
+        help="compute dtype; auto = bf16 where native",
+    )
+    ext.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    ext.add_argument("--template", default=None, help="prompt template (default: per dataset)")
+    ext.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="hidden-state indices to keep (0 = embeddings); default all",
+    )
+    ext.add_argument("--limit", type=int, default=None, help="only the first N records")
+    ext.add_argument(
+        "--annotated-only",
+        action="store_true",
+        help="ARC: only the 5,120 records with hardness annotations",
+    )
+    ext.add_argument("--batch-size", type=int, default=8, help="questions per forward pass")
+    ext.add_argument("--storage", choices=("bfloat16", "float32"), default="bfloat16")
+    ext.add_argument("--cache-dir", default="activations")
+    ext.add_argument("--cache", default=None, help="explicit output .h5 path")
+    ext.add_argument(
+        "--backend",
+        choices=("hf", "nnsight", "transformer_lens"),
+        default="hf",
+        help="hf = fast KV-cached path; the others are per-sequence cross-checks",
+    )
+    ext.set_defaults(func=cmd_extract)
+
+    cache = commands.add_parser("cache", help="inspect activation caches")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    info = cache_commands.add_parser("info", help="shape, fingerprint and completeness")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_cache_info)
     return parser
 
 

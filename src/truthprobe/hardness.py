@@ -18,6 +18,7 @@ import numpy as np
 
 from truthprobe.data.hub import gsm8k_solution_lines
 from truthprobe.data.records import DataError, Question
+from truthprobe.errors import TruthprobeError
 
 Stratum = Literal["easy", "medium", "hard"]
 STRATA: tuple[Stratum, ...] = ("easy", "medium", "hard")
@@ -28,7 +29,7 @@ GSM8K_MAX_STEPS = 10
 QUANTILE_CUTS = (0.30, 0.70)
 
 
-class HardnessError(ValueError):
+class HardnessError(TruthprobeError, ValueError):
     """A measure was asked for that does not exist or does not apply to the data."""
 
 

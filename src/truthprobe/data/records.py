@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from truthprobe.errors import TruthprobeError
+
 #: Choice labels are letters in multiple-choice prompts (A, B, ...), so a model cannot be asked
 #: to score more choices than there are letters. Loaders accept a smaller limit (the activation
 #: cache's choice axis, for example).
@@ -32,7 +34,7 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 )
 
 
-class DataError(ValueError):
+class DataError(TruthprobeError, ValueError):
     """A dataset could not be loaded; the message names file, line and field of each problem."""
 
 
