@@ -120,7 +120,7 @@ def _contents(path) -> dict[str, np.ndarray]:
                 out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
             )
         )
-        out["attrs"] = {k: v for k, v in f.attrs.items() if k != "created"}
+        out["attrs"] = {k: v for k, v in f.attrs.items() if k not in ("created", "extract_seconds")}
     return out
 
 

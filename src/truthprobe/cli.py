@@ -103,6 +103,114 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_config(args: argparse.Namespace):
+    from truthprobe.transfer import SweepConfig
+
+    return SweepConfig(
+        tasks=tuple(args.task),
+        model=args.model,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        device=args.device,
+        layers=tuple(args.layers) if args.layers else None,
+        probes=tuple(args.probe),
+        n_train=args.n_train,
+        seeds=tuple(range(args.seeds)),
+        test_fraction=args.test_fraction,
+        validation_size=args.validation_size,
+        max_per_stratum=args.max_per_stratum or None,
+        batch_size=args.batch_size,
+        n_boot=args.n_boot,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        plots_dir=args.plots_dir,
+        source=args.source,
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from truthprobe.report import write_report
+    from truthprobe.transfer import layer_sweep
+
+    run = layer_sweep(_sweep_config(args))
+    print(write_report(run.run_dir))
+    print(
+        f"extraction {run.extract_seconds:.1f} s (cache reused if 0), probes "
+        f"{run.probe_seconds:.1f} s; run directory {run.run_dir}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from truthprobe.report import write_report
+
+    print(write_report(args.run_dir, args.plots_dir))
+    return 0
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `truthprobe sweep` and `experiments/layer_sweep.py` (one definition)."""
+    from truthprobe.probes import PROBE_KINDS
+
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        help="dataset:measure to sweep, repeatable (default: arc:grade and mmlu:level)",
+    )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="`default` (embedded Gemma 3 270M), a Hugging Face id, or a path",
+    )
+    parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
+    parser.add_argument(
+        "--dtype", choices=("auto", "bfloat16", "float32", "float16"), default="auto"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="hidden-state indices (0 = embeddings); default all",
+    )
+    parser.add_argument(
+        "--probe",
+        action="append",
+        choices=PROBE_KINDS,
+        default=None,
+        help="probe type, repeatable (default mc_linear)",
+    )
+    parser.add_argument("--n-train", type=int, default=160, help="training items per draw")
+    parser.add_argument("--seeds", type=int, default=5, help="training draws (seeds 0..N-1)")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.5,
+        help="share of the hard stratum held out as the hard test set",
+    )
+    parser.add_argument(
+        "--validation-size",
+        type=int,
+        default=100,
+        help="easy items held out to choose the best layer",
+    )
+    parser.add_argument(
+        "--max-per-stratum",
+        type=int,
+        default=500,
+        help="items extracted per easy/medium/hard stratum (0 = all)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--cache-dir", default="activations")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--plots-dir", default="plots")
+    parser.add_argument("--source", choices=("auto", "local", "hub"), default="auto")
+    parser.set_defaults(func=cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="truthprobe",
@@ -175,12 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = cache_commands.add_parser("info", help="shape, fingerprint and completeness")
     info.add_argument("file")
     info.set_defaults(func=cmd_cache_info)
+
+    sweep = commands.add_parser(
+        "sweep", help="train probes on easy/hard/all items at every layer; report SGR"
+    )
+    add_sweep_arguments(sweep)
+
+    report = commands.add_parser("report", help="redraw tables and plots of a saved sweep run")
+    report.add_argument("run_dir")
+    report.add_argument("--plots-dir", default=None, help="default: the run's plots_dir")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "sweep":
+        args.task = args.task or ["arc:grade", "mmlu:level"]
+        args.probe = args.probe or ["mc_linear"]
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

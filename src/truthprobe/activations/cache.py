@@ -218,6 +218,13 @@ class ActivationCache:
         f.attrs["completed_rows"] = stop
         f.flush()
 
+    def add_extract_seconds(self, seconds: float) -> None:
+        """Accumulate wall time spent extracting into this file (attribute `extract_seconds`)."""
+        self._file.attrs["extract_seconds"] = (
+            float(self.attrs.get("extract_seconds", 0.0)) + seconds
+        )
+        self.attrs["extract_seconds"] = self._file.attrs["extract_seconds"]
+
     # -- reader side -------------------------------------------------------------------------
 
     @property

@@ -79,6 +79,12 @@ class ExtractConfig:
     """Only the first N records (quick looks and tests)."""
     annotated_only: bool = False
     """ARC: only records with hardness annotations (the 5,120 the paper's measures rate)."""
+    measure: str | None = None
+    """Only records this hardness measure rates (with `max_per_stratum`: a balanced subset)."""
+    max_per_stratum: int | None = None
+    """At most this many records per easy / medium / hard stratum of `measure`, drawn with
+    `subset_seed`; keeps a default run small while every stratum stays represented."""
+    subset_seed: int = 0
     batch_size: int = 8
     """Questions per forward pass."""
     storage: Storage = "bfloat16"
@@ -274,6 +280,9 @@ def default_cache_path(
     name = Path(config.dataset).stem if config.dataset.endswith(".jsonl") else config.dataset
     suffix = f"-limit{config.limit}" if config.limit else ""
     suffix += "-annotated" if config.annotated_only else ""
+    if config.measure:
+        cap = f"{config.max_per_stratum}s{config.subset_seed}" if config.max_per_stratum else ""
+        suffix += f"-{config.measure}{cap}"
     return Path(config.cache_dir) / loaded.fingerprint.slug / f"{name}{suffix}-{template.name}.h5"
 
 
@@ -294,6 +303,18 @@ def select_records(dataset: Dataset, config: ExtractConfig) -> list[Question]:
     records = [r for r in dataset.records if r.choices]
     if config.annotated_only:
         records = [r for r in records if r.meta.get("bloom") is not None]
+    if config.measure is not None:
+        from truthprobe.hardness import stratify
+
+        strata = stratify(records, config.measure)
+        rng = np.random.default_rng(config.subset_seed)
+        keep: list[int] = []
+        for stratum in ("easy", "medium", "hard"):
+            rows = [i for i, s in enumerate(strata) if s == stratum]
+            if config.max_per_stratum is not None and len(rows) > config.max_per_stratum:
+                rows = sorted(rng.choice(rows, config.max_per_stratum, replace=False).tolist())
+            keep.extend(rows)
+        records = [records[i] for i in sorted(keep)]
     if config.limit is not None:
         records = records[: config.limit]
     if not records:
@@ -381,9 +402,11 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
             cache.write_batch(lo, out.answer_end, out.question_end, out.logprob, out.tokens, chars)
             total_tokens += sum(it.n_tokens for it in batch)
             bar.update(len(batch))
-    return ExtractResult(
-        path, len(rows) - start, len(rows), time.perf_counter() - began, total_tokens
-    )
+    seconds = time.perf_counter() - began
+    if len(rows) > start:  # total extraction time across resumes, for benchmarks' ratios
+        with ActivationCache(path, "r+") as done:
+            done.add_extract_seconds(seconds)
+    return ExtractResult(path, len(rows) - start, len(rows), seconds, total_tokens)
 
 
 def _backend_forward(backend: Backend, loaded: LoadedModel):

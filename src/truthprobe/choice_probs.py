@@ -1,0 +1,57 @@
+"""`ChoiceProbs`: the one result type every method returns.
+
+Zero-shot scoring, a linear probe on layer 12, CCS, ICL, a QLoRA adapter: each turns test items
+into a probability per answer choice. Accuracy and every metric are computed from this alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChoiceProbs:
+    """Per-item probabilities over answer choices (ragged choice lists masked).
+
+    Attributes:
+        ids: item ids, one per row.
+        probs: (items, choices) probabilities; rows sum to 1 over real choices, 0 elsewhere.
+        mask: (items, choices) True where a choice exists.
+    """
+
+    ids: tuple[str, ...]
+    probs: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.probs.shape != self.mask.shape or self.probs.shape[0] != len(self.ids):
+            raise ValueError(
+                f"ChoiceProbs shapes disagree: {len(self.ids)} ids, probs {self.probs.shape}, "
+                f"mask {self.mask.shape}"
+            )
+
+    @classmethod
+    def from_scores(cls, ids: Sequence[str], scores: np.ndarray, mask: np.ndarray) -> ChoiceProbs:
+        """Softmax of per-choice scores (logits, log-likelihoods) over each item's real choices."""
+        scores = np.where(mask, np.asarray(scores, dtype=np.float64), -np.inf)
+        scores = scores - scores.max(axis=1, keepdims=True)
+        expd = np.where(mask, np.exp(scores), 0.0)
+        return cls(tuple(ids), expd / expd.sum(axis=1, keepdims=True), np.asarray(mask, bool))
+
+    def predictions(self) -> np.ndarray:
+        """Index of the most probable choice per item (ties: the first)."""
+        return np.where(self.mask, self.probs, -1.0).argmax(axis=1)
+
+    def correct(self, answer_index: np.ndarray) -> np.ndarray:
+        """Per-item 0/1 correctness against the gold choice indices."""
+        return (self.predictions() == np.asarray(answer_index)).astype(np.float64)
+
+    def accuracy(self, answer_index: np.ndarray) -> float:
+        return float(self.correct(answer_index).mean())
+
+    def gold_probability(self, answer_index: np.ndarray) -> np.ndarray:
+        """The probability given to the gold choice (label confidence, as MDL uses)."""
+        return self.probs[np.arange(len(self.ids)), np.asarray(answer_index)]

@@ -1,0 +1,247 @@
+"""The evaluation harness: train/test splits by hardness, accuracy, SGR and bootstrap CIs.
+
+Supervision Gap Recovered (SGR), all accuracies on the hard test split:
+
+    SGR = (acc_easy - acc_unsupervised) / (acc_hard - acc_unsupervised)
+
+1 means easy supervision is as good as hard supervision, 0 that it is no better than none.
+Confidence intervals come from a paired bootstrap that resamples test items and training seeds
+jointly for all three terms (items and seeds with replacement, as the paper's R analysis does).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from truthprobe.errors import TruthprobeError
+from truthprobe.hardness import Stratum
+
+TRAIN_ON: tuple[str, ...] = ("easy", "hard", "all")
+
+
+class EvaluationError(TruthprobeError, ValueError):
+    """A split or metric that cannot be computed as asked (too few items, empty test set)."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How items are divided into a hard test set, training pools and a validation set."""
+
+    n_train: int = 160
+    """Training items drawn per (train_on, seed)."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """One training draw per seed; the bootstrap resamples them."""
+    test_fraction: float = 0.5
+    """Share of the hard stratum held out as the hard test set (the rest is the hard pool)."""
+    validation_size: int = 100
+    """Easy items held out to choose layers and settings (never the hard test set)."""
+    split_seed: int = 0
+    """Seed of the test / pool / validation division (fixed across training seeds)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise ValueError("test_fraction must be between 0 and 1")
+        if self.n_train < 1 or not self.seeds:
+            raise ValueError("n_train must be positive and seeds non-empty")
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """Row indices (into the evaluated item list) of every set; all disjoint where they must be.
+
+    `pools["all"]` holds every rated item outside the test and validation sets, so "all" covers
+    easy, medium and hard items.
+    """
+
+    test: np.ndarray
+    validation: np.ndarray
+    pools: dict[str, np.ndarray]
+    config: SplitConfig
+
+    def train_rows(self, train_on: str, seed: int) -> np.ndarray:
+        """The `n_train` training rows for (train_on, seed): deterministic given both."""
+        if train_on not in self.pools:
+            raise EvaluationError(f"unknown train_on {train_on!r}; valid: {', '.join(TRAIN_ON)}")
+        pool = self.pools[train_on]
+        rng = np.random.default_rng([self.config.split_seed, seed, TRAIN_ON.index(train_on)])
+        return np.sort(rng.choice(pool, size=self.config.n_train, replace=False))
+
+
+def make_split(strata: Sequence[Stratum | None], config: SplitConfig) -> EvalSplit:
+    """Divide rated items into hard test, hard pool, easy validation, easy pool and all pool.
+
+    Raises:
+        EvaluationError: when a pool is smaller than `n_train` (the message gives the counts).
+    """
+    strata = np.array([s if s is not None else "" for s in strata])
+    rng = np.random.default_rng(config.split_seed)
+    hard = rng.permutation(np.flatnonzero(strata == "hard"))
+    easy = rng.permutation(np.flatnonzero(strata == "easy"))
+    n_test = int(round(len(hard) * config.test_fraction))
+    test, hard_pool = np.sort(hard[:n_test]), np.sort(hard[n_test:])
+    validation, easy_pool = (
+        np.sort(easy[: config.validation_size]),
+        np.sort(easy[config.validation_size :]),
+    )
+    held_out = np.zeros(len(strata), bool)
+    held_out[test] = held_out[validation] = True
+    all_pool = np.flatnonzero((strata != "") & ~held_out)
+    pools = {"easy": easy_pool, "hard": hard_pool, "all": all_pool}
+    short = {k: len(v) for k, v in pools.items() if len(v) < config.n_train}
+    if short or n_test == 0 or len(validation) == 0:
+        raise EvaluationError(
+            f"too few items for n_train={config.n_train}: pools {short or 'ok'}, hard test "
+            f"{n_test}, easy validation {len(validation)} (easy {len(easy)}, hard {len(hard)}); "
+            "lower --n-train or --validation-size, or use a larger dataset"
+        )
+    return EvalSplit(test, validation, pools, config)
+
+
+def supervision_gap_recovered(acc_easy: float, acc_hard: float, acc_unsup: float) -> float:
+    """SGR = (easy - unsup) / (hard - unsup); NaN when hard supervision gains nothing."""
+    denominator = acc_hard - acc_unsup
+    if denominator == 0:
+        return float("nan")
+    return (acc_easy - acc_unsup) / denominator
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a percentile bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SGRResult:
+    """SGR and its three accuracies on the hard test set, each with a bootstrap interval."""
+
+    sgr: Interval
+    acc_unsup: Interval
+    acc_easy: Interval
+    acc_hard: Interval
+    denominator: Interval
+    n_test: int
+    n_seeds: int
+    n_boot: int
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, float | int | str | None]:
+        out: dict[str, float | int | str | None] = {}
+        for name in ("sgr", "acc_unsup", "acc_easy", "acc_hard", "denominator"):
+            interval = getattr(self, name)
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = (
+                interval.estimate,
+                interval.low,
+                interval.high,
+            )
+        out.update(
+            n_test=self.n_test, n_seeds=self.n_seeds, n_boot=self.n_boot, warning=self.warning
+        )
+        return out
+
+
+def _as_matrix(correct: np.ndarray) -> np.ndarray:
+    correct = np.asarray(correct, dtype=np.float64)
+    return correct[:, None] if correct.ndim == 1 else correct
+
+
+@functools.lru_cache(maxsize=8)
+def _bootstrap_weights(n: int, n_seeds: int, n_boot: int, seed: int):
+    """Resampling counts: (n_boot, n) for items, (n_boot, n_seeds) for seeds.
+
+    Cached: every layer and method of a task is resampled with the same draws, which both saves
+    time and keeps their intervals comparable.
+    """
+    rng = np.random.default_rng(seed)
+    items = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(np.float64)
+    seeds = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot).astype(np.float64)
+    items.flags.writeable = seeds.flags.writeable = False
+    return items, seeds
+
+
+def _resampled_means(correct: np.ndarray, items: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Mean of `correct` (n, S) under each resample; a 1-column matrix ignores seed weights."""
+    n, s = correct.shape
+    per_seed = items @ correct  # (B, S): item-weighted sums per seed
+    if s == 1:
+        return per_seed[:, 0] / n
+    return (per_seed * seeds).sum(1) / (n * s)
+
+
+def _interval(estimate: float, samples: np.ndarray, level: float) -> Interval:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return Interval(estimate, float("nan"), float("nan"))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high))
+
+
+def bootstrap_accuracy(
+    correct: np.ndarray, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Accuracy (mean over items and seeds) with an item-and-seed bootstrap interval."""
+    matrix = _as_matrix(correct)
+    items, seeds = _bootstrap_weights(matrix.shape[0], matrix.shape[1], n_boot, seed)
+    return _interval(float(matrix.mean()), _resampled_means(matrix, items, seeds), level)
+
+
+def bootstrap_sgr(
+    unsup: np.ndarray,
+    easy: np.ndarray,
+    hard: np.ndarray,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> SGRResult:
+    """SGR with a paired bootstrap over test items and training seeds.
+
+    Args:
+        unsup: (items,) or (items, 1) correctness of the unsupervised method.
+        easy, hard: (items, seeds) correctness after easy / hard training, the same items in
+            the same order, seed k of both drawn with the same seed value.
+    """
+    u, e, h = _as_matrix(unsup), _as_matrix(easy), _as_matrix(hard)
+    if not (u.shape[0] == e.shape[0] == h.shape[0]) or e.shape[1] != h.shape[1]:
+        raise EvaluationError(
+            f"SGR terms must share test items and seeds: unsup {u.shape}, easy {e.shape}, "
+            f"hard {h.shape}"
+        )
+    if u.shape[0] == 0:
+        raise EvaluationError("SGR needs at least one test item")
+    items, seeds = _bootstrap_weights(e.shape[0], e.shape[1], n_boot, seed)
+    bu, be, bh = (_resampled_means(m, items, seeds) for m in (u, e, h))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sgr_samples = (be - bu) / (bh - bu)
+    acc_u, acc_e, acc_h = float(u.mean()), float(e.mean()), float(h.mean())
+    denominator = _interval(acc_h - acc_u, bh - bu, level)
+    warning = None
+    if not denominator.low > 0 and not denominator.high < 0:
+        warning = (
+            f"the denominator acc_hard - acc_unsup = {acc_h - acc_u:+.3f} has a {level:.0%} "
+            f"interval [{denominator.low:+.3f}, {denominator.high:+.3f}] that includes 0: "
+            "SGR is not meaningful here"
+        )
+        warnings.warn(warning, stacklevel=2)
+    return SGRResult(
+        sgr=_interval(supervision_gap_recovered(acc_e, acc_h, acc_u), sgr_samples, level),
+        acc_unsup=_interval(acc_u, bu, level),
+        acc_easy=_interval(acc_e, be, level),
+        acc_hard=_interval(acc_h, bh, level),
+        denominator=denominator,
+        n_test=e.shape[0],
+        n_seeds=e.shape[1],
+        n_boot=n_boot,
+        warning=warning,
+    )

@@ -1,0 +1,89 @@
+"""Figures, drawn from result tables only (lists of row dicts), never from models or caches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"easy": "#1f77b4", "hard": "#d62728", "all": "#2ca02c"}
+
+
+def plot_layer_accuracy(
+    accuracy_rows: Sequence[dict], zero_shot: dict, title: str, path: Path
+) -> Path:
+    """Hard-test accuracy per layer for easy-, hard- and all-trained probes, with CI bands.
+
+    Args:
+        accuracy_rows: rows with layer, train_on, accuracy, accuracy_low, accuracy_high.
+        zero_shot: a row with accuracy, accuracy_low, accuracy_high (the unsupervised floor).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for train_on, color in COLORS.items():
+        rows = sorted(
+            (r for r in accuracy_rows if r["train_on"] == train_on), key=lambda r: r["layer"]
+        )
+        if not rows:
+            continue
+        layers = [r["layer"] for r in rows]
+        ax.plot(
+            layers,
+            [r["accuracy"] for r in rows],
+            "-o",
+            ms=3,
+            color=color,
+            label=f"trained on {train_on}",
+        )
+        ax.fill_between(
+            layers,
+            [r["accuracy_low"] for r in rows],
+            [r["accuracy_high"] for r in rows],
+            color=color,
+            alpha=0.15,
+        )
+    ax.axhline(zero_shot["accuracy"], color="black", ls="--", lw=1, label="zero-shot")
+    ax.axhspan(zero_shot["accuracy_low"], zero_shot["accuracy_high"], color="grey", alpha=0.15)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("accuracy on the hard test set")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
+    """SGR per layer with its bootstrap interval (1 = easy as good as hard supervision)."""
+    rows = sorted(sgr_rows, key=lambda r: r["layer"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    layers = [r["layer"] for r in rows]
+    ax.errorbar(
+        layers,
+        [r["sgr"] for r in rows],
+        yerr=[
+            [max(0.0, r["sgr"] - r["sgr_low"]) for r in rows],
+            [max(0.0, r["sgr_high"] - r["sgr"]) for r in rows],
+        ],
+        fmt="o-",
+        ms=3,
+        capsize=2,
+        color="#9467bd",
+    )
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("SGR = (easy - zero-shot) / (hard - zero-shot)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Probes on synthetic data with a planted direction, and determinism under a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.probes import PROBE_KINDS, ProbeData, make_probe
+
+
+def planted(n: int, seed: int, shuffle_labels: bool = False, d: int = 64, c: int = 4):
+    """Items whose correct choice is shifted along a fixed direction; ragged choice counts."""
+    rng = np.random.default_rng(seed)
+    direction = np.random.default_rng(99).normal(size=d)
+    direction /= np.linalg.norm(direction)
+    states = rng.normal(size=(n, c, d)).astype(np.float32)
+    states += rng.normal(size=(n, 1, d)).astype(np.float32) * 3  # shared per-question part
+    mask = np.ones((n, c), bool)
+    mask[::5, -1] = False  # every fifth item has only 3 choices
+    answers = np.array([rng.integers(0, m.sum()) for m in mask])
+    states[np.arange(n), answers] += 4 * direction.astype(np.float32)
+    if shuffle_labels:
+        answers = np.array([rng.integers(0, m.sum()) for m in mask])
+    return ProbeData(tuple(f"q{seed}-{i}" for i in range(n)), states, mask, answers)
+
+
+@pytest.mark.parametrize("kind", ["mc_linear", "logistic", "mass_mean"])
+def test_planted_direction_makes_a_supervised_probe_near_perfect(kind):
+    fitted = make_probe(kind).fit(planted(160, 0), seed=0)
+    test = planted(400, 1)
+    assert fitted.predict(test).accuracy(test.answer_index) > 0.95
+
+
+@pytest.mark.parametrize("kind", ["mc_linear", "logistic", "mass_mean"])
+def test_shuffled_labels_give_chance(kind):
+    fitted = make_probe(kind).fit(planted(160, 0, shuffle_labels=True), seed=0)
+    test = planted(400, 1)
+    assert fitted.predict(test).accuracy(test.answer_index) < 0.4  # chance is ~0.27
+
+
+def test_ccs_finds_the_planted_direction_without_labels():
+    """CCS never sees labels: shuffling them must not change what it learns."""
+    fitted = make_probe("ccs").fit(planted(160, 0), seed=0)
+    shuffled = make_probe("ccs").fit(planted(160, 0, shuffle_labels=True), seed=0)
+    test = planted(400, 1)
+    a, b = fitted.predict(test), shuffled.predict(test)
+    np.testing.assert_array_equal(a.probs, b.probs)
+    accuracy = a.accuracy(test.answer_index)
+    assert accuracy > 0.9 or accuracy < 0.1  # CCS recovers the direction up to its sign
+
+
+@pytest.mark.parametrize("kind", PROBE_KINDS)
+def test_probe_is_deterministic_given_a_seed(kind):
+    train, test = planted(120, 0), planted(50, 1)
+    a = make_probe(kind).fit(train, seed=7).predict(test)
+    b = make_probe(kind).fit(train, seed=7).predict(test)
+    np.testing.assert_array_equal(a.probs, b.probs)
+
+
+def test_predictions_respect_the_choice_mask():
+    probs = make_probe("mc_linear").fit(planted(160, 0), 0).predict(planted(50, 1))
+    assert np.all(probs.probs[~probs.mask] == 0)
+    np.testing.assert_allclose(probs.probs.sum(1), 1.0)
+
+
+def test_choice_probs_from_scores():
+    probs = ChoiceProbs.from_scores(
+        ["a", "b"],
+        np.array([[0.0, np.log(3), 5.0], [1.0, 1.0, 0.0]]),
+        np.array([[True, True, False], [True, True, True]]),
+    )
+    np.testing.assert_allclose(probs.probs[0], [0.25, 0.75, 0.0])
+    assert list(probs.predictions()) == [1, 0]
+    assert probs.accuracy(np.array([1, 1])) == 0.5
