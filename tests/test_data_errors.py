@@ -121,6 +121,9 @@ def test_unknown_dataset_name():
 
 def test_hub_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="Offline, set TRUTHPROBE_DATA_DIR"):
         load_dataset("gsm8k", source="hub")

@@ -16,6 +16,9 @@ def test_default_model_fingerprint(gemma_fp32):
 
 def test_unknown_model_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     with pytest.raises(ModelError, match="could not load model 'no-such-org/no-such-model'"):
         load_model("no-such-org/no-such-model")
 

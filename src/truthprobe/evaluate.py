@@ -63,13 +63,19 @@ class EvalSplit:
     pools: dict[str, np.ndarray]
     config: SplitConfig
 
-    def train_rows(self, train_on: str, seed: int) -> np.ndarray:
-        """The `n_train` training rows for (train_on, seed): deterministic given both."""
+    def train_rows(self, train_on: str, seed: int, n: int | None = None) -> np.ndarray:
+        """`n` (default `n_train`) training rows for (train_on, seed), deterministic given both.
+
+        ICL passes its k here: its demonstrations come from the same pools as probe training.
+        """
         if train_on not in self.pools:
             raise EvaluationError(f"unknown train_on {train_on!r}; valid: {', '.join(TRAIN_ON)}")
         pool = self.pools[train_on]
         rng = np.random.default_rng([self.config.split_seed, seed, TRAIN_ON.index(train_on)])
-        return np.sort(rng.choice(pool, size=self.config.n_train, replace=False))
+        size = self.config.n_train if n is None else n
+        if size > len(pool):
+            raise EvaluationError(f"{train_on} pool has {len(pool)} items, {size} requested")
+        return np.sort(rng.choice(pool, size=size, replace=False))
 
 
 def make_split(strata: Sequence[Stratum | None], config: SplitConfig) -> EvalSplit:

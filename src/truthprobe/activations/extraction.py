@@ -176,7 +176,9 @@ def forward_batch(
         use_cache=True,
         output_hidden_states=True,
     )
-    question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers])
+    d = first.hidden_states[-1].shape[-1]
+    empty = first.hidden_states[-1].new_zeros((0, b, d))  # no layers asked: scores only (ICL)
+    question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers]) if layers else empty
     prefix_last = first.hidden_states[-1][:, -1]  # post-norm: predicts each first choice token
     cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
     cache.batch_repeat_interleave(c)
@@ -189,7 +191,11 @@ def forward_batch(
     )
     rows = torch.arange(b * c, device=device)
     last = (lengths - 1).to(device)
-    answer_end = torch.stack([second.hidden_states[k][rows, last] for k in layers])
+    answer_end = (
+        torch.stack([second.hidden_states[k][rows, last] for k in layers])
+        if layers
+        else empty.new_zeros((0, b * c, d))
+    )
 
     # Token t of a continuation is predicted by position t-1 (t = 0: the prefix's last token).
     exists = torch.zeros(b * c, dtype=torch.bool)
@@ -206,7 +212,7 @@ def forward_batch(
 
     tokens = torch.where(exists, lengths, 0)
     return BatchOutput(
-        answer_end=answer_end.float().cpu().numpy().reshape(len(layers), b, c, -1),
+        answer_end=answer_end.float().cpu().numpy().reshape(len(layers), b, c, d),
         question_end=question_end.float().cpu().numpy(),
         logprob=logprob.numpy().reshape(b, c),
         tokens=tokens.numpy().reshape(b, c),

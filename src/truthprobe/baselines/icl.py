@@ -1,0 +1,184 @@
+"""In-context learning (ICL): k demonstrations from one stratum, then score the test choices.
+
+As in Hase et al.: demonstrations are the n_train = k items drawn from the requested stratum
+(the same draw for every test item of a seed), rendered with the zero-shot template and their
+gold answer text, separated by blank lines; the test question follows and each choice is scored
+by its summed log-likelihood as a continuation (`raw`, lm-evaluation-harness `acc`) or divided by
+its length in characters (`chars`, `acc_norm`). k = 0 is the zero-shot baseline. A prompt that
+would exceed the context drops demonstrations from the end, never the test question, and says so.
+
+Scoring reuses the extraction path (`forward_batch`): the whole prompt is the shared prefix,
+run once per test item with a KV cache, and only the choices run per choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from truthprobe.activations.extraction import EncodedItem, forward_batch
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.data import Question
+from truthprobe.errors import TruthprobeError
+from truthprobe.models import LoadedModel
+from truthprobe.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+#: The paper's k per dataset (n_train for ICL).
+DEFAULT_K = {"arc": 10, "mmlu": 10, "strategyqa": 8, "gsm8k": 8}
+DEMO_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class ICLPrompt:
+    """A rendered k-shot prompt for one test item."""
+
+    prefix: str
+    """Demonstrations + test question, ending where each choice continues."""
+    demonstration_ids: tuple[str, ...]
+    """Ids of the demonstrations actually used (after any truncation)."""
+    dropped: int = 0
+    """Demonstrations dropped to fit the context."""
+
+
+def render_demonstration(template: PromptTemplate, record: Question) -> str:
+    """A solved example: the zero-shot prompt followed by its gold answer's continuation."""
+    if record.answer_index is None or not record.choices:
+        raise TruthprobeError(f"demonstration {record.id!r} has no answer choices")
+    return template.prefix(record) + template.continuations(record)[record.answer_index]
+
+
+def build_prompt(
+    template: PromptTemplate,
+    demonstrations: Sequence[Question],
+    test: Question,
+    count_tokens=None,
+    max_tokens: int | None = None,
+) -> ICLPrompt:
+    """Demonstrations (in the given order), a blank line, then the test question.
+
+    Args:
+        count_tokens: text -> token count; with `max_tokens`, demonstrations are dropped from the
+            end until the prompt plus the longest choice fits.
+
+    Raises:
+        TruthprobeError: if a demonstration is the test item itself.
+    """
+    if any(d.id == test.id for d in demonstrations):
+        raise TruthprobeError(f"test item {test.id!r} is among its own demonstrations")
+    demos = list(demonstrations)
+    longest = max(template.continuations(test), key=len)
+    while True:
+        parts = [render_demonstration(template, d) for d in demos] + [template.prefix(test)]
+        prefix = DEMO_SEPARATOR.join(parts)
+        if count_tokens is None or max_tokens is None or not demos:
+            break
+        if count_tokens(prefix + longest) <= max_tokens:
+            break
+        demos.pop()
+    dropped = len(demonstrations) - len(demos)
+    if dropped:
+        log.warning(
+            "ICL prompt for %s: dropped %d of %d demonstrations to fit %s tokens",
+            test.id,
+            dropped,
+            len(demonstrations),
+            max_tokens,
+        )
+    return ICLPrompt(prefix, tuple(d.id for d in demos), dropped)
+
+
+def score_choices(
+    loaded: LoadedModel,
+    prompts: Sequence[ICLPrompt],
+    tests: Sequence[Question],
+    template: PromptTemplate,
+    batch_size: int = 4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed continuation log-likelihoods, token and character counts per (item, choice)."""
+    tokenizer = loaded.tokenizer
+    n_choices = max(t.n_choices for t in tests)
+    items = []
+    for prompt, test in zip(prompts, tests, strict=True):
+        texts = template.continuations(test)
+        items.append(
+            EncodedItem(
+                tokenizer(prompt.prefix, add_special_tokens=True).input_ids,
+                [tokenizer(t, add_special_tokens=False).input_ids for t in texts],
+                [len(t) for t in texts],
+            )
+        )
+    order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+    logprob = np.zeros((len(items), n_choices))
+    tokens = np.zeros((len(items), n_choices), np.int64)
+    chars = np.zeros((len(items), n_choices), np.int64)
+    for lo in range(0, len(order), batch_size):
+        rows = order[lo : lo + batch_size]
+        out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
+        logprob[rows], tokens[rows] = out.logprob, out.tokens
+        for i in rows:
+            chars[i, : len(items[i].choice_chars)] = items[i].choice_chars
+    return logprob, tokens, chars
+
+
+def icl_choice_probs(
+    loaded: LoadedModel,
+    template: PromptTemplate,
+    demonstrations: Sequence[Question],
+    tests: Sequence[Question],
+    normalization: str = "raw",
+    max_tokens: int = 2048,
+    batch_size: int = 4,
+) -> ChoiceProbs:
+    """k-shot choice probabilities of `tests` with the same demonstrations for every item."""
+    test_ids = {t.id for t in tests}
+    leaked = [d.id for d in demonstrations if d.id in test_ids]
+    if leaked:
+        raise TruthprobeError(f"demonstrations include test items: {leaked[:5]}")
+
+    def count(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
+
+    prompts = [build_prompt(template, demonstrations, t, count, max_tokens) for t in tests]
+    logprob, _, chars = score_choices(loaded, prompts, tests, template, batch_size)
+    if normalization == "chars":
+        logprob = logprob / np.maximum(chars, 1)
+    mask = np.zeros(logprob.shape, bool)
+    for i, t in enumerate(tests):
+        mask[i, : t.n_choices] = True
+    return ChoiceProbs.from_scores([t.id for t in tests], logprob, mask)
+
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_final_number(text: str, trigger: str = "the answer is") -> str | None:
+    """The final numeric answer of a (chain-of-thought) completion, normalised.
+
+    Takes the first number after the trigger phrase when present, otherwise the last number in
+    the text; strips `$` and thousands separators and a trailing `.0`. None when there is none.
+    """
+    lowered = text.lower()
+    at = lowered.find(trigger)
+    if at >= 0:
+        found = _NUMBER.findall(text[at + len(trigger) :])
+        candidate = found[0] if found else None
+    else:
+        found = _NUMBER.findall(text)
+        candidate = found[-1] if found else None
+    if candidate is None:
+        return None
+    return normalise_number(candidate)
+
+
+def normalise_number(text: str) -> str:
+    """`$1,080.00` -> `1080`; `-3.50` -> `-3.5`: the form in which answers are compared."""
+    cleaned = text.replace("$", "").replace(",", "").rstrip(".")
+    if "." in cleaned:
+        cleaned = cleaned.rstrip("0").rstrip(".")
+    return cleaned

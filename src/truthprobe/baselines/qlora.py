@@ -1,0 +1,199 @@
+"""QLoRA: LoRA adapters on a (bitsandbytes-quantised) model, trained with a multiple-choice loss.
+
+As in Hase et al. (paper_methods.md §6.4): LoRA rank 16, alpha 32, dropout 0.1 on the attention
+query and value projections; learning rate 1e-4 with linear decay to 10%, weight decay 1e-5,
+gradient clipping 1.0; an effective batch of min(n_train, 50) items by accumulation; 3 epochs,
+raised so there are at least 10 optimiser updates. The loss scores each choice by its summed
+log-likelihood as a continuation of the zero-shot prompt, softmaxes across the question's choices
+and takes cross-entropy with the gold choice; evaluation uses the same scorer (`forward_batch`),
+so an adapted model's `ChoiceProbs` come through the same path as zero-shot ones.
+
+Adapters are saved under a directory named from a hash of (model fingerprint, config, training
+ids), and a re-run with the same inputs loads them instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from truthprobe.activations.extraction import EncodedItem, encode, forward_batch
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.data import Question
+from truthprobe.models import LoadedModel
+from truthprobe.prompts import PromptTemplate
+
+
+@dataclass(frozen=True)
+class QLoRAConfig:
+    """Adapter and optimisation settings (defaults: the paper's)."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    final_lr_fraction: float = 0.1
+    max_grad_norm: float = 1.0
+    epochs: int = 3
+    min_updates: int = 10
+    """Epochs are raised until there are at least this many optimiser updates."""
+    effective_batch: int = 50
+    """Items per optimiser update (capped at n_train), reached by gradient accumulation."""
+    micro_batch: int = 2
+    """Items per forward/backward pass."""
+    max_updates: int | None = None
+    """Stop after this many updates (small CPU runs); None trains the full schedule."""
+
+    def schedule(self, n_train: int) -> tuple[int, int]:
+        """(items per update, total updates)."""
+        per_update = min(n_train, self.effective_batch)
+        per_epoch = math.ceil(n_train / per_update)
+        epochs = max(self.epochs, math.ceil(self.min_updates / per_epoch))
+        total = per_epoch * epochs
+        return per_update, total if self.max_updates is None else min(total, self.max_updates)
+
+
+@dataclass
+class QLoRAResult:
+    """A trained (or reloaded) adapter and its training curve."""
+
+    adapter_dir: Path
+    losses: list[float] = field(default_factory=list)
+    reused: bool = False
+
+
+def adapter_key(loaded: LoadedModel, config: QLoRAConfig, train: Sequence[Question],
+                seed: int, template: PromptTemplate) -> str:
+    """Hash of everything that determines the trained adapter."""
+    payload = json.dumps({
+        "model": loaded.fingerprint.to_dict(), "config": asdict(config),
+        "train": [q.id for q in train], "seed": seed, "template": template.hash,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -> list:
+    """Differentiable summed log-likelihood of every choice, one full sequence per choice.
+
+    Only the rows that predict continuation tokens go through the LM head.
+    """
+    model, device = loaded.model, loaded.device
+    pad = loaded.tokenizer.pad_token_id or 0
+    sequences = [(it.prefix + ch, len(it.prefix), ch) for it in items for ch in it.choices]
+    length = max(len(s) for s, _, _ in sequences)
+    ids = torch.full((len(sequences), length), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (seq, _, _) in enumerate(sequences):  # right padding: positions stay natural
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    hidden = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device))
+    states = hidden.last_hidden_state
+    rows, cols, targets = [], [], []
+    for i, (_, p, ch) in enumerate(sequences):
+        rows += [i] * len(ch)
+        cols += list(range(p - 1, p - 1 + len(ch)))
+        targets += ch
+    picked = states[torch.tensor(rows), torch.tensor(cols)]
+    logits = model.get_output_embeddings()(picked).float()
+    token_logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(targets)[:, None])[:, 0]
+    per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
+        0, torch.tensor(rows, device=token_logp.device), token_logp
+    )
+    out, k = [], 0
+    for it in items:
+        out.append(per_choice[k : k + len(it.choices)])
+        k += len(it.choices)
+    return out
+
+
+def train_adapter(
+    loaded: LoadedModel,
+    train: Sequence[Question],
+    template: PromptTemplate,
+    adapters_dir: str | Path,
+    config: QLoRAConfig = QLoRAConfig(),
+    seed: int = 0,
+    progress: bool = True,
+) -> QLoRAResult:
+    """Attach LoRA adapters to `loaded.model` in place and train them (or load saved ones)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    adapter_dir = Path(adapters_dir) / adapter_key(loaded, config, train, seed, template)
+    if (adapter_dir / "adapter_config.json").is_file():
+        loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+        loaded.model.eval()
+        losses = json.loads((adapter_dir / "losses.json").read_text())
+        return QLoRAResult(adapter_dir, losses, reused=True)
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(loaded.model, lora)
+    loaded.model = model
+    model.train()
+    items = [encode(loaded.tokenizer, template, q) for q in train]
+    answers = [q.answer_index for q in train]
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and "bias" not in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}], lr=config.lr
+    )
+    per_update, total = config.schedule(len(items))
+    scheduler = torch.optim.lr_scheduler.LinearLR(
+        optimizer, 1.0, config.final_lr_fraction, total_iters=max(1, total - 1)
+    )
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    losses: list[float] = []
+    for _ in tqdm(range(total), desc="qlora", unit="update", disable=not progress):
+        if len(order) < per_update:
+            order += rng.permutation(len(items)).tolist()
+        batch, order = order[:per_update], order[per_update:]
+        optimizer.zero_grad()
+        total_loss = 0.0
+        for lo in range(0, len(batch), config.micro_batch):
+            rows = batch[lo : lo + config.micro_batch]
+            scores = _choice_log_likelihoods(loaded, [items[i] for i in rows])
+            loss = sum(
+                torch.nn.functional.cross_entropy(s[None], torch.tensor([answers[i]], device=s.device))
+                for s, i in zip(scores, rows, strict=True)
+            ) / len(batch)
+            loss.backward()
+            total_loss += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                       config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(total_loss)
+    model.eval()
+    staging = adapter_dir.with_name(adapter_dir.name + ".partial")
+    model.save_pretrained(staging)
+    (staging / "losses.json").write_text(json.dumps(losses))
+    staging.rename(adapter_dir)
+    return QLoRAResult(adapter_dir, losses)
+
+
+@torch.inference_mode()
+def qlora_choice_probs(
+    loaded: LoadedModel, template: PromptTemplate, tests: Sequence[Question], batch_size: int = 8
+) -> ChoiceProbs:
+    """Choice probabilities of the (adapted) model through the same scorer as zero-shot."""
+    items = [encode(loaded.tokenizer, template, q) for q in tests]
+    n_choices = max(q.n_choices for q in tests)
+    logprob = np.zeros((len(items), n_choices))
+    for lo in range(0, len(items), batch_size):
+        logprob[lo : lo + batch_size] = forward_batch(loaded, items[lo : lo + batch_size], [],
+                                                      n_choices).logprob
+    mask = np.zeros(logprob.shape, bool)
+    for i, q in enumerate(tests):
+        mask[i, : q.n_choices] = True
+    return ChoiceProbs.from_scores([q.id for q in tests], logprob, mask)
