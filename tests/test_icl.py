@@ -109,8 +109,14 @@ def test_zero_shot_icl_equals_cached_zero_shot(gemma_fp32, mixed_arc_file, tmp_p
     from truthprobe.baselines import zero_shot_probs
     from truthprobe.data import load_dataset
 
-    config = ExtractConfig(dataset=str(mixed_arc_file), dtype="float32", storage="float32",
-                           cache_path=str(tmp_path / "c.h5"), progress=False, layers=(0,))
+    config = ExtractConfig(
+        dataset=str(mixed_arc_file),
+        dtype="float32",
+        storage="float32",
+        cache_path=str(tmp_path / "c.h5"),
+        progress=False,
+        layers=(0,),
+    )
     extract(config, loaded=gemma_fp32)
     with ActivationCache(config.cache_path) as cache:
         cached = zero_shot_probs(cache)

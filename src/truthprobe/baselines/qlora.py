@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from truthprobe.activations.extraction import EncodedItem, encode, forward_batch
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
+from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate
 
@@ -72,13 +73,24 @@ class QLoRAResult:
     reused: bool = False
 
 
-def adapter_key(loaded: LoadedModel, config: QLoRAConfig, train: Sequence[Question],
-                seed: int, template: PromptTemplate) -> str:
+def adapter_key(
+    loaded: LoadedModel,
+    config: QLoRAConfig,
+    train: Sequence[Question],
+    seed: int,
+    template: PromptTemplate,
+) -> str:
     """Hash of everything that determines the trained adapter."""
-    payload = json.dumps({
-        "model": loaded.fingerprint.to_dict(), "config": asdict(config),
-        "train": [q.id for q in train], "seed": seed, "template": template.hash,
-    }, sort_keys=True)
+    payload = json.dumps(
+        {
+            "model": loaded.fingerprint.to_dict(),
+            "config": asdict(config),
+            "train": [q.id for q in train],
+            "seed": seed,
+            "template": template.hash,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -128,6 +140,13 @@ def train_adapter(
     """Attach LoRA adapters to `loaded.model` in place and train them (or load saved ones)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    if loaded.fingerprint.quantization == "4bit" and loaded.device.type == "cpu":
+        # Measured with bitsandbytes 0.50: its CPU 4-bit matmul has no autograd kernel, and
+        # training through it silently diverges (MC loss 2.76 -> 15.3 in 6 updates).
+        raise TruthprobeError(
+            "QLoRA on a 4-bit model needs a GPU: bitsandbytes' CPU 4-bit kernels cannot be "
+            "trained through. On CPU use --quantization 8bit (the paper's setting) or none."
+        )
     adapter_dir = Path(adapters_dir) / adapter_key(loaded, config, train, seed, template)
     if (adapter_dir / "adapter_config.json").is_file():
         loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir)
@@ -136,8 +155,13 @@ def train_adapter(
         return QLoRAResult(adapter_dir, losses, reused=True)
 
     torch.manual_seed(seed)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(loaded.model, lora)
     loaded.model = model
     model.train()
@@ -164,13 +188,16 @@ def train_adapter(
             rows = batch[lo : lo + config.micro_batch]
             scores = _choice_log_likelihoods(loaded, [items[i] for i in rows])
             loss = sum(
-                torch.nn.functional.cross_entropy(s[None], torch.tensor([answers[i]], device=s.device))
+                torch.nn.functional.cross_entropy(
+                    s[None], torch.tensor([answers[i]], device=s.device)
+                )
                 for s, i in zip(scores, rows, strict=True)
             ) / len(batch)
             loss.backward()
             total_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                       config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
+        )
         optimizer.step()
         scheduler.step()
         losses.append(total_loss)
@@ -191,8 +218,9 @@ def qlora_choice_probs(
     n_choices = max(q.n_choices for q in tests)
     logprob = np.zeros((len(items), n_choices))
     for lo in range(0, len(items), batch_size):
-        logprob[lo : lo + batch_size] = forward_batch(loaded, items[lo : lo + batch_size], [],
-                                                      n_choices).logprob
+        logprob[lo : lo + batch_size] = forward_batch(
+            loaded, items[lo : lo + batch_size], [], n_choices
+        ).logprob
     mask = np.zeros(logprob.shape, bool)
     for i, q in enumerate(tests):
         mask[i, : q.n_choices] = True
