@@ -66,6 +66,8 @@ def test_sweep_writes_tidy_results(small_run):
         "zero_shot_chars",
     }
     assert all(r["n_test"] == "20" for r in rows)  # half of the 40 hard items
+    assert all(r["cache_file"] == run.caches["arc:grade"] for r in rows)
+    assert all(json.loads(r["model"])["name"] == "default" and r["package_version"] for r in rows)
     meta = json.loads((run.run_dir / "config.json").read_text())
     assert meta["model_fingerprint"]["revision"].startswith("gguf-sha256:")
     assert meta["caches"]["arc:grade"].endswith(".h5") and meta["dataset_hashes"]["arc:grade"]

@@ -29,6 +29,27 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="`default` (embedded Gemma 3 270M), a Hugging Face id, or a local path",
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=("none", "4bit", "8bit"),
+        default="none",
+        help="bitsandbytes NF4 (4bit) or LLM.int8 (8bit) weights",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32", "float16"),
+        default="auto",
+        help="compute dtype; auto = bf16 where native",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+
+
 def cmd_data_summary(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, source=args.source)
     records = dataset.records
@@ -158,16 +179,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset:measure to sweep, repeatable (default: arc:grade and mmlu:level)",
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="`default` (embedded Gemma 3 270M), a Hugging Face id, or a path",
-    )
-    parser.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
-    parser.add_argument(
-        "--dtype", choices=("auto", "bfloat16", "float32", "float16"), default="auto"
-    )
-    parser.add_argument("--device", default="auto")
+    _add_model_args(parser)
     parser.add_argument(
         "--layers",
         type=int,
@@ -211,6 +223,83 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=cmd_sweep)
 
 
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from truthprobe.baselines.compare import BaselinesConfig, baselines_table, run_baselines
+
+    config = BaselinesConfig(
+        tasks=tuple(args.task or ["arc:grade", "mmlu:level", "strategyqa:steps"]),
+        methods=tuple(args.method or ["icl", "probe", "qlora"]),
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        seeds=tuple(range(args.seeds)),
+        max_per_stratum=args.max_per_stratum or None,
+        max_test=args.max_test or None,
+        icl_k=args.k,
+        qlora_n_train=args.qlora_n_train,
+        qlora_quantization=args.qlora_quantization,
+        qlora_max_updates=args.qlora_max_updates or None,
+        n_boot=args.n_boot,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        plots_dir=args.plots_dir,
+    )
+    run_dir = run_baselines(config)
+    print(baselines_table(run_dir))
+    print(f"run directory {run_dir}")
+    return 0
+
+
+def add_baselines_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `truthprobe baselines` and `experiments/baselines.py` (one definition)."""
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        help="dataset:measure, repeatable (default: arc:grade, mmlu:level, strategyqa:steps)",
+    )
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=("icl", "probe", "qlora"),
+        default=None,
+        help="repeatable (default: all three)",
+    )
+    _add_model_args(parser)
+    parser.add_argument("--seeds", type=int, default=1, help="training draws (seeds 0..N-1)")
+    parser.add_argument("--max-per-stratum", type=int, default=500, help="0 = all items")
+    parser.add_argument(
+        "--max-test",
+        type=int,
+        default=60,
+        help="hard test items per task (0 = half the hard stratum)",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="ICL demonstrations (default: 10 ARC/MMLU, 8 StrategyQA)",
+    )
+    parser.add_argument("--qlora-n-train", type=int, default=32)
+    parser.add_argument(
+        "--qlora-quantization",
+        choices=("8bit", "4bit", "none"),
+        default="8bit",
+        help="4bit trains on a GPU only",
+    )
+    parser.add_argument(
+        "--qlora-max-updates",
+        type=int,
+        default=4,
+        help="cap on optimiser updates (0 = the paper's full schedule)",
+    )
+    parser.add_argument("--n-boot", type=int, default=10_000)
+    parser.add_argument("--cache-dir", default="activations")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--plots-dir", default="plots")
+    parser.set_defaults(func=cmd_baselines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="truthprobe",
@@ -239,19 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ext = commands.add_parser("extract", help="cache per-layer hidden states of a model to HDF5")
     _add_dataset_args(ext)
-    ext.add_argument(
-        "--model",
-        default="default",
-        help="`default` (embedded Gemma 3 270M), a Hugging Face id, or a local path",
-    )
-    ext.add_argument("--quantization", choices=("none", "4bit", "8bit"), default="none")
-    ext.add_argument(
-        "--dtype",
-        choices=("auto", "bfloat16", "float32", "float16"),
-        default="auto",
-        help="compute dtype; auto = bf16 where native",
-    )
-    ext.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    _add_model_args(ext)
     ext.add_argument("--template", default=None, help="prompt template (default: per dataset)")
     ext.add_argument(
         "--layers",
@@ -288,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="train probes on easy/hard/all items at every layer; report SGR"
     )
     add_sweep_arguments(sweep)
+
+    baselines = commands.add_parser(
+        "baselines", help="zero-shot, ICL, best-layer probe and QLoRA on the same splits"
+    )
+    add_baselines_arguments(baselines)
 
     report = commands.add_parser("report", help="redraw tables and plots of a saved sweep run")
     report.add_argument("run_dir")

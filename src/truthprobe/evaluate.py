@@ -40,6 +40,8 @@ class SplitConfig:
     """Share of the hard stratum held out as the hard test set (the rest is the hard pool)."""
     validation_size: int = 100
     """Easy items held out to choose layers and settings (never the hard test set)."""
+    max_test: int | None = None
+    """Cap on hard test items (costly methods on a CPU); the rest joins the hard pool."""
     split_seed: int = 0
     """Seed of the test / pool / validation division (fixed across training seeds)."""
 
@@ -89,6 +91,8 @@ def make_split(strata: Sequence[Stratum | None], config: SplitConfig) -> EvalSpl
     hard = rng.permutation(np.flatnonzero(strata == "hard"))
     easy = rng.permutation(np.flatnonzero(strata == "easy"))
     n_test = int(round(len(hard) * config.test_fraction))
+    if config.max_test is not None:
+        n_test = min(n_test, config.max_test)
     test, hard_pool = np.sort(hard[:n_test]), np.sort(hard[n_test:])
     validation, easy_pool = (
         np.sort(easy[: config.validation_size]),

@@ -82,11 +82,40 @@ def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, integer_x: bool = True) -> Path:
     for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
+    """SGR per method (bars) for each task (groups), with bootstrap intervals."""
+    import numpy as np
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(tasks)), 4))
+    for m, method in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for t, task in enumerate(tasks):
+            row = next((r for r in rows if r["task"] == task and r["method"] == method), None)
+            if row is None or not np.isfinite(row["sgr"]):
+                continue
+            xs.append(t + (m - (len(methods) - 1) / 2) * width)
+            ys.append(row["sgr"])
+            lo.append(max(0.0, row["sgr"] - row["sgr_low"]))
+            hi.append(max(0.0, row["sgr_high"] - row["sgr"]))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=method)
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("SGR (1 = easy as good as hard)")
+    ax.set_title("Supervision Gap Recovered on the hard test set")
+    ax.legend(fontsize=8)
+    return _save(fig, path, integer_x=False)

@@ -17,7 +17,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +30,36 @@ from truthprobe.evaluate import TRAIN_ON, SplitConfig, make_split
 from truthprobe.hardness import get_measure, stratify
 from truthprobe.probes import PROBE_KINDS, ProbeData, make_probe
 
-#: Result-table columns (stable API).
-RESULT_COLUMNS = (
-    "dataset",
-    "measure",
-    "layer",
-    "method",
-    "train_on",
-    "seed",
-    "n_train",
-    "n_test",
-    "accuracy",
-    "validation_accuracy",
-)
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One row of the tidy results table (column names are stable API).
+
+    `layer` is -1 and `train_on` / `seed` are "none" / -1 for methods without layers or training
+    (zero-shot). `model` is the model fingerprint as JSON; `cache_file` the activation cache.
+    """
+
+    dataset: str
+    measure: str
+    layer: int
+    method: str
+    train_on: str
+    seed: int
+    n_train: int
+    n_test: int
+    accuracy: float
+    """Accuracy on the hard test set."""
+    validation_accuracy: float
+    """Accuracy on the held-out easy validation items (used to choose layers)."""
+    model: str
+    cache_file: str
+    package_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RESULT_COLUMNS = tuple(f.name for f in fields(ProbeResult))
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,7 @@ def _task_key(dataset: str, measure: str) -> str:
 
 def sweep_task(
     cache: ActivationCache, dataset: str, measure: str, config: SweepConfig
-) -> tuple[list[dict], dict[str, np.ndarray]]:
+) -> tuple[list[ProbeResult], dict[str, np.ndarray]]:
     """All probe fits of one (dataset, measure) on a complete cache.
 
     Returns the tidy result rows and per-item correctness arrays keyed
@@ -127,8 +144,9 @@ def sweep_task(
     ids = tuple(cache.ids)
     test_answers = answers[split.test]
     key = _task_key(dataset, measure)
-    rows: list[dict] = []
+    rows: list[ProbeResult] = []
     correct: dict[str, np.ndarray] = {}
+    provenance = dict(model=str(cache.attrs["model"]), cache_file=str(cache.path))
 
     for norm in ("raw", "chars"):
         probs = zero_shot_probs(cache, split.test, norm)
@@ -136,7 +154,7 @@ def sweep_task(
         correct[f"{key}|zero_shot_{norm}|-1|none"] = hits[:, None]
         val = zero_shot_probs(cache, split.validation, norm).accuracy(answers[split.validation])
         rows.append(
-            dict(
+            ProbeResult(
                 dataset=dataset,
                 measure=measure,
                 layer=-1,
@@ -147,6 +165,7 @@ def sweep_task(
                 n_test=len(split.test),
                 accuracy=float(hits.mean()),
                 validation_accuracy=val,
+                **provenance,
             )
         )
 
@@ -166,7 +185,7 @@ def sweep_task(
                         val = fitted.predict(validation).accuracy(validation.answer_index)
                         hits_by_seed.append(hits)
                         rows.append(
-                            dict(
+                            ProbeResult(
                                 dataset=dataset,
                                 measure=measure,
                                 layer=layer,
@@ -177,6 +196,7 @@ def sweep_task(
                                 n_test=len(split.test),
                                 accuracy=float(hits.mean()),
                                 validation_accuracy=val,
+                                **provenance,
                             )
                         )
                         bar.update()
@@ -192,7 +212,7 @@ def layer_sweep(config: SweepConfig) -> SweepRun:
     run_dir.mkdir(parents=True, exist_ok=True)
     run = SweepRun(run_dir)
     loaded = None
-    all_rows: list[dict] = []
+    all_rows: list[ProbeResult] = []
     all_correct: dict[str, np.ndarray] = {}
     fingerprint = None
     dataset_hashes = {}
@@ -229,8 +249,8 @@ def layer_sweep(config: SweepConfig) -> SweepRun:
     with (run_dir / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
-        writer.writerows(all_rows)
-    (run_dir / "results.json").write_text(json.dumps(all_rows, indent=1))
+        writer.writerows(row.to_dict() for row in all_rows)
+    (run_dir / "results.json").write_text(json.dumps([r.to_dict() for r in all_rows], indent=1))
     np.savez_compressed(run_dir / "correct.npz", **all_correct)
     (run_dir / "config.json").write_text(
         json.dumps(

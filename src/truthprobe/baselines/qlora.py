@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from truthprobe.activations.extraction import EncodedItem, encode, forward_batch
+from truthprobe.activations.extraction import EncodedItem, encode
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
@@ -209,19 +209,10 @@ def train_adapter(
     return QLoRAResult(adapter_dir, losses)
 
 
-@torch.inference_mode()
 def qlora_choice_probs(
     loaded: LoadedModel, template: PromptTemplate, tests: Sequence[Question], batch_size: int = 8
 ) -> ChoiceProbs:
-    """Choice probabilities of the (adapted) model through the same scorer as zero-shot."""
-    items = [encode(loaded.tokenizer, template, q) for q in tests]
-    n_choices = max(q.n_choices for q in tests)
-    logprob = np.zeros((len(items), n_choices))
-    for lo in range(0, len(items), batch_size):
-        logprob[lo : lo + batch_size] = forward_batch(
-            loaded, items[lo : lo + batch_size], [], n_choices
-        ).logprob
-    mask = np.zeros(logprob.shape, bool)
-    for i, q in enumerate(tests):
-        mask[i, : q.n_choices] = True
-    return ChoiceProbs.from_scores([q.id for q in tests], logprob, mask)
+    """Choice probabilities of the (adapted) model: zero-shot scoring, i.e. ICL with k = 0."""
+    from truthprobe.baselines.icl import icl_choice_probs
+
+    return icl_choice_probs(loaded, template, [], tests, batch_size=batch_size)
