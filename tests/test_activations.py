@@ -255,3 +255,14 @@ def test_selected_layers_only(gemma_fp32, mixed_arc_file, tmp_path):
         assert cache.layers == (0, 9)
         with pytest.raises(CacheError, match="layer 4 not cached"):
             cache.answer_end(4)
+
+
+def test_cache_info_cli(gemma_fp32, mixed_arc_file, tmp_path, capsys):
+    from truthprobe.cli import main
+
+    result = extract(_config(tmp_path, mixed_arc_file, limit=2), loaded=gemma_fp32)
+    assert main(["cache", "info", str(result.path)]) == 0
+    out = capsys.readouterr().out
+    assert "items         2 (2 complete)" in out and "layers 19 x items 2 x choices 3" in out
+    assert main(["cache", "info", str(tmp_path / "missing.h5")]) == 2
+    assert "no such cache file" in capsys.readouterr().err

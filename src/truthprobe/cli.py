@@ -118,9 +118,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_info(args: argparse.Namespace) -> int:
-    from truthprobe.activations.extraction import cache_summary
+    from truthprobe.activations import ActivationCache
 
-    print(cache_summary(args.file))
+    with ActivationCache(args.file) as cache:
+        print(cache.describe())
     return 0
 
 

@@ -319,6 +319,26 @@ class ActivationCache:
             "created": self.attrs.get("created"),
         }
 
+    def describe(self) -> str:
+        """Human-readable shape, fingerprint and completeness (`truthprobe cache info`)."""
+        info = self.info()
+        layers = info["layers"]
+        contiguous = layers == list(range(layers[0], layers[-1] + 1))
+        incomplete = "" if info["complete"] else ", INCOMPLETE: rerun the extraction to resume"
+        lines = [
+            f"{info['path']}",
+            f"  items         {info['items']} ({info['completed_rows']} complete{incomplete})",
+            f"  shape         layers {len(layers)} x items {info['items']} x choices "
+            f"{info['choices_max']} x d_model {info['d_model']} ({info['storage']})",
+            f"  layers        {f'{layers[0]}..{layers[-1]}' if contiguous else layers}"
+            " (0 = embeddings)",
+            f"  model         {json.dumps(info['model'], sort_keys=True)}",
+            f"  dataset       {info['dataset']} (sha256 {info['dataset_hash'][:16]})",
+            f"  template      {info['template_hash']}",
+            f"  created       {info['created']} by truthprobe {info['package_version']}",
+        ]
+        return "\n".join(lines)
+
     def close(self) -> None:
         self._file.close()
 

@@ -11,7 +11,6 @@ sits at the same position and continuations follow it directly.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -429,25 +428,3 @@ def _backend_forward(backend: Backend, loaded: LoadedModel):
     else:
         raise ExtractError(f"unknown backend {backend!r}; use hf, nnsight or transformer_lens")
     return functools.partial(forward_per_sequence, runner=runner)
-
-
-def cache_summary(path: str | Path) -> str:
-    """Human-readable `truthprobe cache info` text."""
-    with ActivationCache(path) as cache:
-        info = cache.info()
-    layers = info["layers"]
-    contiguous = layers == list(range(layers[0], layers[-1] + 1))
-    lines = [
-        f"{info['path']}",
-        f"  items         {info['items']} ({info['completed_rows']} complete"
-        f"{'' if info['complete'] else ', INCOMPLETE: rerun the extraction to resume'})",
-        f"  shape         layers {len(layers)} x items {info['items']} x choices "
-        f"{info['choices_max']} x d_model {info['d_model']} ({info['storage']})",
-        f"  layers        {f'{layers[0]}..{layers[-1]}' if contiguous else layers}"
-        " (0 = embeddings)",
-        f"  model         {json.dumps(info['model'], sort_keys=True)}",
-        f"  dataset       {info['dataset']} (sha256 {info['dataset_hash'][:16]})",
-        f"  template      {info['template_hash']}",
-        f"  created       {info['created']} by truthprobe {info['package_version']}",
-    ]
-    return "\n".join(lines)

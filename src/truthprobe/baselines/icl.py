@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from truthprobe.activations.extraction import EncodedItem, forward_batch
 from truthprobe.choice_probs import ChoiceProbs
@@ -117,7 +118,8 @@ def score_choices(
     logprob = np.zeros((len(items), n_choices))
     tokens = np.zeros((len(items), n_choices), np.int64)
     chars = np.zeros((len(items), n_choices), np.int64)
-    for lo in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for lo in tqdm(starts, desc="score choices", unit="batch", disable=len(starts) < 4):
         rows = order[lo : lo + batch_size]
         out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
         logprob[rows], tokens[rows] = out.logprob, out.tokens

@@ -1,0 +1,51 @@
+"""Zero-shot scoring vs activation extraction: items/s on the same ARC items, same batching.
+
+    python benchmarks/zero_shot_bench.py [--items 200]
+
+Zero-shot (ICL with k = 0) and extraction share `forward_batch`; scoring skips gathering the
+hidden states of every layer, so the ratio shows what the hidden-state bookkeeping costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from truthprobe.activations import encode, forward_batch
+from truthprobe.baselines.icl import icl_choice_probs
+from truthprobe.data import load_dataset
+from truthprobe.models import load_model
+from truthprobe.prompts import MULTIPLE_CHOICE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    records = [r for r in load_dataset("arc").records if r.meta.get("bloom")][: args.items]
+    loaded = load_model("default")
+    icl_choice_probs(loaded, MULTIPLE_CHOICE, [], records[:8])  # warm-up
+
+    start = time.perf_counter()
+    icl_choice_probs(loaded, MULTIPLE_CHOICE, [], records, batch_size=args.batch_size)
+    scoring = len(records) / (time.perf_counter() - start)
+
+    items = sorted(
+        (encode(loaded.tokenizer, MULTIPLE_CHOICE, r) for r in records), key=lambda it: -it.n_tokens
+    )
+    layers = list(range(loaded.n_layers + 1))
+    start = time.perf_counter()
+    for lo in range(0, len(items), args.batch_size):
+        forward_batch(loaded, items[lo : lo + args.batch_size], layers, 5)
+    extraction = len(items) / (time.perf_counter() - start)
+    print(
+        f"zero-shot scoring: {scoring:.2f} items/s; extraction (all 19 layers): "
+        f"{extraction:.2f} items/s; ratio {scoring / extraction:.2f} ({len(records)} items, "
+        f"{loaded.fingerprint.dtype})"
+    )
+    print(f"full annotated ARC (5,120 items) at that rate: {5120 / scoring / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
