@@ -31,6 +31,19 @@ from truthprobe.hardness import get_measure, stratify
 from truthprobe.probes import PROBE_KINDS, ProbeData, make_probe
 
 
+def run_hash(config) -> str:
+    """Hash of a run config's fields that change results (not output paths or progress bars).
+
+    Run directories are named from it, so the same settings always land in the same place.
+    """
+    keep = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("runs_dir", "plots_dir", "cache_dir", "progress")
+    }
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """One row of the tidy results table (column names are stable API).
@@ -99,13 +112,7 @@ class SweepConfig:
                 raise ValueError(f"unknown probe {kind!r}; valid: {', '.join(PROBE_KINDS)}")
 
     def run_hash(self) -> str:
-        """Hash of everything that changes results (not where outputs go or progress bars)."""
-        keep = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("runs_dir", "plots_dir", "cache_dir", "progress")
-        }
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+        return run_hash(self)
 
     def split(self) -> SplitConfig:
         return SplitConfig(self.n_train, self.seeds, self.test_fraction, self.validation_size)

@@ -10,7 +10,6 @@ SGR is zero-shot prompting, as in the paper.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -67,12 +66,9 @@ class BaselinesConfig:
             raise ValueError(f"unknown method(s) {sorted(unknown)}; valid: {', '.join(METHODS)}")
 
     def run_hash(self) -> str:
-        keep = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("runs_dir", "plots_dir", "cache_dir", "progress")
-        }
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+        from truthprobe.transfer import run_hash
+
+        return run_hash(self)
 
 
 def run_baselines(config: BaselinesConfig) -> Path:
