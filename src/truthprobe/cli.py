@@ -50,6 +50,14 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
 
 
+def _add_run_output_args(parser: argparse.ArgumentParser) -> None:
+    """Bootstrap size and output folders shared by `sweep` and `baselines`."""
+    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument("--cache-dir", default="activations", help="activation caches")
+    parser.add_argument("--runs-dir", default="runs", help="run directories (results, config)")
+    parser.add_argument("--plots-dir", default="plots", help="figures")
+
+
 def cmd_data_summary(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, source=args.source)
     records = dataset.records
@@ -216,10 +224,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="items extracted per easy/medium/hard stratum (0 = all)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
-    parser.add_argument("--cache-dir", default="activations")
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--plots-dir", default="plots")
+    _add_run_output_args(parser)
     parser.add_argument("--source", choices=("auto", "local", "hub"), default="auto")
     parser.set_defaults(func=cmd_sweep)
 
@@ -294,10 +299,7 @@ def add_baselines_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="cap on optimiser updates (0 = the paper's full schedule)",
     )
-    parser.add_argument("--n-boot", type=int, default=10_000)
-    parser.add_argument("--cache-dir", default="activations")
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--plots-dir", default="plots")
+    _add_run_output_args(parser)
     parser.set_defaults(func=cmd_baselines)
 
 

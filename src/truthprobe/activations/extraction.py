@@ -100,18 +100,24 @@ class ExtractConfig:
 
 
 def encode(tokenizer, template: PromptTemplate, record: Question) -> EncodedItem:
+    """Tokenise a record's prompt prefix and its choices' continuations."""
+    return encode_texts(
+        tokenizer, template.prefix(record), template.continuations(record), record.id
+    )
+
+
+def encode_texts(tokenizer, prefix: str, continuations: Sequence[str], item_id: str) -> EncodedItem:
     """Tokenise prefix (with special tokens) and continuations (without) separately.
 
     Tokenising separately guarantees that the prefix tokens are identical for every choice,
     which is what lets the prefix run once.
     """
-    prefix = tokenizer(template.prefix(record), add_special_tokens=True).input_ids
-    texts = template.continuations(record)
-    choices = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    for text, ids in zip(texts, choices, strict=True):
+    prefix_ids = tokenizer(prefix, add_special_tokens=True).input_ids
+    choices = [tokenizer(t, add_special_tokens=False).input_ids for t in continuations]
+    for text, ids in zip(continuations, choices, strict=True):
         if not ids:
-            raise ExtractError(f"record {record.id!r}: choice {text!r} tokenises to nothing")
-    return EncodedItem(prefix, choices, [len(t) for t in texts])
+            raise ExtractError(f"record {item_id!r}: choice {text!r} tokenises to nothing")
+    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations])
 
 
 def _cache_argument(decoder) -> str:
@@ -128,8 +134,11 @@ def _decoder(model):
     return model.get_decoder()
 
 
-def _log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for each row of final (post-norm) hidden states, in row chunks."""
+def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for each row of final (post-norm) hidden states, in row chunks.
+
+    Differentiable (QLoRA trains through it); only these rows go through the LM head.
+    """
     head = model.get_output_embeddings()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     out = []
@@ -206,7 +215,7 @@ def forward_batch(
     states = torch.empty((row_idx.numel(), final.shape[-1]), dtype=final.dtype, device=device)
     states[~later.to(device)] = prefix_last[(row_idx[~later] // c).to(device)]
     states[later.to(device)] = final[row_idx[later].to(device), (tok_idx[later] - 1).to(device)]
-    token_logp = _log_likelihoods(model, states, cont_ids[row_idx, tok_idx].to(device)).cpu()
+    token_logp = token_log_likelihoods(model, states, cont_ids[row_idx, tok_idx].to(device)).cpu()
     logprob = torch.zeros(b * c, dtype=torch.float32).index_add_(0, row_idx, token_logp)
 
     tokens = torch.where(exists, lengths, 0)

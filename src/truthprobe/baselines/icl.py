@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from truthprobe.activations.extraction import EncodedItem, forward_batch
+from truthprobe.activations.extraction import encode_texts, forward_batch
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
@@ -102,18 +102,11 @@ def score_choices(
     batch_size: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Summed continuation log-likelihoods, token and character counts per (item, choice)."""
-    tokenizer = loaded.tokenizer
     n_choices = max(t.n_choices for t in tests)
-    items = []
-    for prompt, test in zip(prompts, tests, strict=True):
-        texts = template.continuations(test)
-        items.append(
-            EncodedItem(
-                tokenizer(prompt.prefix, add_special_tokens=True).input_ids,
-                [tokenizer(t, add_special_tokens=False).input_ids for t in texts],
-                [len(t) for t in texts],
-            )
-        )
+    items = [
+        encode_texts(loaded.tokenizer, prompt.prefix, template.continuations(test), test.id)
+        for prompt, test in zip(prompts, tests, strict=True)
+    ]
     order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
     logprob = np.zeros((len(items), n_choices))
     tokens = np.zeros((len(items), n_choices), np.int64)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from truthprobe.activations.extraction import EncodedItem, encode
+from truthprobe.activations.extraction import EncodedItem, encode, token_log_likelihoods
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
@@ -116,8 +116,7 @@ def _choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -
         cols += list(range(p - 1, p - 1 + len(ch)))
         targets += ch
     picked = states[torch.tensor(rows), torch.tensor(cols)]
-    logits = model.get_output_embeddings()(picked).float()
-    token_logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(targets)[:, None])[:, 0]
+    token_logp = token_log_likelihoods(model, picked, torch.tensor(targets, device=picked.device))
     per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
         0, torch.tensor(rows, device=token_logp.device), token_logp
     )

@@ -29,5 +29,6 @@ def zero_shot_probs(
         logprob = logprob / np.maximum(chars, 1)
     elif normalization != "raw":
         raise ValueError(f"unknown normalization {normalization!r}; use raw or chars")
-    ids = [cache.ids[i] for i in rows]
+    all_ids = cache.ids  # one HDF5 read, not one per row
+    ids = [all_ids[i] for i in rows]
     return ChoiceProbs.from_scores(ids, logprob, mask)
