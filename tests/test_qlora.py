@@ -92,3 +92,33 @@ def test_four_bit_training_on_cpu_is_refused(load, tmp_path):
     loaded = load_model("default", quantization="4bit", dtype="float32")
     with pytest.raises(TruthprobeError, match="needs a GPU.*8bit"):
         train_adapter(loaded, load("arc").records[:2], MULTIPLE_CHOICE, tmp_path, CONFIG)
+
+
+def test_cot_objective_lowers_reasoning_loss_and_removal_restores_the_base(load, tmp_path):
+    """QLoRA+CoT: the LM loss of gold reasoning falls, completions change, and
+    `remove_adapter` gives back the untouched base model (one model serves many runs)."""
+    from truthprobe.baselines import cot
+    from truthprobe.baselines.qlora import _training_items, remove_adapter
+
+    records = load("strategyqa").records
+    train, tests = records[:4], records[10:13]
+    loaded = load_model("default", dtype="float32")  # own instance: adapters mutate it
+
+    def reasoning_nll() -> float:
+        items = _training_items(loaded, train, None, "cot")
+        with torch.no_grad():
+            return float(-sum(s[0] for s in _choice_log_likelihoods(loaded, items)))
+
+    before_loss = reasoning_nll()
+    before = cot.cot_generations(loaded, [], tests, 16, progress=False)
+    config = QLoRAConfig(
+        objective="cot", lr=2e-3, effective_batch=4, micro_batch=2, max_updates=4, dropout=0.0
+    )
+    result = train_adapter(loaded, train, None, tmp_path, config, progress=False)
+    assert len(result.losses) == 4
+    assert reasoning_nll() < before_loss
+    after = cot.cot_generations(loaded, [], tests, 16, progress=False)
+    assert after.completions != before.completions
+    remove_adapter(loaded)
+    restored = cot.cot_generations(loaded, [], tests, 16, progress=False)
+    assert restored.completions == before.completions

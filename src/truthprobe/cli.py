@@ -232,9 +232,10 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_baselines(args: argparse.Namespace) -> int:
     from truthprobe.baselines.compare import BaselinesConfig, baselines_table, run_baselines
 
+    defaults = BaselinesConfig()
     config = BaselinesConfig(
-        tasks=tuple(args.task or ["arc:grade", "mmlu:level", "strategyqa:steps"]),
-        methods=tuple(args.method or ["icl", "probe", "qlora"]),
+        tasks=tuple(args.task or defaults.tasks),
+        methods=tuple(args.method or defaults.methods),
         model=args.model,
         dtype=args.dtype,
         device=args.device,
@@ -242,6 +243,8 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         max_per_stratum=args.max_per_stratum or None,
         max_test=args.max_test or None,
         icl_k=args.k,
+        cot_datasets=defaults.cot_datasets if args.cot is None else tuple(args.cot),
+        max_new_tokens=args.max_new_tokens,
         qlora_n_train=args.qlora_n_train,
         qlora_quantization=args.qlora_quantization,
         qlora_max_updates=args.qlora_max_updates or None,
@@ -262,14 +265,15 @@ def add_baselines_arguments(parser: argparse.ArgumentParser) -> None:
         "--task",
         action="append",
         default=None,
-        help="dataset:measure, repeatable (default: arc:grade, mmlu:level, strategyqa:steps)",
+        help="dataset:measure, repeatable (default: arc:grade, mmlu:level, strategyqa:steps, "
+        "gsm8k:steps)",
     )
     parser.add_argument(
         "--method",
         action="append",
         choices=("icl", "probe", "qlora"),
         default=None,
-        help="repeatable (default: all three)",
+        help="repeatable (default: all three; GSM8k has no probe)",
     )
     _add_model_args(parser)
     parser.add_argument("--seeds", type=int, default=1, help="training draws (seeds 0..N-1)")
@@ -284,7 +288,21 @@ def add_baselines_arguments(parser: argparse.ArgumentParser) -> None:
         "--k",
         type=int,
         default=None,
-        help="ICL demonstrations (default: 10 ARC/MMLU, 8 StrategyQA)",
+        help="ICL demonstrations (default: 10 ARC/MMLU, 8 StrategyQA/GSM8k)",
+    )
+    parser.add_argument(
+        "--cot",
+        nargs="*",
+        default=None,
+        metavar="DATASET",
+        help="datasets whose ICL and QLoRA reason first (default: gsm8k strategyqa; "
+        "give none for multiple-choice StrategyQA; GSM8k always reasons)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="CoT generation budget (default: 300 GSM8k, 100 StrategyQA, as the paper)",
     )
     parser.add_argument("--qlora-n-train", type=int, default=32)
     parser.add_argument(

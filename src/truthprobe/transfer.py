@@ -31,16 +31,14 @@ from truthprobe.hardness import get_measure, stratify
 from truthprobe.probes import PROBE_KINDS, ProbeData, make_probe
 
 
-def run_hash(config) -> str:
+def run_hash(config, exclude: tuple[str, ...] = ()) -> str:
     """Hash of a run config's fields that change results (not output paths or progress bars).
 
-    Run directories are named from it, so the same settings always land in the same place.
+    Run directories are named from it, so the same settings always land in the same place;
+    `exclude` names further fields that do not change any stored result.
     """
-    keep = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("runs_dir", "plots_dir", "cache_dir", "progress")
-    }
+    skip = ("runs_dir", "plots_dir", "cache_dir", "progress", *exclude)
+    keep = {k: v for k, v in asdict(config).items() if k not in skip}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
 

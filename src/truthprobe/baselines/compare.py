@@ -2,9 +2,15 @@
 
 For each dataset:measure task the harness builds one `EvalSplit` (the same hard test set, the
 same training pools and seeds for every method), runs each method trained on easy / hard / all,
-and writes per-item correctness in the sweep's format, so `truthprobe.report`-style SGR with
-paired bootstrap intervals compares methods directly. The unsupervised term of every method's
-SGR is zero-shot prompting, as in the paper.
+and stores per-item correctness, so `bootstrap_sgr` compares methods with paired intervals.
+As in the paper (§7.2): the unsupervised term is zero-shot prompting (multiple-choice scoring;
+for GSM8k zero-shot chain-of-thought); ICL and QLoRA reason before answering on StrategyQA and
+GSM8k (`+cot`); GSM8k, with free-form answers, has no probe.
+
+Every finished (task, method, train_on, seed) part is written to the run directory at once, so
+an interrupted run resumes where it stopped, and a run with more tasks or methods reuses what
+an earlier one computed. The run directory is named from the settings that change results,
+not from the task or method lists.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +27,32 @@ from tqdm.auto import tqdm
 
 from truthprobe import __version__
 from truthprobe.activations import ActivationCache, ExtractConfig, extract
+from truthprobe.baselines import cot
 from truthprobe.baselines.icl import DEFAULT_K, icl_choice_probs
-from truthprobe.baselines.qlora import QLoRAConfig, qlora_choice_probs, train_adapter
+from truthprobe.baselines.qlora import (
+    QLoRAConfig,
+    qlora_choice_probs,
+    remove_adapter,
+    train_adapter,
+)
 from truthprobe.baselines.zero_shot import zero_shot_probs
-from truthprobe.evaluate import TRAIN_ON, SplitConfig, bootstrap_sgr, make_split
+from truthprobe.data import Question, load_dataset
+from truthprobe.evaluate import TRAIN_ON, EvalSplit, SplitConfig, bootstrap_sgr, make_split
 from truthprobe.hardness import stratify
-from truthprobe.models import load_model
+from truthprobe.models import LoadedModel, load_model
 from truthprobe.probes import ProbeData, make_probe
 from truthprobe.prompts import default_template
 
 METHODS = ("icl", "probe", "qlora")
+#: Settings that only choose what runs or where output goes; the run directory ignores them.
+NOT_HASHED = ("tasks", "methods")
 
 
 @dataclass(frozen=True)
 class BaselinesConfig:
     """Settings of `experiments/baselines.py` (defaults sized for a 2-core CPU)."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps", "gsm8k:steps")
     methods: tuple[str, ...] = METHODS
     model: str = "default"
     dtype: str = "auto"
@@ -49,6 +65,10 @@ class BaselinesConfig:
     probe_n_train: int = 160
     icl_k: int | None = None
     """Demonstrations; None = the paper's k per dataset (10 ARC/MMLU, 8 StrategyQA/GSM8k)."""
+    cot_datasets: tuple[str, ...] = cot.COT_DATASETS
+    """Datasets whose ICL and QLoRA use chain-of-thought (free-form datasets always do)."""
+    max_new_tokens: int | None = None
+    """Generation budget for CoT; None = the paper's (300 GSM8k, 100 StrategyQA)."""
     qlora_n_train: int = 32
     qlora_quantization: str = "8bit"
     """8bit (the paper's setting; trains on CPU) or 4bit NF4 (GPU only)."""
@@ -68,96 +88,169 @@ class BaselinesConfig:
     def run_hash(self) -> str:
         from truthprobe.transfer import run_hash
 
-        return run_hash(self)
+        return run_hash(self, exclude=NOT_HASHED)
+
+
+class PartStore:
+    """Finished parts of a run: one small `.npz` (correctness, seconds) per part, written
+    atomically, plus the CoT completions as JSON lines for inspection."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, task: str, name: str) -> Path:
+        return self.root / task.replace(":", "-") / f"{name}.npz"
+
+    def get(self, task: str, name: str) -> tuple[np.ndarray, float] | None:
+        path = self._path(task, name)
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return data["correct"], float(data["seconds"])
+
+    def put(
+        self,
+        task: str,
+        name: str,
+        correct: np.ndarray,
+        seconds: float,
+        rows: list[dict] | None = None,
+    ) -> None:
+        path = self._path(task, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rows is not None:
+            path.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        staging = path.with_name(path.stem + ".partial.npz")
+        np.savez(staging, correct=np.asarray(correct, np.float64), seconds=seconds)
+        staging.replace(path)
+
+    def compute(
+        self, task: str, name: str, fn: Callable[[], tuple[np.ndarray, list[dict] | None]]
+    ) -> tuple[np.ndarray, float]:
+        """The stored part, or `fn()` timed and stored."""
+        stored = self.get(task, name)
+        if stored is not None:
+            return stored
+        started = time.perf_counter()
+        correct, rows = fn()
+        seconds = time.perf_counter() - started
+        self.put(task, name, correct, seconds, rows)
+        return np.asarray(correct, np.float64), seconds
+
+
+@dataclass
+class TaskData:
+    """One task's records, split and (multiple-choice tasks) activation cache."""
+
+    dataset: str
+    measure: str
+    records: list[Question]
+    split: EvalSplit
+    cache_path: Path | None
+    data_hash: str
+    extract_seconds: float = 0.0
+
+    @property
+    def tests(self) -> list[Question]:
+        return [self.records[i] for i in self.split.test]
+
+    @property
+    def free_form(self) -> bool:
+        return self.records[0].choices is None
+
+
+@dataclass
+class _Models:
+    """The base model (always) and the quantised one for QLoRA (loaded on first use)."""
+
+    config: BaselinesConfig
+    base: LoadedModel = field(init=False)
+    _quantized: LoadedModel | None = None
+
+    def __post_init__(self) -> None:
+        self.base = load_model(
+            self.config.model, dtype=self.config.dtype, device=self.config.device
+        )
+
+    @property
+    def quantized(self) -> LoadedModel:
+        if self._quantized is None:
+            c = self.config
+            self._quantized = load_model(c.model, c.qlora_quantization, c.dtype, c.device)
+        return self._quantized
+
+
+def _task_data(task: str, config: BaselinesConfig, models: _Models) -> TaskData:
+    """Records and split of a task: from its activation cache, or (free-form) from the dataset."""
+    dataset, measure = task.split(":", 1)
+    split_config = SplitConfig(
+        n_train=config.probe_n_train,
+        seeds=config.seeds,
+        validation_size=config.validation_size,
+        max_test=config.max_test,
+    )
+    loaded_data = load_dataset(dataset)
+    if loaded_data.records and loaded_data.records[0].choices is None:
+        records = list(loaded_data.records)
+        strata = stratify(records, measure)
+        return TaskData(
+            dataset,
+            measure,
+            records,
+            make_split(strata, split_config),
+            None,
+            loaded_data.content_hash,
+        )
+    result = extract(
+        ExtractConfig(
+            dataset=dataset,
+            measure=measure,
+            max_per_stratum=config.max_per_stratum,
+            cache_dir=config.cache_dir,
+            progress=config.progress,
+        ),
+        loaded=models.base,
+    )
+    with ActivationCache(result.path) as cache:
+        records = list(cache.records())
+    split = make_split(stratify(records, measure), split_config)
+    return TaskData(
+        dataset,
+        measure,
+        records,
+        split,
+        result.path,
+        loaded_data.content_hash,
+        result.seconds if result.rows_written else 0.0,
+    )
 
 
 def run_baselines(config: BaselinesConfig) -> Path:
-    """Run every method on every task; write correctness, a table and timings; return the run."""
+    """Run every method on every task (resuming stored parts); return the run directory."""
     run_dir = Path(config.runs_dir) / f"baselines-{config.run_hash()}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(config.model, dtype=config.dtype, device=config.device)
-    correct: dict[str, np.ndarray] = {}
-    timings: dict[str, float] = {}
-    caches: dict[str, str] = {}
+    parts = PartStore(run_dir / "parts")
+    models = _Models(config)
+    tasks_meta: dict[str, dict] = {}
     for task in config.tasks:
-        dataset, measure = task.split(":", 1)
-        started = time.perf_counter()
-        result = extract(
-            ExtractConfig(
-                dataset=dataset,
-                measure=measure,
-                max_per_stratum=config.max_per_stratum,
-                cache_dir=config.cache_dir,
-                progress=config.progress,
-            ),
-            loaded=loaded,
-        )
-        caches[task] = str(result.path)
-        timings[f"{task} extract"] = time.perf_counter() - started
-        with ActivationCache(result.path) as cache:
-            records = cache.records()
-            strata = stratify(records, measure)
-            split = make_split(
-                strata,
-                SplitConfig(
-                    n_train=config.probe_n_train,
-                    seeds=config.seeds,
-                    validation_size=config.validation_size,
-                    max_test=config.max_test,
-                ),
-            )
-            answers = cache.item("answer_index")
-            test_answers = answers[split.test]
-            tests = [records[i] for i in split.test]
-            template = default_template(dataset)
-            zero = zero_shot_probs(cache, split.test).correct(test_answers)
-            correct[f"{task}|zero_shot|-1|none"] = zero[:, None]
-            if "probe" in config.methods:
-                started = time.perf_counter()
-                correct.update(_best_layer_probe(cache, split, task))
-                timings[f"{task} probe"] = time.perf_counter() - started
-        for method in ("icl", "qlora"):
-            if method not in config.methods:
-                continue
-            started = time.perf_counter()
-            for train_on in TRAIN_ON:
-                hits = []
-                for seed in config.seeds:
-                    if method == "icl":
-                        k = config.icl_k or DEFAULT_K.get(dataset, 10)
-                        demos = [records[i] for i in split.train_rows(train_on, seed, n=k)]
-                        probs = icl_choice_probs(loaded, template, demos, tests)
-                    else:
-                        model = load_model(
-                            config.model, config.qlora_quantization, config.dtype, config.device
-                        )
-                        train = [
-                            records[i]
-                            for i in split.train_rows(train_on, seed, n=config.qlora_n_train)
-                        ]
-                        train_adapter(
-                            model,
-                            train,
-                            template,
-                            run_dir / "adapters",
-                            QLoRAConfig(max_updates=config.qlora_max_updates),
-                            seed=seed,
-                            progress=config.progress,
-                        )
-                        probs = qlora_choice_probs(model, template, tests)
-                    hits.append(probs.correct(test_answers))
-                correct[f"{task}|{method}|-1|{train_on}"] = np.stack(hits, 1)
-            timings[f"{task} {method}"] = time.perf_counter() - started
-    np.savez_compressed(run_dir / "correct.npz", **correct)
-    (run_dir / "config.json").write_text(
+        data = _task_data(task, config, models)
+        tasks_meta[task] = {
+            "cache": str(data.cache_path) if data.cache_path else None,
+            "data_content_sha256": data.data_hash,
+            "n_test": len(data.split.test),
+        }
+        if data.extract_seconds:
+            parts.put(task, "extract", np.zeros(0), data.extract_seconds)
+        _run_task(task, data, config, models, parts, run_dir)
+    meta_path = run_dir / "config.json"
+    meta_path.write_text(
         json.dumps(
             {
                 "config": asdict(config),
                 "run_hash": config.run_hash(),
                 "package_version": __version__,
-                "model_fingerprint": loaded.fingerprint.to_dict(),
-                "caches": caches,
-                "timing_seconds": timings,
+                "model_fingerprint": models.base.fingerprint.to_dict(),
+                "tasks": tasks_meta,
             },
             indent=2,
         )
@@ -165,7 +258,119 @@ def run_baselines(config: BaselinesConfig) -> Path:
     return run_dir
 
 
-def _best_layer_probe(cache: ActivationCache, split, task: str) -> dict[str, np.ndarray]:
+def _run_task(
+    task: str,
+    data: TaskData,
+    config: BaselinesConfig,
+    models: _Models,
+    parts: PartStore,
+    run_dir: Path,
+) -> None:
+    """Zero-shot, then each method x train_on x seed; every part stored as it finishes."""
+    tests, records = data.tests, data.records
+    use_cot = data.free_form or data.dataset in config.cot_datasets
+    max_new = config.max_new_tokens
+    progress = config.progress
+
+    if data.free_form:
+
+        def unsupervised():
+            gen = cot.cot_generations(
+                models.base, [], tests, max_new, cot.WORKSHEET, progress=progress
+            )
+            return gen.correct(), gen.to_rows()
+
+        parts.compute(task, "zero_shot+cot.none.0", unsupervised)
+    else:
+        with ActivationCache(data.cache_path) as cache:
+            answers = cache.item("answer_index")[data.split.test]
+            zero = zero_shot_probs(cache, data.split.test).correct(answers)
+            parts.put(task, "zero_shot.none.0", zero, 0.0)
+            if "probe" in config.methods:
+                started = time.perf_counter()
+                layer, hits = _best_layer_probe(cache, data.split, task)
+                seconds = (time.perf_counter() - started) / len(hits)
+                for (train_on, seed), correct in hits.items():
+                    parts.put(task, f"probe@{layer}.{train_on}.{seed}", correct, seconds)
+    answers = np.array([t.answer_index if t.answer_index is not None else -1 for t in tests])
+    template = default_template(data.dataset)
+    for method in ("icl", "qlora"):
+        if method not in config.methods:
+            continue
+        label = f"{method}+cot" if use_cot else method
+        for train_on in TRAIN_ON:
+            for seed in config.seeds:
+                if method == "icl":
+                    k = config.icl_k or DEFAULT_K.get(data.dataset, 10)
+                    demos = [records[i] for i in data.split.train_rows(train_on, seed, n=k)]
+
+                    def run(demos=demos):
+                        if use_cot:
+                            gen = cot.cot_generations(
+                                models.base, demos, tests, max_new, progress=progress
+                            )
+                            return gen.correct(), gen.to_rows()
+                        return icl_choice_probs(models.base, template, demos, tests).correct(
+                            answers
+                        ), None
+                else:
+                    n = config.qlora_n_train
+                    train = [records[i] for i in data.split.train_rows(train_on, seed, n=n)]
+
+                    def run(train=train, seed=seed):
+                        return _qlora(
+                            models.quantized,
+                            train,
+                            tests,
+                            template,
+                            use_cot,
+                            answers,
+                            config,
+                            seed,
+                            run_dir,
+                        )
+
+                parts.compute(task, f"{label}.{train_on}.{seed}", run)
+
+
+def _qlora(
+    loaded: LoadedModel,
+    train: list[Question],
+    tests: list[Question],
+    template,
+    use_cot: bool,
+    answers: np.ndarray,
+    config: BaselinesConfig,
+    seed: int,
+    run_dir: Path,
+) -> tuple[np.ndarray, list[dict] | None]:
+    """Train (or reload) an adapter on `train`, evaluate on `tests`, restore the base model."""
+    qconfig = QLoRAConfig(
+        max_updates=config.qlora_max_updates, objective="cot" if use_cot else "mc"
+    )
+    try:
+        train_adapter(
+            loaded,
+            train,
+            None if use_cot else template,
+            run_dir / "adapters",
+            qconfig,
+            seed=seed,
+            progress=config.progress,
+        )
+        if use_cot:
+            gen = cot.cot_generations(
+                loaded, [], tests, config.max_new_tokens, progress=config.progress
+            )
+            return gen.correct(), gen.to_rows()
+        return qlora_choice_probs(loaded, template, tests).correct(answers), None
+    finally:
+        remove_adapter(loaded)
+
+
+def _best_layer_probe(
+    cache: ActivationCache, split: EvalSplit, task: str
+) -> tuple[int, dict[tuple[str, int], np.ndarray]]:
     """MC linear probe at the layer where easy-trained probes do best on easy validation items."""
     probe = make_probe("mc_linear")
     ids, mask, answers = tuple(cache.ids), cache.item("choice_mask"), cache.item("answer_index")
@@ -186,39 +391,58 @@ def _best_layer_probe(cache: ActivationCache, split, task: str) -> dict[str, np.
     assert best is not None
     data = ProbeData(ids, cache.answer_end(best[1]), mask, answers)
     test = data.take(split.test)
-    out = {}
-    for train_on in TRAIN_ON:
-        hits = [
-            probe.fit(data.take(split.train_rows(train_on, seed)), seed)
-            .predict(test)
-            .correct(test.answer_index)
-            for seed in split.config.seeds
-        ]
-        out[f"{task}|probe@{best[1]}|-1|{train_on}"] = np.stack(hits, 1)
-    return out
+    hits = {
+        (train_on, seed): probe.fit(data.take(split.train_rows(train_on, seed)), seed)
+        .predict(test)
+        .correct(test.answer_index)
+        for train_on in TRAIN_ON
+        for seed in split.config.seeds
+    }
+    return best[1], hits
+
+
+def load_parts(run_dir: str | Path, task: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """{method|train_on: (test items, seeds) correctness} and seconds per method of a task."""
+    folder = Path(run_dir) / "parts" / task.replace(":", "-")
+    grouped: dict[str, dict[int, np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    for path in sorted(folder.glob("*.npz")):
+        if path.name.endswith(".partial.npz"):
+            continue
+        with np.load(path) as stored:
+            correct, spent = stored["correct"], float(stored["seconds"])
+        if path.stem == "extract":
+            seconds["extract"] = spent
+            continue
+        method, train_on, seed = path.stem.rsplit(".", 2)
+        grouped.setdefault(f"{method}|{train_on}", {})[int(seed)] = correct
+        base = method.split("@")[0]
+        seconds[base] = seconds.get(base, 0.0) + spent
+    correct = {k: np.stack([v[s] for s in sorted(v)], 1) for k, v in grouped.items()}
+    return correct, seconds
 
 
 def baselines_table(run_dir: str | Path) -> str:
-    """Method x {unsupervised, easy, hard, all} accuracy and SGR [95% CI]; writes table.csv."""
+    """Method x {unsupervised, easy, hard, all} accuracy and SGR [95% CI]; writes table.csv.
+
+    Covers the tasks of the run's latest invocation and every method stored for them.
+    """
     import warnings
 
     from truthprobe.plots import plot_sgr_bars
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "config.json").read_text())
-    correct = dict(np.load(run_dir / "correct.npz"))
-    rows = []
+    rows, timing = [], []
     for task in meta["config"]["tasks"]:
-        unsup = correct[f"{task}|zero_shot|-1|none"]
-        methods = sorted(
-            {
-                k.split("|")[1]
-                for k in correct
-                if k.startswith(task + "|") and k.split("|")[3] == "easy"
-            }
-        )
+        correct, seconds = load_parts(run_dir, task)
+        unsup_key = next(k for k in correct if k.startswith("zero_shot"))
+        unsup = correct[unsup_key]
+        methods = sorted({k.split("|")[0] for k in correct if k.endswith("|easy")})
         for method in methods:
-            trained = {t: correct[f"{task}|{method}|-1|{t}"] for t in TRAIN_ON}
+            trained = {t: correct.get(f"{method}|{t}") for t in TRAIN_ON}
+            if any(v is None for v in trained.values()):
+                continue  # a part is missing (interrupted run): no row rather than a wrong one
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sgr = bootstrap_sgr(
@@ -228,6 +452,7 @@ def baselines_table(run_dir: str | Path) -> str:
                 dict(
                     task=task,
                     method=method,
+                    unsupervised_method=unsup_key.split("|")[0],
                     unsupervised=float(unsup.mean()),
                     easy=float(trained["easy"].mean()),
                     hard=float(trained["hard"].mean()),
@@ -240,6 +465,9 @@ def baselines_table(run_dir: str | Path) -> str:
                     denominator_includes_zero=sgr.warning is not None,
                 )
             )
+        timing.append(f"{task}: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(seconds.items())))
+    if not rows:
+        raise ValueError(f"{run_dir}: no complete method results to tabulate")
     with (run_dir / "table.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -255,6 +483,5 @@ def baselines_table(run_dir: str | Path) -> str:
             f"{r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  {r['sgr']:.2f} "
             f"[{r['sgr_low']:.2f}, {r['sgr_high']:.2f}]{flag}"
         )
-    timing = ", ".join(f"{k} {v:.0f} s" for k, v in meta["timing_seconds"].items())
-    lines.append(f"wall time: {timing}")
+    lines.append("wall time (s, summed over parts): " + "; ".join(timing))
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,28 +70,66 @@ def build_prompt(
     Raises:
         TruthprobeError: if a demonstration is the test item itself.
     """
+    longest = max(template.continuations(test), key=len)
+    fits = None
+    if count_tokens is not None and max_tokens is not None:
+
+        def fits(prefix: str) -> bool:
+            return count_tokens(prefix + longest) <= max_tokens
+
+    return assemble_prompt(
+        demonstrations,
+        test,
+        lambda d: render_demonstration(template, d),
+        template.prefix(test),
+        fits,
+        max_tokens,
+    )
+
+
+def assemble_prompt(
+    demonstrations: Sequence[Question],
+    test: Question,
+    render: Callable[[Question], str],
+    query: str,
+    fits: Callable[[str], bool] | None = None,
+    budget: int | None = None,
+) -> ICLPrompt:
+    """`render(d)` per demonstration, blank-line separated, then `query`; one truncation rule.
+
+    Demonstrations are dropped from the end while `fits(prompt)` is False, never the query; a
+    drop is logged. Shared by multiple-choice ICL and chain-of-thought ICL.
+
+    Raises:
+        TruthprobeError: if a demonstration is the test item itself.
+    """
     if any(d.id == test.id for d in demonstrations):
         raise TruthprobeError(f"test item {test.id!r} is among its own demonstrations")
-    demos = list(demonstrations)
-    longest = max(template.continuations(test), key=len)
+    rendered = [render(d) for d in demonstrations]
     while True:
-        parts = [render_demonstration(template, d) for d in demos] + [template.prefix(test)]
-        prefix = DEMO_SEPARATOR.join(parts)
-        if count_tokens is None or max_tokens is None or not demos:
+        prefix = DEMO_SEPARATOR.join([*rendered, query])
+        if fits is None or not rendered or fits(prefix):
             break
-        if count_tokens(prefix + longest) <= max_tokens:
-            break
-        demos.pop()
-    dropped = len(demonstrations) - len(demos)
+        rendered.pop()
+    kept = len(rendered)
+    dropped = len(demonstrations) - kept
     if dropped:
         log.warning(
             "ICL prompt for %s: dropped %d of %d demonstrations to fit %s tokens",
             test.id,
             dropped,
             len(demonstrations),
-            max_tokens,
+            budget,
         )
-    return ICLPrompt(prefix, tuple(d.id for d in demos), dropped)
+    return ICLPrompt(prefix, tuple(d.id for d in demonstrations[:kept]), dropped)
+
+
+def check_no_leak(demonstrations: Sequence[Question], tests: Sequence[Question]) -> None:
+    """Refuse demonstrations (or training items) that are test items."""
+    test_ids = {t.id for t in tests}
+    leaked = [d.id for d in demonstrations if d.id in test_ids]
+    if leaked:
+        raise TruthprobeError(f"demonstrations include test items: {leaked[:5]}")
 
 
 def score_choices(
@@ -131,10 +169,7 @@ def icl_choice_probs(
     batch_size: int = 4,
 ) -> ChoiceProbs:
     """k-shot choice probabilities of `tests` with the same demonstrations for every item."""
-    test_ids = {t.id for t in tests}
-    leaked = [d.id for d in demonstrations if d.id in test_ids]
-    if leaked:
-        raise TruthprobeError(f"demonstrations include test items: {leaked[:5]}")
+    check_no_leak(demonstrations, tests)
 
     def count(text: str) -> int:
         return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
@@ -152,17 +187,22 @@ def icl_choice_probs(
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
-def extract_final_number(text: str, trigger: str = "the answer is") -> str | None:
+def extract_final_number(
+    text: str, trigger: str = "the answer is", require_trigger: bool = False
+) -> str | None:
     """The final numeric answer of a (chain-of-thought) completion, normalised.
 
-    Takes the first number after the trigger phrase when present, otherwise the last number in
-    the text; strips `$` and thousands separators and a trailing `.0`. None when there is none.
+    Takes the first number after the trigger phrase when present, otherwise (unless
+    `require_trigger`, the paper's rule for scoring) the last number in the text; strips `$` and
+    thousands separators and a trailing `.0`. None when there is none.
     """
     lowered = text.lower()
     at = lowered.find(trigger)
     if at >= 0:
         found = _NUMBER.findall(text[at + len(trigger) :])
         candidate = found[0] if found else None
+    elif require_trigger:
+        return None
     else:
         found = _NUMBER.findall(text)
         candidate = found[-1] if found else None

@@ -8,6 +8,11 @@ log-likelihood as a continuation of the zero-shot prompt, softmaxes across the q
 and takes cross-entropy with the gold choice; evaluation uses the same scorer (`forward_batch`),
 so an adapted model's `ChoiceProbs` come through the same path as zero-shot ones.
 
+With `objective="cot"` (StrategyQA, GSM8k: QLoRA+CoT) the loss is the language-model loss of
+the gold reasoning and answer instead: input `Q: <question>\nA:`, target
+` <reasoning> So the answer is <answer>` + EOS, the summed token NLL averaged over sequences;
+the adapted model is then evaluated by greedy generation (`truthprobe.baselines.cot`).
+
 Adapters are saved under a directory named from a hash of (model fingerprint, config, training
 ids), and a re-run with the same inputs loads them instead of training again.
 """
@@ -20,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -54,6 +60,8 @@ class QLoRAConfig:
     """Items per forward/backward pass."""
     max_updates: int | None = None
     """Stop after this many updates (small CPU runs); None trains the full schedule."""
+    objective: Literal["mc", "cot"] = "mc"
+    """`mc`: cross-entropy over the choices; `cot`: LM loss on the gold reasoning + answer."""
 
     def schedule(self, n_train: int) -> tuple[int, int]:
         """(items per update, total updates)."""
@@ -78,7 +86,7 @@ def adapter_key(
     config: QLoRAConfig,
     train: Sequence[Question],
     seed: int,
-    template: PromptTemplate,
+    template: PromptTemplate | None,
 ) -> str:
     """Hash of everything that determines the trained adapter."""
     payload = json.dumps(
@@ -87,7 +95,7 @@ def adapter_key(
             "config": asdict(config),
             "train": [q.id for q in train],
             "seed": seed,
-            "template": template.hash,
+            "template": template.hash if template is not None else "cot",
         },
         sort_keys=True,
     )
@@ -127,16 +135,52 @@ def _choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -
     return out
 
 
+def _training_items(
+    loaded: LoadedModel,
+    train: Sequence[Question],
+    template: PromptTemplate | None,
+    objective: str,
+) -> list[EncodedItem]:
+    """MC: the prompt and every choice; CoT: the query and one target (reasoning, answer, EOS)."""
+    if objective == "mc":
+        return [encode(loaded.tokenizer, template, q) for q in train]
+    if objective != "cot":
+        raise TruthprobeError(f"unknown QLoRA objective {objective!r}; use mc or cot")
+    from truthprobe.baselines import cot
+
+    tokenizer = loaded.tokenizer
+    items = []
+    for q in train:
+        text = cot.target(q)
+        ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        items.append(EncodedItem(tokenizer(cot.query(q)).input_ids, [ids], [len(text)]))
+    return items
+
+
+def remove_adapter(loaded: LoadedModel) -> None:
+    """Strip LoRA layers from `loaded.model` (no merge): the base model is back, unchanged."""
+    from peft import PeftModel
+
+    if isinstance(loaded.model, PeftModel):
+        loaded.model = loaded.model.unload()
+
+
 def train_adapter(
     loaded: LoadedModel,
     train: Sequence[Question],
-    template: PromptTemplate,
+    template: PromptTemplate | None,
     adapters_dir: str | Path,
     config: QLoRAConfig = QLoRAConfig(),
     seed: int = 0,
     progress: bool = True,
 ) -> QLoRAResult:
-    """Attach LoRA adapters to `loaded.model` in place and train them (or load saved ones)."""
+    """Attach LoRA adapters to `loaded.model` in place and train them (or load saved ones).
+
+    `template` is the multiple-choice prompt (unused, and may be None, for the CoT objective).
+    `remove_adapter` restores the base model afterwards, so one loaded model serves many runs.
+    """
+    if config.objective == "mc" and template is None:
+        raise TruthprobeError("the multiple-choice QLoRA objective needs a prompt template")
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if loaded.fingerprint.quantization == "4bit" and loaded.device.type == "cpu":
@@ -164,7 +208,7 @@ def train_adapter(
     model = get_peft_model(loaded.model, lora)
     loaded.model = model
     model.train()
-    items = [encode(loaded.tokenizer, template, q) for q in train]
+    items = _training_items(loaded, train, template, config.objective)
     answers = [q.answer_index for q in train]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and "bias" not in n]
     optimizer = torch.optim.AdamW(
@@ -186,12 +230,15 @@ def train_adapter(
         for lo in range(0, len(batch), config.micro_batch):
             rows = batch[lo : lo + config.micro_batch]
             scores = _choice_log_likelihoods(loaded, [items[i] for i in rows])
-            loss = sum(
-                torch.nn.functional.cross_entropy(
-                    s[None], torch.tensor([answers[i]], device=s.device)
-                )
-                for s, i in zip(scores, rows, strict=True)
-            ) / len(batch)
+            if config.objective == "cot":  # summed NLL of the one target sequence
+                loss = -sum(s[0] for s in scores) / len(batch)
+            else:
+                loss = sum(
+                    torch.nn.functional.cross_entropy(
+                        s[None], torch.tensor([answers[i]], device=s.device)
+                    )
+                    for s, i in zip(scores, rows, strict=True)
+                ) / len(batch)
             loss.backward()
             total_loss += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(

@@ -1,0 +1,246 @@
+"""Chain-of-thought (CoT): worked demonstrations, greedy generation, answer matching.
+
+As in Hase et al. (paper_methods.md §6.1-6.2) for GSM8k and StrategyQA:
+
+- a demonstration is `Q: <question>\\nA: <reasoning> So the answer is <answer>`, where the
+  reasoning is the gold solution's lines (GSM8k, calculator annotations `<<...>>` removed) or
+  the joined gold facts (StrategyQA); the test query is `Q: <question>\\nA:`;
+- the model continues greedily (at most 300 new tokens for GSM8k, 100 for StrategyQA);
+- the prediction is what follows the first "the answer is" on the same line; a completion
+  without that phrase is wrong. GSM8k compares the first number there with the gold number
+  (commas, `$` and a trailing `.0` normalised, which the paper's exact string match did not
+  do); StrategyQA compares the first word with yes / no.
+
+The zero-shot GSM8k row uses a "math worksheet" instruction instead of demonstrations (the
+paper's prompt 5305). Generation stops at a blank line, where a next demonstration would
+begin: text after it can never change the extracted answer of an ICL completion, and stopping
+there saves most of the decoding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from truthprobe.baselines.icl import (
+    DEMO_SEPARATOR,
+    ICLPrompt,
+    assemble_prompt,
+    check_no_leak,
+    extract_final_number,
+    normalise_number,
+)
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.data import Question
+from truthprobe.errors import TruthprobeError
+from truthprobe.models import LoadedModel
+
+TRIGGER = "the answer is"
+#: Datasets whose ICL and QLoRA baselines reason before answering (paper §7.2).
+COT_DATASETS = ("gsm8k", "strategyqa")
+#: The paper's generation budgets.
+MAX_NEW_TOKENS = {"gsm8k": 300, "strategyqa": 100}
+#: Zero-shot GSM8k instruction, after the paper's "math worksheet" prompt (5305).
+WORKSHEET = (
+    "Here is a math worksheet. Solve each problem step by step in this format:\n"
+    "Q: <problem>\n"
+    "A: Let's think step by step. 1. <first step> ... N. <last step> "
+    "Therefore, the answer is <number>.\n"
+    "Now you try!"
+)
+STOP = (DEMO_SEPARATOR,)
+
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+def reasoning(record: Question) -> str:
+    """The gold reasoning a CoT demonstration shows (and QLoRA+CoT trains on)."""
+    meta = record.meta
+    if "solution" in meta:  # GSM8k: the lines before "#### answer"
+        lines = _CALCULATOR.sub("", meta["solution"]).split("####")[0].splitlines()
+        return " ".join(line.strip() for line in lines if line.strip())
+    if "facts" in meta:  # StrategyQA
+        return " ".join(fact.strip() for fact in meta["facts"])
+    raise TruthprobeError(
+        f"record {record.id!r} has no gold reasoning for chain-of-thought "
+        "(meta needs 'solution' or 'facts')"
+    )
+
+
+def gold_answer(record: Question) -> str:
+    """The answer string a completion is compared with (numbers normalised, yes/no lower-case)."""
+    return normalise_number(record.answer) if record.choices is None else record.answer.lower()
+
+
+def query(record: Question) -> str:
+    return f"Q: {record.question}\nA:"
+
+
+def target(record: Question) -> str:
+    """What follows the query in a demonstration: ` <reasoning> So the answer is <answer>`."""
+    return f" {reasoning(record)} So the answer is {gold_answer(record)}"
+
+
+def render_demonstration(record: Question) -> str:
+    return query(record) + target(record)
+
+
+def build_prompt(
+    demonstrations: Sequence[Question],
+    test: Question,
+    count_tokens=None,
+    max_tokens: int | None = None,
+    max_new_tokens: int = 0,
+    instruction: str | None = None,
+) -> ICLPrompt:
+    """Worked demonstrations, then the test query (after `instruction` and a newline, if any).
+
+    With `count_tokens` and `max_tokens`, demonstrations are dropped from the end until the
+    prompt plus `max_new_tokens` fits.
+    """
+    head = f"{instruction}\n" if instruction else ""
+    fits = None
+    if count_tokens is not None and max_tokens is not None:
+
+        def fits(prefix: str) -> bool:
+            return count_tokens(head + prefix) + max_new_tokens <= max_tokens
+
+    prompt = assemble_prompt(
+        demonstrations, test, render_demonstration, query(test), fits, max_tokens
+    )
+    return ICLPrompt(head + prompt.prefix, prompt.demonstration_ids, prompt.dropped)
+
+
+def extract_answer(completion: str, free_form: bool) -> str | None:
+    """The answer on the line after the trigger phrase (None without it), paper §6.1.
+
+    GSM8k: its first number, normalised; StrategyQA: its first word, lower-cased.
+    """
+    at = completion.lower().find(TRIGGER)
+    if at < 0:
+        return None
+    line = completion[at + len(TRIGGER) :].split("\n", 1)[0]
+    if free_form:
+        return extract_final_number(line, trigger="", require_trigger=True)
+    words = line.lower().strip(" .").split()
+    return words[0].strip(".,;:!\"'") if words else None
+
+
+@dataclass(frozen=True)
+class Generations:
+    """Completions of test items, their extracted answers and the gold answers."""
+
+    ids: tuple[str, ...]
+    prompts: tuple[str, ...]
+    completions: tuple[str, ...]
+    predicted: tuple[str | None, ...]
+    gold: tuple[str, ...]
+
+    def correct(self) -> np.ndarray:
+        """Per-item 0/1 correctness: the extracted answer equals the gold one."""
+        return np.array(
+            [p is not None and p == g for p, g in zip(self.predicted, self.gold, strict=True)],
+            dtype=np.float64,
+        )
+
+    def as_choice_probs(self) -> ChoiceProbs:
+        """Two-column (wrong, right) `ChoiceProbs`, gold index 1, for code that takes choices."""
+        right = self.correct()
+        probs = np.stack([1.0 - right, right], axis=1)
+        return ChoiceProbs(self.ids, probs, np.ones_like(probs, dtype=bool))
+
+    def to_rows(self) -> list[dict]:
+        """One JSON-ready row per item (what a run stores for inspection)."""
+        return [
+            dict(id=i, completion=c, predicted=p, gold=g, correct=bool(p is not None and p == g))
+            for i, c, p, g in zip(
+                self.ids, self.completions, self.predicted, self.gold, strict=True
+            )
+        ]
+
+
+@torch.inference_mode()
+def generate_greedy(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop: Sequence[str] = STOP,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of `prompts`, cut at the first stop string; length-sorted batches."""
+    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    out: list[str] = [""] * len(prompts)
+    starts = range(0, len(order), batch_size)
+    for lo in tqdm(starts, desc="generate", unit="batch", disable=not progress or len(starts) < 2):
+        rows = order[lo : lo + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(rows):  # left padding: every prompt ends at the same position
+            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[j, width - len(encoded[i]) :] = 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            stop_strings=list(stop) or None,
+            tokenizer=tokenizer,
+        )
+        for j, i in enumerate(rows):
+            text = tokenizer.decode(generated[j, width:], skip_special_tokens=True)
+            cuts = [text.find(s) for s in stop if s in text]
+            out[i] = text[: min(cuts)] if cuts else text
+    return out
+
+
+def cot_generations(
+    loaded: LoadedModel,
+    demonstrations: Sequence[Question],
+    tests: Sequence[Question],
+    max_new_tokens: int | None = None,
+    instruction: str | None = None,
+    max_tokens: int = 2048,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Generations:
+    """k-shot CoT completions of `tests` (the same demonstrations for every item), scored.
+
+    k = 0 with `instruction=WORKSHEET` is the paper's zero-shot GSM8k baseline; an adapted
+    (QLoRA+CoT) model is evaluated with k = 0 and no instruction.
+    """
+    check_no_leak(demonstrations, tests)
+    if max_new_tokens is None:
+        max_new_tokens = MAX_NEW_TOKENS.get(tests[0].dataset, 300) if tests else 300
+
+    def count(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
+
+    prompts = [
+        build_prompt(demonstrations, t, count, max_tokens, max_new_tokens, instruction).prefix
+        for t in tests
+    ]
+    completions = generate_greedy(
+        loaded, prompts, max_new_tokens, batch_size=batch_size, progress=progress
+    )
+    return Generations(
+        ids=tuple(t.id for t in tests),
+        prompts=tuple(prompts),
+        completions=tuple(completions),
+        predicted=tuple(
+            extract_answer(c, t.choices is None) for c, t in zip(completions, tests, strict=True)
+        ),
+        gold=tuple(gold_answer(t) for t in tests),
+    )

@@ -1,0 +1,100 @@
+"""Chain-of-thought prompts, answer matching and greedy generation on real data and the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from truthprobe.baselines import cot
+from truthprobe.evaluate import SplitConfig, make_split
+from truthprobe.hardness import stratify
+
+
+@pytest.fixture(scope="module")
+def gsm8k_split(load):
+    records = list(load("gsm8k").records)
+    strata = stratify(records, "steps")
+    return records, strata, make_split(strata, SplitConfig(max_test=60))
+
+
+def test_gold_reasoning_round_trips_to_the_gold_answer(load):
+    """Every real GSM8k solution and StrategyQA fact list, rendered as a demonstration's
+    answer, is scored correct by the paper's trigger rule (commas, negatives and decimals in
+    gold answers included), and the calculator annotations are gone."""
+    gsm = load("gsm8k").records
+    assert any("," in r.answer for r in gsm) and any(r.answer.startswith("-") for r in gsm)
+    for r in gsm:
+        text = cot.target(r)
+        assert "<<" not in text and "####" not in text and "\n" not in text, r.id
+        assert cot.extract_answer(text, free_form=True) == cot.gold_answer(r), r.id
+    for r in load("strategyqa").records:
+        assert cot.extract_answer(cot.target(r), free_form=False) == r.answer, r.id
+
+
+@pytest.mark.parametrize(
+    ("completion", "free_form", "expected"),
+    [
+        ("She has 1,200 - 200 = 1,000 left. So the answer is 1,000.", True, "1000"),
+        ("It falls 3.5 - 5 = -1.5 so the answer is -1.5\nQ: next", True, "-1.5"),
+        ("Each costs $0.50, the answer is $2.50.", True, "2.5"),
+        ("She has 7 apples left.", True, None),  # no trigger: wrong, as in the paper
+        ("So the answer is unknown.", True, None),
+        ("Therefore, the answer is <number>.\nNow you try! 1. 2.", True, None),  # next line
+        ("Whales are mammals. So the answer is Yes.", False, "yes"),
+        ("So the answer is no\nQ: Is", False, "no"),
+        ("Whales are mammals.", False, None),
+    ],
+)
+def test_answer_extraction(completion, free_form, expected):
+    assert cot.extract_answer(completion, free_form) == expected
+
+
+@pytest.mark.parametrize("train_on", ["easy", "hard", "all"])
+def test_cot_demonstrations_come_from_the_stratum_never_the_test_set(gsm8k_split, train_on):
+    records, strata, split = gsm8k_split
+    tests = [records[i] for i in split.test]
+    test_questions = {t.question for t in tests}
+    for seed in range(3):
+        rows = split.train_rows(train_on, seed, n=8)
+        demos = [records[i] for i in rows]
+        if train_on != "all":
+            assert {strata[i] for i in rows} == {train_on}
+        prompt = cot.build_prompt(demos, tests[seed])
+        assert prompt.demonstration_ids == tuple(d.id for d in demos)
+        shown = prompt.prefix.rsplit("\n\n", 1)[0]
+        assert not any(q in shown for q in test_questions)
+        assert prompt.prefix.endswith(f"\n\nQ: {tests[seed].question}\nA:")
+        assert prompt.prefix.count("So the answer is") == 8
+        with pytest.raises(Exception, match="test items"):
+            cot.cot_generations(None, demos + tests[:1], tests, 1)
+
+
+def test_truncation_leaves_room_for_the_completion(gsm8k_split):
+    records, _, split = gsm8k_split
+    demos = [records[i] for i in split.train_rows("easy", 0, n=8)]
+    test = records[split.test[0]]
+
+    def words(text: str) -> int:
+        return len(text.split())
+
+    full = words(cot.build_prompt(demos, test).prefix)
+    prompt = cot.build_prompt(demos, test, words, max_tokens=full, max_new_tokens=50)
+    assert prompt.dropped > 0 and words(prompt.prefix) + 50 <= full
+    assert prompt.prefix.endswith(cot.query(test))
+    zero = cot.build_prompt([], test, instruction=cot.WORKSHEET)
+    assert zero.prefix == cot.WORKSHEET + "\n" + cot.query(test)
+
+
+def test_batched_generation_matches_one_at_a_time(gemma_fp32, gsm8k_split):
+    """Left-padded batches give the same greedy completions as unpadded single prompts."""
+    records, _, split = gsm8k_split
+    demos = [records[i] for i in split.train_rows("easy", 0, n=2)]
+    tests = [records[i] for i in split.test[:3]]
+    batched = cot.cot_generations(gemma_fp32, demos, tests, 24, batch_size=3, progress=False)
+    single = cot.cot_generations(gemma_fp32, demos, tests, 24, batch_size=1, progress=False)
+    assert batched.completions == single.completions
+    assert all(c.strip() for c in batched.completions)
+    assert not any("\n\n" in c for c in batched.completions)  # stopped at the demo separator
+    assert batched.gold == tuple(cot.gold_answer(t) for t in tests)
+    probs = batched.as_choice_probs()
+    np.testing.assert_array_equal(probs.correct(np.ones(3, int)), batched.correct())
