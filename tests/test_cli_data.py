@@ -46,3 +46,19 @@ def test_validate_good_and_bad_files(capsys, tmp_path, load):
     bad.write_text("\n".join(lines) + "\n")
     assert main(["data", "validate", str(bad)]) == 2
     assert f"{bad}:4" in capsys.readouterr().err
+
+
+def test_baselines_flags_build_the_config():
+    """Defaults come from `BaselinesConfig`; `--cot` with no datasets turns CoT off."""
+    from truthprobe.baselines.compare import BaselinesConfig
+    from truthprobe.cli import baselines_config, build_parser
+
+    parse = build_parser().parse_args
+    default = baselines_config(parse(["baselines"]))
+    assert default.tasks == BaselinesConfig().tasks and "gsm8k:steps" in default.tasks
+    assert default.cot_datasets == ("gsm8k", "strategyqa")
+    custom = baselines_config(
+        parse(["baselines", "--task", "strategyqa:steps", "--cot", "--max-new-tokens", "50"])
+    )
+    assert custom.tasks == ("strategyqa:steps",) and custom.cot_datasets == ()
+    assert custom.max_new_tokens == 50 and custom.run_hash() != default.run_hash()

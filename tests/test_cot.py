@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ def test_gold_reasoning_round_trips_to_the_gold_answer(load):
     gold answers included), and the calculator annotations are gone."""
     gsm = load("gsm8k").records
     assert any("," in r.answer for r in gsm) and any(r.answer.startswith("-") for r in gsm)
+    assert sum(bool(re.search(r"\d\.\d", cot.reasoning(r))) for r in gsm) > 100  # decimals
     for r in gsm:
         text = cot.target(r)
         assert "<<" not in text and "####" not in text and "\n" not in text, r.id

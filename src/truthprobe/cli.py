@@ -6,10 +6,14 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from truthprobe.data import DATASET_NAMES, load_dataset
 from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import MEASURES, STRATA, group_by_stratum, stratify
+
+if TYPE_CHECKING:
+    from truthprobe.baselines.compare import BaselinesConfig
 
 #: Exceptions whose message is the whole story: printed as one line, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (TruthprobeError,)
@@ -229,11 +233,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=cmd_sweep)
 
 
-def cmd_baselines(args: argparse.Namespace) -> int:
-    from truthprobe.baselines.compare import BaselinesConfig, baselines_table, run_baselines
+def baselines_config(args: argparse.Namespace) -> BaselinesConfig:
+    """The `BaselinesConfig` that `truthprobe baselines` flags describe."""
+    from truthprobe.baselines.compare import BaselinesConfig
 
     defaults = BaselinesConfig()
-    config = BaselinesConfig(
+    return BaselinesConfig(
         tasks=tuple(args.task or defaults.tasks),
         methods=tuple(args.method or defaults.methods),
         model=args.model,
@@ -253,7 +258,12 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         plots_dir=args.plots_dir,
     )
-    run_dir = run_baselines(config)
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from truthprobe.baselines.compare import baselines_table, run_baselines
+
+    run_dir = run_baselines(baselines_config(args))
     print(baselines_table(run_dir))
     print(f"run directory {run_dir}")
     return 0
