@@ -37,6 +37,7 @@ from truthprobe.baselines.qlora import (
 )
 from truthprobe.baselines.zero_shot import zero_shot_probs
 from truthprobe.data import Question, load_dataset
+from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, EvalSplit, SplitConfig, bootstrap_sgr, make_split
 from truthprobe.hardness import stratify
 from truthprobe.models import LoadedModel, load_model
@@ -272,6 +273,7 @@ def _run_task(
     max_new = config.max_new_tokens
     progress = config.progress
 
+    answers = np.array([t.answer_index if t.answer_index is not None else -1 for t in tests])
     if data.free_form:
 
         def unsupervised():
@@ -283,7 +285,6 @@ def _run_task(
         parts.compute(task, "zero_shot+cot.none.0", unsupervised)
     else:
         with ActivationCache(data.cache_path) as cache:
-            answers = cache.item("answer_index")[data.split.test]
             zero = zero_shot_probs(cache, data.split.test).correct(answers)
             parts.put(task, "zero_shot.none.0", zero, 0.0)
             if "probe" in config.methods:
@@ -292,7 +293,6 @@ def _run_task(
                 seconds = (time.perf_counter() - started) / len(hits)
                 for (train_on, seed), correct in hits.items():
                     parts.put(task, f"probe@{layer}.{train_on}.{seed}", correct, seconds)
-    answers = np.array([t.answer_index if t.answer_index is not None else -1 for t in tests])
     template = default_template(data.dataset)
     for method in ("icl", "qlora"):
         if method not in config.methods:
@@ -467,7 +467,7 @@ def baselines_table(run_dir: str | Path) -> str:
             )
         timing.append(f"{task}: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(seconds.items())))
     if not rows:
-        raise ValueError(f"{run_dir}: no complete method results to tabulate")
+        raise TruthprobeError(f"{run_dir}: no complete method results to tabulate")
     with (run_dir / "table.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

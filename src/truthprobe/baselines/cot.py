@@ -32,7 +32,7 @@ from truthprobe.baselines.icl import (
     ICLPrompt,
     assemble_prompt,
     check_no_leak,
-    extract_final_number,
+    first_number,
     normalise_number,
 )
 from truthprobe.choice_probs import ChoiceProbs
@@ -126,7 +126,7 @@ def extract_answer(completion: str, free_form: bool) -> str | None:
         return None
     line = completion[at + len(TRIGGER) :].split("\n", 1)[0]
     if free_form:
-        return extract_final_number(line, trigger="", require_trigger=True)
+        return first_number(line)
     words = line.lower().strip(" .").split()
     return words[0].strip(".,;:!\"'") if words else None
 

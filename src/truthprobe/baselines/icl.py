@@ -187,28 +187,24 @@ def icl_choice_probs(
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
-def extract_final_number(
-    text: str, trigger: str = "the answer is", require_trigger: bool = False
-) -> str | None:
+def extract_final_number(text: str, trigger: str = "the answer is") -> str | None:
     """The final numeric answer of a (chain-of-thought) completion, normalised.
 
-    Takes the first number after the trigger phrase when present, otherwise (unless
-    `require_trigger`, the paper's rule for scoring) the last number in the text; strips `$` and
-    thousands separators and a trailing `.0`. None when there is none.
+    Takes the first number after the trigger phrase when present, otherwise the last number in
+    the text; strips `$` and thousands separators and a trailing `.0`. None when there is none.
+    (CoT scoring, `cot.extract_answer`, requires the trigger, as the paper does.)
     """
-    lowered = text.lower()
-    at = lowered.find(trigger)
+    at = text.lower().find(trigger)
     if at >= 0:
-        found = _NUMBER.findall(text[at + len(trigger) :])
-        candidate = found[0] if found else None
-    elif require_trigger:
-        return None
-    else:
-        found = _NUMBER.findall(text)
-        candidate = found[-1] if found else None
-    if candidate is None:
-        return None
-    return normalise_number(candidate)
+        return first_number(text[at + len(trigger) :])
+    found = _NUMBER.findall(text)
+    return normalise_number(found[-1]) if found else None
+
+
+def first_number(text: str) -> str | None:
+    """The first number in `text`, normalised (None if there is none)."""
+    found = _NUMBER.findall(text)
+    return normalise_number(found[0]) if found else None
 
 
 def normalise_number(text: str) -> str:
