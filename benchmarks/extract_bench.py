@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from truthprobe.activations import encode, forward_batch, forward_per_sequence
+from truthprobe.scoring import encode, forward_batch, forward_per_sequence
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE

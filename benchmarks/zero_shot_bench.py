@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from truthprobe.activations import encode, forward_batch
+from truthprobe.scoring import encode, forward_batch
 from truthprobe.baselines.icl import icl_choice_probs
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model

@@ -1,4 +1,6 @@
-"""Shared fixtures: the real datasets from $TRUTHPROBE_DATA_DIR (default: ../shared/data)."""
+"""Shared fixtures: the real datasets from $TRUTHPROBE_DATA_DIR (default: ../shared/data), the
+embedded Gemma 3 270M for tests of what a real model computes, and a tiny random-weight Gemma 3
+(built from a config, no download) for plumbing tests of the cache, harness and command line."""
 
 from __future__ import annotations
 
@@ -56,3 +58,35 @@ def mixed_arc_file(tmp_path_factory, load) -> Path:
     path = tmp_path_factory.mktemp("data") / "arc-mixed.jsonl"
     path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in picked))
     return path
+
+
+def write_jsonl(path: Path, records) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight Gemma 3 saved as a local model folder (`--model PATH`)."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir):
+    from truthprobe.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def arc_sample(tmp_path_factory, load) -> Path:
+    """Every 13th real ARC record (600 records, annotated and not), as a JSONL file.
+
+    The records keep `"dataset": "arc"`, so ARC's hardness measures apply to the file.
+    """
+    records = load("arc").records[::13]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "arc-sample.jsonl", records)

@@ -51,14 +51,16 @@ def test_validate_good_and_bad_files(capsys, tmp_path, load):
 def test_baselines_flags_build_the_config():
     """Defaults come from `BaselinesConfig`; `--cot` with no datasets turns CoT off."""
     from truthprobe.baselines.compare import BaselinesConfig
-    from truthprobe.cli import baselines_config, build_parser
+    from truthprobe.cli import parse_config
 
-    parse = build_parser().parse_args
-    default = baselines_config(parse(["baselines"]))
-    assert default.tasks == BaselinesConfig().tasks and "gsm8k:steps" in default.tasks
-    assert default.cot_datasets == ("gsm8k", "strategyqa")
-    custom = baselines_config(
-        parse(["baselines", "--task", "strategyqa:steps", "--cot", "--max-new-tokens", "50"])
+    default = parse_config(BaselinesConfig, [], "truthprobe baselines")
+    assert default == BaselinesConfig() and "gsm8k:steps" in default.tasks
+    assert default.cot.cot == ("gsm8k", "strategyqa")
+    custom = parse_config(
+        BaselinesConfig,
+        ["--tasks", "strategyqa:steps", "--cot", "--max-new-tokens", "50"],
+        "truthprobe baselines",
     )
-    assert custom.tasks == ("strategyqa:steps",) and custom.cot_datasets == ()
-    assert custom.max_new_tokens == 50 and custom.run_hash() != default.run_hash()
+    assert custom.tasks == ("strategyqa:steps",) and custom.cot.cot == ()
+    assert custom.cot.max_new_tokens == 50
+    assert custom.harness().run_hash() != default.harness().run_hash()

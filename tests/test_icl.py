@@ -106,20 +106,27 @@ def test_answer_extraction_edge_cases(text, expected):
 def test_zero_shot_icl_equals_cached_zero_shot(gemma_fp32, mixed_arc_file, tmp_path):
     """k = 0 through the ICL path reproduces the cache's zero-shot log-likelihoods."""
     from truthprobe.activations import ActivationCache, ExtractConfig, extract
-    from truthprobe.baselines import zero_shot_probs
+    from truthprobe.configs import CacheConfig, ModelConfig
     from truthprobe.data import load_dataset
+    from truthprobe.methods.zero_shot import zero_shot_probs
 
     config = ExtractConfig(
         dataset=str(mixed_arc_file),
-        dtype="float32",
-        storage="float32",
+        model=ModelConfig(dtype="float32"),
+        cache=CacheConfig(storage="float32"),
         cache_path=str(tmp_path / "c.h5"),
         progress=False,
         layers=(0,),
     )
     extract(config, loaded=gemma_fp32)
     with ActivationCache(config.cache_path) as cache:
-        cached = zero_shot_probs(cache)
+        cached = zero_shot_probs(
+            cache.ids,
+            cache.score("choice_logprob"),
+            cache.score("choice_chars"),
+            cache.item("choice_mask"),
+            "raw",
+        )
         records = {r.id: r for r in load_dataset(mixed_arc_file).records}
         tests = [records[i] for i in cache.ids]
     icl = icl_choice_probs(gemma_fp32, MULTIPLE_CHOICE, [], tests)

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from truthprobe.activations import encode
-from truthprobe.baselines.qlora import (
-    QLoRAConfig,
-    _choice_log_likelihoods,
-    qlora_choice_probs,
-    train_adapter,
-)
+from truthprobe.baselines.qlora import QLoRAConfig, qlora_choice_probs, train_adapter
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
+from truthprobe.scoring import choice_log_likelihoods, encode
 
 CONFIG = QLoRAConfig(lr=2e-3, effective_batch=4, micro_batch=2, max_updates=6, dropout=0.0)
 
@@ -25,7 +20,7 @@ CONFIG = QLoRAConfig(lr=2e-3, effective_batch=4, micro_batch=2, max_updates=6, d
 def _mc_loss(loaded, records) -> float:
     items = [encode(loaded.tokenizer, MULTIPLE_CHOICE, r) for r in records]
     with torch.no_grad():
-        scores = _choice_log_likelihoods(loaded, items)
+        scores = choice_log_likelihoods(loaded, items)
     return float(
         np.mean(
             [
@@ -107,7 +102,7 @@ def test_cot_objective_lowers_reasoning_loss_and_removal_restores_the_base(load,
     def reasoning_nll() -> float:
         items = _training_items(loaded, train, None, "cot")
         with torch.no_grad():
-            return float(-sum(s[0] for s in _choice_log_likelihoods(loaded, items)))
+            return float(-sum(s[0] for s in choice_log_likelihoods(loaded, items)))
 
     before_loss = reasoning_nll()
     before = cot.cot_generations(loaded, [], tests, 16, progress=False)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from truthprobe.configs import check_fraction, require_non_negative, require_positive
 from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import Stratum
 
@@ -34,22 +35,28 @@ class SplitConfig:
 
     n_train: int = 160
     """Training items drawn per (train_on, seed)."""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """One training draw per seed; the bootstrap resamples them."""
+    seeds: int = 5
+    """Training draws per stratum (seeds 0..N-1); the bootstrap resamples them."""
     test_fraction: float = 0.5
     """Share of the hard stratum held out as the hard test set (the rest is the hard pool)."""
     validation_size: int = 100
     """Easy items held out to choose layers and settings (never the hard test set)."""
-    max_test: int | None = None
-    """Cap on hard test items (costly methods on a CPU); the rest joins the hard pool."""
+    max_test: int = 0
+    """Cap on hard test items (costly methods on a CPU; 0 = no cap); the rest joins the hard
+    pool."""
     split_seed: int = 0
     """Seed of the test / pool / validation division (fixed across training seeds)."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise ValueError("test_fraction must be between 0 and 1")
-        if self.n_train < 1 or not self.seeds:
-            raise ValueError("n_train must be positive and seeds non-empty")
+        check_fraction(self.test_fraction, "test_fraction")
+        require_positive(self.n_train, "n_train")
+        require_positive(self.seeds, "seeds")
+        require_positive(self.validation_size, "validation_size")
+        require_non_negative(self.max_test, "max_test", "half the hard stratum")
+
+    @property
+    def seed_values(self) -> range:
+        return range(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def make_split(strata: Sequence[Stratum | None], config: SplitConfig) -> EvalSpl
     hard = rng.permutation(np.flatnonzero(strata == "hard"))
     easy = rng.permutation(np.flatnonzero(strata == "easy"))
     n_test = int(round(len(hard) * config.test_fraction))
-    if config.max_test is not None:
+    if config.max_test:
         n_test = min(n_test, config.max_test)
     test, hard_pool = np.sort(hard[:n_test]), np.sort(hard[n_test:])
     validation, easy_pool = (

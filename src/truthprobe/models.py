@@ -12,17 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from truthprobe.configs import DType, Quantization
 from truthprobe.errors import TruthprobeError
-
-Quantization = Literal["none", "4bit", "8bit"]
-DType = Literal["auto", "bfloat16", "float32", "float16"]
 
 #: Spec that selects the embedded model.
 DEFAULT_MODEL = "default"
@@ -56,8 +55,13 @@ class ModelFingerprint:
 
     @property
     def slug(self) -> str:
-        """Short filesystem-safe name used for cache folders."""
-        base = Path(self.name).name if os.sep in self.name else self.name.replace("/", "--")
+        """Filesystem-safe folder name for caches: hub ids keep their organisation
+        (`meta-llama--Llama-2-7b-hf`), local paths give their folder name."""
+        if Path(self.source).is_absolute():
+            base = Path(self.source).name
+        else:
+            base = self.name.replace("/", "--")
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "model"
         return f"{base}-{self.quantization}-{self.dtype}"
 
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.configs import PROBE_KINDS
 from truthprobe.errors import TruthprobeError
-
-ProbeKind = Literal["mc_linear", "logistic", "mass_mean", "ccs"]
-PROBE_KINDS: tuple[str, ...] = ("mc_linear", "logistic", "mass_mean", "ccs")
 
 
 @dataclass(frozen=True)
@@ -96,6 +94,10 @@ class LinearScorer:
 
     def predict(self, test: ProbeData) -> ChoiceProbs:
         return ChoiceProbs.from_scores(test.ids, self.scores(test), test.mask)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild this scorer exactly (`scorer_from_arrays`)."""
+        return _scorer_arrays(self)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,29 @@ class CCSScorer:
         x = _centre_per_item(self.standardizer(test.states), test.mask)
         p = 1 / (1 + np.exp(-(x @ self.weight + self.bias)))
         return ChoiceProbs.from_scores(test.ids, np.log(np.clip(p, 1e-12, 1)), test.mask)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return _scorer_arrays(self)
+
+
+def _scorer_arrays(scorer: LinearScorer | CCSScorer) -> dict[str, np.ndarray]:
+    return {
+        "probe_mean": scorer.standardizer.mean,
+        "probe_std": scorer.standardizer.std,
+        "probe_weight": scorer.weight,
+        "probe_bias": np.float64(scorer.bias),
+    }
+
+
+def scorer_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> LinearScorer | CCSScorer:
+    """Rebuild a fitted probe from its saved arrays (a run's `probe_*` arrays).
+
+    The rebuilt scorer computes exactly the probabilities the fitted one did.
+    """
+    standardizer = Standardizer(arrays["probe_mean"], arrays["probe_std"])
+    bias = float(arrays["probe_bias"])
+    scorer = CCSScorer if kind == "ccs" else LinearScorer
+    return scorer(standardizer, arrays["probe_weight"], bias)
 
 
 def _ccs_loss(x: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, b: torch.Tensor):

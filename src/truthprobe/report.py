@@ -1,9 +1,13 @@
-"""Tables, plots and the printed summary of a sweep, from its saved results only.
+"""Tables, plots and the printed summary of any run, from its stored parts only.
 
-`write_report(run_dir)` reads `results.csv`, `correct.npz` and `config.json`, computes
-accuracies and SGR with bootstrap intervals, and writes `accuracy.csv`, `sgr.csv`,
-`summary.txt` and the figures. Nothing here loads a model or a cache, so `truthprobe report`
-redraws everything in seconds.
+`write_report(run_dir)` reads the run store (`truthprobe.runstore`), computes accuracies and
+SGR with paired bootstrap intervals over test items and seeds, and writes `table.csv` (one row
+per task x method family), `accuracy.csv` and `sgr.csv` (per layer for probes), `summary.txt`
+and the figures. Nothing here loads a model or a cache, so `truthprobe report` redraws a layer
+sweep or a baselines comparison in seconds.
+
+A probe family (`mc_linear` at every layer) is reported at the layer where easy-trained probes
+do best on the held-out easy validation items, never chosen on the hard test set.
 """
 
 from __future__ import annotations
@@ -12,37 +16,93 @@ import csv
 import json
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy, bootstrap_sgr
-from truthprobe.plots import plot_layer_accuracy, plot_layer_sgr
+from truthprobe.plots import plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
+from truthprobe.runstore import RunStore
+
+#: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
+UNSUPERVISED = ("zero_shot", "zero_shot+cot")
+NORMALISED = "zero_shot_norm"
 
 
-def best_layers(results: list[dict]) -> dict[tuple[str, str], int]:
-    """Per (task, method): the layer whose easy-trained probes do best on the easy validation set.
+@dataclass
+class FamilyResults:
+    """Per-item test correctness of one method family of a task, keyed (layer, train_on)."""
 
-    The hard test set never enters this choice.
-    """
-    scores: dict[tuple[str, str, int], list[float]] = defaultdict(list)
-    for row in results:
-        if row["train_on"] == "easy" and int(row["layer"]) >= 0:
-            task = f"{row['dataset']}:{row['measure']}"
-            scores[(task, row["method"], int(row["layer"]))].append(
-                float(row["validation_accuracy"])
-            )
-    best: dict[tuple[str, str], tuple[float, int]] = {}
-    for (task, method, layer), values in scores.items():
-        mean = float(np.mean(values))
-        if (task, method) not in best or mean > best[(task, method)][0]:
-            best[(task, method)] = (mean, layer)
-    return {k: v[1] for k, v in best.items()}
+    correct: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
+    validation: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def matrix(self, layer: int, train_on: str) -> np.ndarray | None:
+        """(test items, seeds) correctness, seeds in order; None if any draw is missing."""
+        by_seed = self.correct.get((layer, train_on))
+        if not by_seed:
+            return None
+        return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({layer for layer, _ in self.correct})
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+@dataclass
+class TaskResults:
+    name: str
+    slug: str
+    """Safe file-name stem of the task (never a path)."""
+    families: dict[str, FamilyResults]
+    n_test: int
+
+
+def collect(run_dir: str | Path) -> list[TaskResults]:
+    """Every stored part of a run, as test-set correctness per task and method family."""
+    store = RunStore(run_dir)
+    results = []
+    for slug in store.task_slugs():
+        task = store.task(slug)
+        roles = np.array(task["items"]["role"])
+        test_rows = np.flatnonzero(roles == "test")
+        position = {int(r): i for i, r in enumerate(test_rows)}
+        families: dict[str, FamilyResults] = defaultdict(FamilyResults)
+        for key in store.keys(slug):
+            part = store.read(key)
+            meta, items = part.meta, part.arrays["item"]
+            correct = part.arrays["correct"].astype(np.float64)
+            on_test = np.isin(items, test_rows)
+            hits = np.full(len(test_rows), np.nan)
+            hits[[position[int(r)] for r in items[on_test]]] = correct[on_test]
+            if np.isnan(hits).any():
+                raise TruthprobeError(
+                    f"{store.path(key)}: scores {int(on_test.sum())} of the task's "
+                    f"{len(test_rows)} test items; the run directory is inconsistent"
+                )
+            family = families[meta["family"]]
+            slot = (int(meta["layer"]), key.train_on)
+            family.correct.setdefault(slot, {})[key.seed] = hits
+            validation = roles[items] == "validation"
+            if validation.any():
+                family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
+            family.seconds += float(meta["seconds"])
+        results.append(TaskResults(task["task"], slug, dict(families), len(test_rows)))
+    return results
+
+
+def best_layer(family: FamilyResults) -> int:
+    """The layer whose easy-trained probes do best on easy validation items (ties: lowest)."""
+    scores = {
+        layer: np.mean(list(family.validation[(layer, "easy")].values()))
+        for layer in family.layers
+        if (layer, "easy") in family.validation
+    }
+    if not scores:
+        return family.layers[0]
+    return max(scores, key=lambda layer: (scores[layer], -layer))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -54,116 +114,148 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _family_order(name: str) -> tuple[int, str]:
+    rank = {"icl": 1, "icl+cot": 1, "qlora": 2, "qlora+cot": 2}
+    return (rank.get(name, 0), name)
+
+
+def _sgr(unsup: np.ndarray, easy: np.ndarray, hard: np.ndarray, n_boot: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bootstrap_sgr(unsup, easy, hard, n_boot)
+
+
 def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> str:
-    """Compute tables and figures for a sweep run; returns the summary text (also saved)."""
+    """Compute tables and figures for a run; returns the summary text (also saved).
+
+    Raises:
+        TruthprobeError: not a run directory, or no method with easy, hard and all results.
+    """
     run_dir = Path(run_dir)
-    for name in ("results.csv", "correct.npz", "config.json"):
-        if not (run_dir / name).is_file():
-            from truthprobe.errors import TruthprobeError
-
-            raise TruthprobeError(f"{run_dir}: missing {name}; is this a sweep run directory?")
-    meta = json.loads((run_dir / "config.json").read_text())
-    n_boot = int(meta["config"]["n_boot"])
-    plots_dir = Path(plots_dir or meta["config"]["plots_dir"]) / run_dir.name
-    results = _read_csv(run_dir / "results.csv")
-    correct = dict(np.load(run_dir / "correct.npz"))
-    chosen = best_layers(results)
-
-    by_task: dict[str, dict[tuple[str, int, str], np.ndarray]] = defaultdict(dict)
-    for key, matrix in correct.items():
-        task, method, layer, train_on = key.split("|")
-        by_task[task][(method, int(layer), train_on)] = matrix
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise TruthprobeError(f"{run_dir}: not a run directory (no config.json)")
+    meta = json.loads(config_path.read_text())
+    config = meta["config"]
+    n_boot = int(config["output"]["n_boot"])
+    plots_dir = Path(plots_dir or config["output"]["plots_dir"]) / run_dir.name
+    model = meta["model_fingerprint"]
 
     accuracy_rows: list[dict] = []
     sgr_rows: list[dict] = []
-    lines = [
-        f"layer sweep {meta['run_hash']}  model {meta['model_fingerprint']['name']} "
-        f"({meta['model_fingerprint']['revision'][:24]}, {meta['model_fingerprint']['dtype']})",
-        f"n_train {meta['config']['n_train']}, seeds {meta['config']['seeds']}, bootstrap "
-        f"{n_boot} resamples of test items and seeds; best layer chosen on easy validation items",
-        "",
-        f"{'task':<16} {'method':<10} {'zero-shot':>9} {'(norm)':>7} {'layer':>5} "
-        f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
-    ]
-    for task, arrays in by_task.items():
-        unsup = arrays[("zero_shot_raw", -1, "none")]
-        zero = {
-            norm: bootstrap_accuracy(arrays[(f"zero_shot_{norm}", -1, "none")], n_boot)
-            for norm in ("raw", "chars")
-        }
-        for norm, interval in zero.items():
-            accuracy_rows.append(
-                dict(
-                    task=task,
-                    method=f"zero_shot_{norm}",
-                    layer=-1,
-                    train_on="none",
-                    accuracy=interval.estimate,
-                    accuracy_low=interval.low,
-                    accuracy_high=interval.high,
-                )
-            )
-        methods = sorted({m for (m, layer, _) in arrays if layer >= 0})
-        for method in methods:
-            layers = sorted({layer for (m, layer, _) in arrays if m == method})
-            task_acc, task_sgr = [], []
+    table: list[dict] = []
+    timing: list[str] = []
+    for task in collect(run_dir):
+        floor = next((f for f in UNSUPERVISED if f in task.families), None)
+        if floor is None:
+            continue
+        unsup = task.families[floor].matrix(-1, "none")
+        floor_acc = bootstrap_accuracy(unsup, n_boot)
+        norm = task.families.get(NORMALISED)
+        norm_acc = float(norm.matrix(-1, "none").mean()) if norm else float("nan")
+        zero_row = dict(
+            accuracy=floor_acc.estimate, accuracy_low=floor_acc.low, accuracy_high=floor_acc.high
+        )
+        timing.append(
+            f"{task.name}: "
+            + ", ".join(f"{n} {f.seconds:.0f} s" for n, f in sorted(task.families.items()))
+        )
+        for name in sorted(task.families, key=_family_order):
+            family = task.families[name]
+            if name in UNSUPERVISED or name == NORMALISED:
+                continue
+            layers = family.layers
+            family_acc, family_sgr = [], []
             for layer in layers:
-                for train_on in TRAIN_ON:
-                    interval = bootstrap_accuracy(arrays[(method, layer, train_on)], n_boot)
-                    task_acc.append(
+                matrices = {t: family.matrix(layer, t) for t in TRAIN_ON}
+                for train_on, matrix in matrices.items():
+                    if matrix is None:
+                        continue
+                    interval = bootstrap_accuracy(matrix, n_boot)
+                    family_acc.append(
                         dict(
-                            task=task,
-                            method=method,
-                            layer=layer,
-                            train_on=train_on,
-                            accuracy=interval.estimate,
-                            accuracy_low=interval.low,
-                            accuracy_high=interval.high,
+                            task=task.name, method=name, layer=layer, train_on=train_on,
+                            accuracy=interval.estimate, accuracy_low=interval.low,
+                            accuracy_high=interval.high, n_seeds=matrix.shape[1],
                         )
-                    )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sgr = bootstrap_sgr(
-                        unsup,
-                        arrays[(method, layer, "easy")],
-                        arrays[(method, layer, "hard")],
-                        n_boot,
-                    )
-                task_sgr.append(
-                    dict(
-                        task=task,
-                        method=method,
-                        layer=layer,
-                        best_layer=layer == chosen.get((task, method)),
-                        **sgr.to_dict(),
-                    )
+                    )  # fmt: skip
+                if matrices["easy"] is None or matrices["hard"] is None:
+                    continue
+                if matrices["easy"].shape != matrices["hard"].shape:
+                    continue  # a seed is still missing (interrupted run)
+                sgr = _sgr(unsup, matrices["easy"], matrices["hard"], n_boot)
+                family_sgr.append(dict(task=task.name, method=name, layer=layer, **sgr.to_dict()))
+            best = best_layer(family)
+            for row in family_sgr:
+                row["best_layer"] = row["layer"] == best
+            accuracy_rows += family_acc
+            sgr_rows += family_sgr
+            chosen = next((r for r in family_sgr if r["layer"] == best), None)
+            acc = {r["train_on"]: r["accuracy"] for r in family_acc if r["layer"] == best}
+            if chosen is None or "all" not in acc:
+                continue  # a part is missing (interrupted run): no row rather than a wrong one
+            table.append(
+                dict(
+                    task=task.name,
+                    method=name,
+                    label=f"{name}@{best}" if best >= 0 else name,
+                    layer=best,
+                    unsupervised_method=floor,
+                    unsupervised=floor_acc.estimate,
+                    zero_shot_norm=norm_acc,
+                    easy=acc["easy"],
+                    hard=acc["hard"],
+                    all=acc["all"],
+                    sgr=chosen["sgr"],
+                    sgr_low=chosen["sgr_low"],
+                    sgr_high=chosen["sgr_high"],
+                    n_test=chosen["n_test"],
+                    n_seeds=chosen["n_seeds"],
+                    denominator_includes_zero=chosen["warning"] is not None,
                 )
-            accuracy_rows.extend(task_acc)
-            sgr_rows.extend(task_sgr)
-            zero_row = next(
-                r for r in accuracy_rows if r["task"] == task and r["method"] == "zero_shot_raw"
             )
-            name = f"{task.replace(':', '-')}-{method}"
-            plot_layer_accuracy(
-                task_acc,
-                zero_row,
-                f"{task}: {method} probe, hard test set",
-                plots_dir / f"{name}-accuracy.png",
-            )
-            plot_layer_sgr(task_sgr, f"{task}: {method} probe, SGR", plots_dir / f"{name}-sgr.png")
-            best = chosen[(task, method)]
-            row = next(r for r in task_sgr if r["layer"] == best)
-            acc = {r["train_on"]: r["accuracy"] for r in task_acc if r["layer"] == best}
-            flag = "  (denominator CI includes 0)" if row["warning"] else ""
-            lines.append(
-                f"{task:<16} {method:<10} {zero['raw'].estimate:>9.3f} "
-                f"{zero['chars'].estimate:>7.3f} {best:>5} {acc['easy']:>6.3f} "
-                f"{acc['hard']:>6.3f} {acc['all']:>6.3f}  {row['sgr']:.2f} "
-                f"[{row['sgr_low']:.2f}, {row['sgr_high']:.2f}]{flag}"
-            )
+            if len(layers) > 1:
+                stem = f"{task.slug}-{name}"
+                title = f"{task.name}: {name} probe, hard test set ({model['name']})"
+                plot_layer_accuracy(family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png")
+                plot_layer_sgr(
+                    family_sgr, f"{task.name}: {name} probe, SGR", plots_dir / f"{stem}-sgr.png"
+                )
+    if not table:
+        raise TruthprobeError(
+            f"{run_dir}: no complete method results to tabulate (every method needs easy, hard "
+            "and all parts for every seed; run the same command again to finish it)"
+        )
+    _write_csv(run_dir / "table.csv", table)
     _write_csv(run_dir / "accuracy.csv", accuracy_rows)
     _write_csv(run_dir / "sgr.csv", sgr_rows)
-    lines += ["", f"tables: {run_dir}/accuracy.csv, {run_dir}/sgr.csv; figures: {plots_dir}/"]
+    plot_sgr_bars(table, plots_dir / "sgr-bars.png")
+    split = config["split"]
+    lines = [
+        f"{meta['kind']} {meta['run_hash']}  model {model['name']} "
+        f"({model['revision'][:24]}, {model['dtype']})",
+        f"probes: n_train {split['n_train']}, seeds {split['seeds']}; bootstrap {n_boot} "
+        "resamples of test items and seeds; probe layer chosen on easy validation items",
+        "",
+        f"{'task':<18} {'method':<12} {'zero-shot':>9} {'(norm)':>7} {'layer':>5} "
+        f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
+    ]
+    for r in table:
+        flag = "  (denominator CI includes 0)" if r["denominator_includes_zero"] else ""
+        norm_text = (
+            f"{r['zero_shot_norm']:>7.3f}" if np.isfinite(r["zero_shot_norm"]) else (f"{'-':>7}")
+        )
+        layer = str(r["layer"]) if r["layer"] >= 0 else "-"
+        lines.append(
+            f"{r['task']:<18} {r['method']:<12} {r['unsupervised']:>9.3f} {norm_text} "
+            f"{layer:>5} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
+            f"{r['sgr']:.2f} [{r['sgr_low']:.2f}, {r['sgr_high']:.2f}]{flag}"
+        )
+    lines += [
+        "",
+        "method time (s, summed over parts): " + "; ".join(timing),
+        f"tables: {run_dir}/table.csv, accuracy.csv, sgr.csv; figures: {plots_dir}/",
+    ]
     summary = "\n".join(lines)
     (run_dir / "summary.txt").write_text(summary + "\n")
     return summary

@@ -1,25 +1,23 @@
-"""Hidden-state extraction and the HDF5 `ActivationCache`."""
+"""The HDF5 `ActivationCache` and extraction into it (one cache per model, dataset and template)."""
 
 from truthprobe.activations.cache import ActivationCache, CacheError, CacheSpec
 from truthprobe.activations.extraction import (
-    EncodedItem,
     ExtractConfig,
+    ExtractError,
     ExtractResult,
-    encode,
     extract,
-    forward_batch,
-    forward_per_sequence,
+    fill_rows,
+    open_cache,
 )
 
 __all__ = [
     "ActivationCache",
     "CacheError",
     "CacheSpec",
-    "EncodedItem",
     "ExtractConfig",
+    "ExtractError",
     "ExtractResult",
-    "encode",
     "extract",
-    "forward_batch",
-    "forward_per_sequence",
+    "fill_rows",
+    "open_cache",
 ]

@@ -1,36 +1,47 @@
 """`ActivationCache`: per-layer hidden states of one (model, dataset, template) in one HDF5 file.
 
-Layout (documented API; keys are stable):
+A cache's identity is (model fingerprint, dataset content, template, layers, storage) and
+nothing else. It holds a row for every record of the dataset that has answer choices; hardness
+measures, per-stratum caps and splits pick rows when results are computed and never change
+which file is used. Rows are filled on demand: a run that needs rows the file lacks extracts
+just those rows' batches into the same file.
+
+Layout (format 2; documented API, keys are stable):
 
     hidden/answer_end      (layers, items, choices, d_model)  16-bit words, see `storage`
     hidden/question_end    (layers, items, d_model)
     items/id               (items,)  str           record id
     items/row              (items,)  int64         index of the record in the dataset
-    items/answer_index     (items,)  int64         gold choice (-1 for free-form questions)
+    items/answer_index     (items,)  int64         gold choice
     items/n_choices        (items,)  int64
     items/choice_mask      (items, choices) bool   real choices (ragged choice lists)
     items/record           (items,)  str           the full record as JSON (hardness fields too)
     scores/choice_logprob  (items, choices) float32  summed log-likelihood of the continuation
     scores/choice_tokens   (items, choices) int32    continuation length in tokens
     scores/choice_chars    (items, choices) int32    continuation length in characters
+    batches/done           (batches,) uint8          1 once a batch's rows are written
 
-Why layer-major and contiguous rather than item-major and chunked: a probe reads one layer for
-all items, and with layers first that is one contiguous block on disk, one sequential read.
+Why fixed batches: in bfloat16 the padding of a batch (which other questions share it) changes
+a row's hidden states by up to a few percent, so a row's values may not depend on which rows a
+run happened to request. Rows are put in one length-sorted order of the whole dataset when the
+file is created and cut into batches of `batch_size` rows; a batch is always computed whole and
+with the same members, so a file filled in any order of requests equals one filled at once.
+Each batch is one HDF5 chunk per layer (fletcher32-checksummed), so reading one layer for all
+items is one pass over that layer's chunks and a partly filled file stores only what is written.
 
 Why bfloat16 stored as raw 16-bit words: Gemma 3's residual stream reaches ~1e5 in middle layers
 and float16 overflows at 65504; bfloat16 keeps float32's range at half the size. HDF5 has no
 bfloat16 type, so the top 16 bits of each float32 are stored as uint16 with the attribute
 `storage = "bfloat16"`; `storage = "float32"` stores plain floats. Finiteness is checked on write.
-
-Rows are in processing (length-sorted) order; `items/row` maps back to the dataset. Writes go
-batch by batch and the attribute `completed_rows` advances only after a batch's data is flushed,
-so an interrupted run resumes at the first incomplete row and a reader never mistakes a partial
-file for a complete one.
+A batch's data is flushed before its `batches/done` flag, so an interrupted run never counts
+unwritten rows and resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +56,8 @@ from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 
 Storage = Literal["bfloat16", "float32"]
+#: Layout version written by this code; older files are refused with rebuild instructions.
+FORMAT = 2
 #: Attributes that must match between a cache and a request to reuse it.
 IDENTITY_ATTRS = (
     "model",
@@ -90,6 +103,7 @@ class CacheSpec:
     template_hash: str
     dataset: str
     dataset_hash: str
+    """Content hash of every record with answer choices, in dataset order."""
     layers: tuple[int, ...]
     storage: Storage
     n_choices_max: int
@@ -98,6 +112,12 @@ class CacheSpec:
         values = {name: getattr(self, name) for name in IDENTITY_ATTRS}
         values["layers"] = json.dumps(list(self.layers))
         return values
+
+    @property
+    def key(self) -> str:
+        """Short hash of the identity: the cache file's name ends with it."""
+        text = json.dumps(self.attrs(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class ActivationCache:
@@ -112,18 +132,35 @@ class ActivationCache:
             raise CacheError(f"{self.path}: no such cache file")
         try:
             self._file = h5py.File(self.path, mode)
-            attrs = self._file.attrs
+        except OSError as err:
+            raise CacheError(
+                f"{self.path}: not a readable truthprobe activation cache (truncated, corrupt, "
+                f"or another file type): {err}. Delete it and extract again."
+            ) from err
+        attrs = self._file.attrs
+        if int(attrs.get("format", 1)) != FORMAT or "batches/done" not in self._file:
+            self._file.close()
+            raise CacheError(
+                f"{self.path} was written by an earlier truthprobe (cache layout "
+                f"{int(attrs.get('format', 1))}, keyed by hardness measure); this version keeps "
+                "one cache per model, dataset and template and cannot read it. Delete the file; "
+                "the next `truthprobe extract` or sweep rebuilds what it needs."
+            )
+        try:
             self.attrs: dict[str, Any] = {k: _plain(v) for k, v in attrs.items()}
             self.n_items = int(attrs["n_items"])
+            self.batch_size = int(attrs["batch_size"])
             self.layers: tuple[int, ...] = tuple(json.loads(attrs["layers"]))
             self.storage: str = str(attrs["storage"])
             self.n_choices_max = int(attrs["n_choices_max"])
             self.d_model = int(self._file["hidden/question_end"].shape[-1])
         except (OSError, KeyError) as err:
+            self._file.close()
             raise CacheError(
-                f"{self.path}: not a readable truthprobe activation cache (truncated, corrupt, "
-                f"or another file type): {err}. Delete it and extract again."
+                f"{self.path}: not a readable truthprobe activation cache (a field is "
+                f"missing: {err}). Delete it and extract again."
             ) from err
+        self._ids: list[str] | None = None
 
     # -- writer side -------------------------------------------------------------------------
 
@@ -133,29 +170,39 @@ class ActivationCache:
         path: str | Path,
         spec: CacheSpec,
         records: Sequence[Question],
-        rows: Sequence[int],
+        order: Sequence[int],
         d_model: int,
         batch_size: int,
         extra_attrs: Mapping[str, Any] | None = None,
     ) -> ActivationCache:
-        """Create an empty cache for `records` taken in the order `rows` (dataset indices)."""
+        """Create an empty cache for `records` taken in the order `order` (dataset indices).
+
+        The skeleton is written under a name of this process's own and renamed into place, so
+        a crash never leaves a half-made file at `path`; if another process created the file
+        meanwhile, its file is kept and opened instead.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        n, c, n_layers = len(rows), spec.n_choices_max, len(spec.layers)
+        n, c, n_layers = len(order), spec.n_choices_max, len(spec.layers)
+        b = max(1, min(batch_size, n))
         word = np.uint16 if spec.storage == "bfloat16" else np.float32
-        ordered = [records[i] for i in rows]
+        ordered = [records[i] for i in order]
         n_choices = np.array([r.n_choices for r in ordered], np.int64)
-        # Build the skeleton under a temporary name: a crash here leaves no file at `path`.
-        staging = path.with_name(path.name + ".partial")
+        staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
         with h5py.File(staging, "w") as f:
-            f.create_dataset("hidden/answer_end", (n_layers, n, c, d_model), dtype=word)
-            f.create_dataset("hidden/question_end", (n_layers, n, d_model), dtype=word)
+            checked = dict(fletcher32=True)
+            f.create_dataset(
+                "hidden/answer_end", (n_layers, n, c, d_model), word, chunks=(1, b, c, d_model),
+                **checked,
+            )  # fmt: skip
+            f.create_dataset(
+                "hidden/question_end", (n_layers, n, d_model), word, chunks=(1, b, d_model),
+                **checked,
+            )  # fmt: skip
             text = h5py.string_dtype()
             f["items/id"] = np.array([r.id for r in ordered], dtype=object).astype(text)
-            f["items/row"] = np.asarray(rows, dtype=np.int64)
-            f["items/answer_index"] = np.array(
-                [-1 if r.answer_index is None else r.answer_index for r in ordered], np.int64
-            )
+            f["items/row"] = np.asarray(order, dtype=np.int64)
+            f["items/answer_index"] = np.array([r.answer_index for r in ordered], np.int64)
             f["items/n_choices"] = n_choices
             f["items/choice_mask"] = np.arange(c)[None, :] < n_choices[:, None]
             f["items/record"] = np.array(
@@ -166,81 +213,130 @@ class ActivationCache:
                 ("choice_tokens", np.int32),
                 ("choice_chars", np.int32),
             ):
-                f.create_dataset(f"scores/{name}", (n, c), dtype=dtype)
+                f.create_dataset(f"scores/{name}", (n, c), dtype, chunks=(b, c), **checked)
+            f["batches/done"] = np.zeros(-(-n // b), np.uint8)
             f.attrs.update(spec.attrs())
             f.attrs.update(
+                format=FORMAT,
                 n_items=n,
-                completed_rows=0,
-                batch_size=batch_size,
+                batch_size=b,
                 package_version=__version__,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 layer_indexing="0 = embeddings (HF hidden_states); last = final-norm output",
+                extract_seconds=0.0,
             )
             f.attrs.update(dict(extra_attrs or {}))
-        staging.replace(path)
+        if path.exists():  # another process won the race: use its file
+            staging.unlink()
+        else:
+            staging.replace(path)
         return cls(path, "r+")
 
     def write_batch(
         self,
-        start: int,
+        batch: int,
         answer_end: np.ndarray,
         question_end: np.ndarray,
         logprob: np.ndarray,
         tokens: np.ndarray,
         chars: np.ndarray,
     ) -> None:
-        """Write rows `start:start+len(batch)` and then advance `completed_rows`.
+        """Write every row of batch `batch`, then mark it done.
 
         Args:
-            answer_end: (layers, batch, choices, d_model) float32.
-            question_end: (layers, batch, d_model) float32.
-            logprob, tokens, chars: (batch, choices).
+            answer_end: (layers, batch rows, choices, d_model) float32.
+            question_end: (layers, batch rows, d_model) float32.
+            logprob, tokens, chars: (batch rows, choices).
         """
-        if start != self.completed_rows:
+        rows = self.batch_rows(batch)
+        if answer_end.shape[1] != len(rows):
             raise CacheError(
-                f"{self.path}: batch starts at row {start}, expected {self.completed_rows}"
+                f"{self.path}: batch {batch} has {len(rows)} rows, got {answer_end.shape[1]}"
             )
         for name, values in (("answer_end", answer_end), ("question_end", question_end)):
             if not np.isfinite(values).all():
                 bad = np.argwhere(~np.isfinite(values))[0]
                 raise CacheError(
                     f"{self.path}: non-finite hidden state in {name} at layer "
-                    f"{self.layers[bad[0]]}, row {start + bad[1]}; refusing to cache it"
+                    f"{self.layers[bad[0]]}, row {rows.start + bad[1]}; refusing to cache it"
                 )
-        stop = start + answer_end.shape[1]
-        f = self._file
-        f["hidden/answer_end"][:, start:stop] = to_storage(answer_end, self.storage)
-        f["hidden/question_end"][:, start:stop] = to_storage(question_end, self.storage)
-        f["scores/choice_logprob"][start:stop] = logprob
-        f["scores/choice_tokens"][start:stop] = tokens
-        f["scores/choice_chars"][start:stop] = chars
-        f.flush()  # data first, then the counter: a crash never counts unwritten rows
-        f.attrs["completed_rows"] = stop
+        f, sl = self._file, slice(rows.start, rows.stop)
+        f["hidden/answer_end"][:, sl] = to_storage(answer_end, self.storage)
+        f["hidden/question_end"][:, sl] = to_storage(question_end, self.storage)
+        f["scores/choice_logprob"][sl] = logprob
+        f["scores/choice_tokens"][sl] = tokens
+        f["scores/choice_chars"][sl] = chars
+        f.flush()  # data first, then the flag: a crash never counts unwritten rows
+        f["batches/done"][batch] = 1
         f.flush()
 
     def add_extract_seconds(self, seconds: float) -> None:
         """Accumulate wall time spent extracting into this file (attribute `extract_seconds`)."""
-        self._file.attrs["extract_seconds"] = (
-            float(self.attrs.get("extract_seconds", 0.0)) + seconds
-        )
-        self.attrs["extract_seconds"] = self._file.attrs["extract_seconds"]
+        total = float(self._file.attrs.get("extract_seconds", 0.0)) + seconds
+        self._file.attrs["extract_seconds"] = total
+        self.attrs["extract_seconds"] = total
 
-    # -- reader side -------------------------------------------------------------------------
+    # -- rows and batches --------------------------------------------------------------------
 
     @property
-    def completed_rows(self) -> int:
-        return int(self._file.attrs["completed_rows"])
+    def n_batches(self) -> int:
+        return -(-self.n_items // self.batch_size)
+
+    def batch_rows(self, batch: int) -> range:
+        """Cache rows of batch `batch` (fixed when the file was created)."""
+        start = batch * self.batch_size
+        return range(start, min(start + self.batch_size, self.n_items))
+
+    def batch_of(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        return np.asarray(rows, dtype=np.int64) // self.batch_size
+
+    def done_batches(self) -> np.ndarray:
+        """(batches,) bool: which batches are written."""
+        return self._file["batches/done"][:].astype(bool)
+
+    @property
+    def rows_done(self) -> int:
+        done = self.done_batches()
+        sizes = np.full(self.n_batches, self.batch_size)
+        sizes[-1] = self.n_items - self.batch_size * (self.n_batches - 1)
+        return int(sizes[done].sum())
 
     @property
     def is_complete(self) -> bool:
-        return self.completed_rows == self.n_items
+        return bool(self.done_batches().all())
 
-    def require_complete(self) -> None:
-        if not self.is_complete:
+    def missing_batches(self, rows: np.ndarray | Sequence[int] | None = None) -> list[int]:
+        """Batches holding any of `rows` (all rows if None) that are not written yet."""
+        done = self.done_batches()
+        wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
+        return [int(k) for k in wanted if not done[k]]
+
+    def require_rows(self, rows: np.ndarray | Sequence[int] | None = None) -> None:
+        missing = self.missing_batches(rows)
+        if missing:
+            k = missing[0]
+            span = self.batch_rows(k)
             raise CacheError(
-                f"{self.path}: incomplete cache ({self.completed_rows}/{self.n_items} rows); "
-                "rerun the same extraction to resume it"
+                f"{self.path}: {len(missing)} batch(es) of the requested rows are not extracted "
+                f"yet (first: batch {k}, rows {span.start}..{span.stop - 1}); run the same "
+                "command again, or `truthprobe extract`, to fill them"
             )
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = list(self.item("id"))
+        return self._ids
+
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Cache rows of the given item ids (CacheError naming the first unknown id)."""
+        where = {item_id: row for row, item_id in enumerate(self.ids)}
+        missing = [i for i in ids if i not in where]
+        if missing:
+            raise CacheError(f"{self.path}: item {missing[0]!r} is not in this cache")
+        return np.array([where[i] for i in ids], dtype=np.int64)
+
+    # -- reader side -------------------------------------------------------------------------
 
     def check_spec(self, spec: CacheSpec) -> None:
         """Raise `CacheError` naming every identity attribute that differs from `spec`."""
@@ -257,6 +353,12 @@ class ActivationCache:
                 + ". Use another --cache path or delete the file."
             )
 
+    @property
+    def key(self) -> str:
+        """The identity hash (`CacheSpec.key`) of what this file holds."""
+        text = json.dumps({name: self.attrs[name] for name in IDENTITY_ATTRS}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def layer_position(self, layer: int) -> int:
         if layer not in self.layers:
             raise CacheError(
@@ -264,19 +366,41 @@ class ActivationCache:
             )
         return self.layers.index(layer)
 
-    def answer_end(self, layer: int) -> np.ndarray:
-        """Hidden states at each choice's last token: (items, choices, d_model) float32."""
-        self.require_complete()
-        return from_storage(
-            self._file["hidden/answer_end"][self.layer_position(layer)], self.storage
-        )
+    def _read_rows(self, name: str, rows: np.ndarray | None, lead: tuple = ()) -> np.ndarray:
+        """Rows of dataset `name` (all rows if None), reading only the batches that hold them."""
+        self.require_rows(rows)
+        data = self._file[name]
+        try:
+            if rows is None:
+                return data[lead + (slice(None),)]
+            rows = np.asarray(rows, dtype=np.int64)
+            batches = np.unique(self.batch_of(rows))
+            runs = np.split(batches, np.flatnonzero(np.diff(batches) > 1) + 1)
+            spans = [(int(r[0]) * self.batch_size, self.batch_rows(int(r[-1])).stop) for r in runs]
+            block = np.concatenate([data[lead + (slice(lo, hi),)] for lo, hi in spans])
+            offsets = np.cumsum([0] + [hi - lo for lo, hi in spans])
+            starts = np.array([lo for lo, _ in spans])
+            run = np.searchsorted(starts, rows, side="right") - 1
+            return block[offsets[run] + rows - starts[run]]
+        except OSError as err:  # a failed fletcher32 checksum surfaces here
+            raise CacheError(
+                f"{self.path}: {name} could not be read ({err}); the file is damaged. Delete it "
+                "and extract again."
+            ) from err
 
-    def question_end(self, layer: int) -> np.ndarray:
-        """Hidden states at the question prompt's last token: (items, d_model) float32."""
-        self.require_complete()
-        return from_storage(
-            self._file["hidden/question_end"][self.layer_position(layer)], self.storage
-        )
+    def answer_end(self, layer: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Hidden states at each choice's last token: (rows, choices, d_model) float32."""
+        words = self._read_rows("hidden/answer_end", rows, (self.layer_position(layer),))
+        return from_storage(words, self.storage)
+
+    def question_end(self, layer: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Hidden states at the question prompt's last token: (rows, d_model) float32."""
+        words = self._read_rows("hidden/question_end", rows, (self.layer_position(layer),))
+        return from_storage(words, self.storage)
+
+    def score(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`)."""
+        return self._read_rows(f"scores/{name}", rows)
 
     def item(self, name: str) -> np.ndarray:
         """An `items/...` array (`id`, `row`, `answer_index`, `n_choices`, `choice_mask`)."""
@@ -284,15 +408,6 @@ class ActivationCache:
         if h5py.check_string_dtype(data.dtype):
             return data.asstr()[:]
         return data[:]
-
-    def score(self, name: str) -> np.ndarray:
-        """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`)."""
-        self.require_complete()
-        return self._file[f"scores/{name}"][:]
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.item("id"))
 
     def records(self) -> list[Question]:
         """The cached items as `Question`s, in cache row order (no dataset needed)."""
@@ -302,11 +417,15 @@ class ActivationCache:
 
     def info(self) -> dict[str, Any]:
         """Shape, fingerprint and completeness, for `truthprobe cache info`."""
+        done = self.done_batches()
         return {
             "path": str(self.path),
             "items": self.n_items,
-            "completed_rows": self.completed_rows,
-            "complete": self.is_complete,
+            "rows_extracted": self.rows_done,
+            "batches": self.n_batches,
+            "batches_extracted": int(done.sum()),
+            "batch_size": self.batch_size,
+            "complete": bool(done.all()),
             "layers": list(self.layers),
             "choices_max": self.n_choices_max,
             "d_model": self.d_model,
@@ -315,6 +434,7 @@ class ActivationCache:
             "template_hash": self.attrs["template_hash"],
             "dataset": self.attrs["dataset"],
             "dataset_hash": self.attrs["dataset_hash"],
+            "extract_seconds": float(self.attrs.get("extract_seconds", 0.0)),
             "package_version": self.attrs.get("package_version"),
             "created": self.attrs.get("created"),
         }
@@ -324,10 +444,10 @@ class ActivationCache:
         info = self.info()
         layers = info["layers"]
         contiguous = layers == list(range(layers[0], layers[-1] + 1))
-        incomplete = "" if info["complete"] else ", INCOMPLETE: rerun the extraction to resume"
         lines = [
             f"{info['path']}",
-            f"  items         {info['items']} ({info['completed_rows']} complete{incomplete})",
+            f"  items         {info['items']} ({info['rows_extracted']} extracted, in "
+            f"{info['batches_extracted']} of {info['batches']} batches of {info['batch_size']})",
             f"  shape         layers {len(layers)} x items {info['items']} x choices "
             f"{info['choices_max']} x d_model {info['d_model']} ({info['storage']})",
             f"  layers        {f'{layers[0]}..{layers[-1]}' if contiguous else layers}"
@@ -335,6 +455,7 @@ class ActivationCache:
             f"  model         {json.dumps(info['model'], sort_keys=True)}",
             f"  dataset       {info['dataset']} (sha256 {info['dataset_hash'][:16]})",
             f"  template      {info['template_hash']}",
+            f"  extraction    {info['extract_seconds']:.1f} s in all",
             f"  created       {info['created']} by truthprobe {info['package_version']}",
         ]
         return "\n".join(lines)

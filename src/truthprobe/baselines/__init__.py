@@ -1,6 +1,3 @@
-"""Methods that answer without probes: zero-shot, k-shot ICL (optionally chain-of-thought) and
-QLoRA; `compare` runs them beside the best-layer probe on the same splits."""
-
-from truthprobe.baselines.zero_shot import zero_shot_probs
-
-__all__ = ["zero_shot_probs"]
+"""The mechanics of the methods that answer without probes: k-shot prompts (`icl`),
+chain-of-thought generation and answer matching (`cot`), and LoRA training (`qlora`).
+The harness runs them through `truthprobe.methods`; `compare` configures the comparison."""

@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from truthprobe.baselines.icl import (
     DEMO_SEPARATOR,
@@ -39,6 +37,7 @@ from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
+from truthprobe.scoring import count_tokens, generate_greedy
 
 TRIGGER = "the answer is"
 #: Datasets whose ICL and QLoRA baselines reason before answering (paper §7.2).
@@ -164,48 +163,6 @@ class Generations:
         ]
 
 
-@torch.inference_mode()
-def generate_greedy(
-    loaded: LoadedModel,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    stop: Sequence[str] = STOP,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> list[str]:
-    """Greedy completions of `prompts`, cut at the first stop string; length-sorted batches."""
-    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    out: list[str] = [""] * len(prompts)
-    starts = range(0, len(order), batch_size)
-    for lo in tqdm(starts, desc="generate", unit="batch", disable=not progress or len(starts) < 2):
-        rows = order[lo : lo + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, i in enumerate(rows):  # left padding: every prompt ends at the same position
-            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[j, width - len(encoded[i]) :] = 1
-        generated = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad,
-            stop_strings=list(stop) or None,
-            tokenizer=tokenizer,
-        )
-        for j, i in enumerate(rows):
-            text = tokenizer.decode(generated[j, width:], skip_special_tokens=True)
-            cuts = [text.find(s) for s in stop if s in text]
-            out[i] = text[: min(cuts)] if cuts else text
-    return out
-
-
 def cot_generations(
     loaded: LoadedModel,
     demonstrations: Sequence[Question],
@@ -226,14 +183,14 @@ def cot_generations(
         max_new_tokens = MAX_NEW_TOKENS.get(tests[0].dataset, 300) if tests else 300
 
     def count(text: str) -> int:
-        return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
+        return count_tokens(loaded, text)
 
     prompts = [
         build_prompt(demonstrations, t, count, max_tokens, max_new_tokens, instruction).prefix
         for t in tests
     ]
     completions = generate_greedy(
-        loaded, prompts, max_new_tokens, batch_size=batch_size, progress=progress
+        loaded, prompts, max_new_tokens, STOP, batch_size=batch_size, progress=progress
     )
     return Generations(
         ids=tuple(t.id for t in tests),

@@ -7,8 +7,9 @@ by its summed log-likelihood as a continuation (`raw`, lm-evaluation-harness `ac
 its length in characters (`chars`, `acc_norm`). k = 0 is the zero-shot baseline. A prompt that
 would exceed the context drops demonstrations from the end, never the test question, and says so.
 
-Scoring reuses the extraction path (`forward_batch`): the whole prompt is the shared prefix,
-run once per test item with a KV cache, and only the choices run per choice.
+Scoring goes through the scoring engine (`truthprobe.scoring.score_continuations`): the whole
+prompt is the shared prefix, run once per test item with a KV cache, and only the choices run
+per choice.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from truthprobe.activations.extraction import encode_texts, forward_batch
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate
+from truthprobe.scoring import count_tokens, encode_texts, score_continuations
 
 log = logging.getLogger(__name__)
 
@@ -132,33 +132,6 @@ def check_no_leak(demonstrations: Sequence[Question], tests: Sequence[Question])
         raise TruthprobeError(f"demonstrations include test items: {leaked[:5]}")
 
 
-def score_choices(
-    loaded: LoadedModel,
-    prompts: Sequence[ICLPrompt],
-    tests: Sequence[Question],
-    template: PromptTemplate,
-    batch_size: int = 4,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Summed continuation log-likelihoods, token and character counts per (item, choice)."""
-    n_choices = max(t.n_choices for t in tests)
-    items = [
-        encode_texts(loaded.tokenizer, prompt.prefix, template.continuations(test), test.id)
-        for prompt, test in zip(prompts, tests, strict=True)
-    ]
-    order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
-    logprob = np.zeros((len(items), n_choices))
-    tokens = np.zeros((len(items), n_choices), np.int64)
-    chars = np.zeros((len(items), n_choices), np.int64)
-    starts = range(0, len(order), batch_size)
-    for lo in tqdm(starts, desc="score choices", unit="batch", disable=len(starts) < 4):
-        rows = order[lo : lo + batch_size]
-        out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
-        logprob[rows], tokens[rows] = out.logprob, out.tokens
-        for i in rows:
-            chars[i, : len(items[i].choice_chars)] = items[i].choice_chars
-    return logprob, tokens, chars
-
-
 def icl_choice_probs(
     loaded: LoadedModel,
     template: PromptTemplate,
@@ -167,15 +140,20 @@ def icl_choice_probs(
     normalization: str = "raw",
     max_tokens: int = 2048,
     batch_size: int = 4,
+    progress: bool = True,
 ) -> ChoiceProbs:
     """k-shot choice probabilities of `tests` with the same demonstrations for every item."""
     check_no_leak(demonstrations, tests)
-
-    def count(text: str) -> int:
-        return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
-
-    prompts = [build_prompt(template, demonstrations, t, count, max_tokens) for t in tests]
-    logprob, _, chars = score_choices(loaded, prompts, tests, template, batch_size)
+    prompts = [
+        build_prompt(template, demonstrations, t, lambda x: count_tokens(loaded, x), max_tokens)
+        for t in tests
+    ]
+    items = [
+        encode_texts(loaded.tokenizer, prompt.prefix, template.continuations(test), test.id)
+        for prompt, test in zip(prompts, tests, strict=True)
+    ]
+    n_choices = max(t.n_choices for t in tests)
+    logprob, chars = score_continuations(loaded, items, n_choices, batch_size, progress)
     if normalization == "chars":
         logprob = logprob / np.maximum(chars, 1)
     mask = np.zeros(logprob.shape, bool)

@@ -6,7 +6,8 @@ gradient clipping 1.0; an effective batch of min(n_train, 50) items by accumulat
 raised so there are at least 10 optimiser updates. The loss scores each choice by its summed
 log-likelihood as a continuation of the zero-shot prompt, softmaxes across the question's choices
 and takes cross-entropy with the gold choice; evaluation uses the same scorer (`forward_batch`),
-so an adapted model's `ChoiceProbs` come through the same path as zero-shot ones.
+so an adapted model's `ChoiceProbs` come through the same path as zero-shot ones
+(`truthprobe.scoring`).
 
 With `objective="cot"` (StrategyQA, GSM8k: QLoRA+CoT) the loss is the language-model loss of
 the gold reasoning and answer instead: input `Q: <question>\nA:`, target
@@ -31,12 +32,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from truthprobe.activations.extraction import EncodedItem, encode, token_log_likelihoods
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate
+from truthprobe.scoring import EncodedItem, choice_log_likelihoods, encode
 
 
 @dataclass(frozen=True)
@@ -100,39 +101,6 @@ def adapter_key(
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -> list:
-    """Differentiable summed log-likelihood of every choice, one full sequence per choice.
-
-    Only the rows that predict continuation tokens go through the LM head.
-    """
-    model, device = loaded.model, loaded.device
-    pad = loaded.tokenizer.pad_token_id or 0
-    sequences = [(it.prefix + ch, len(it.prefix), ch) for it in items for ch in it.choices]
-    length = max(len(s) for s, _, _ in sequences)
-    ids = torch.full((len(sequences), length), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, (seq, _, _) in enumerate(sequences):  # right padding: positions stay natural
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    hidden = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device))
-    states = hidden.last_hidden_state
-    rows, cols, targets = [], [], []
-    for i, (_, p, ch) in enumerate(sequences):
-        rows += [i] * len(ch)
-        cols += list(range(p - 1, p - 1 + len(ch)))
-        targets += ch
-    picked = states[torch.tensor(rows), torch.tensor(cols)]
-    token_logp = token_log_likelihoods(model, picked, torch.tensor(targets, device=picked.device))
-    per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
-        0, torch.tensor(rows, device=token_logp.device), token_logp
-    )
-    out, k = [], 0
-    for it in items:
-        out.append(per_choice[k : k + len(it.choices)])
-        k += len(it.choices)
-    return out
 
 
 def _training_items(
@@ -229,7 +197,7 @@ def train_adapter(
         total_loss = 0.0
         for lo in range(0, len(batch), config.micro_batch):
             rows = batch[lo : lo + config.micro_batch]
-            scores = _choice_log_likelihoods(loaded, [items[i] for i in rows])
+            scores = choice_log_likelihoods(loaded, [items[i] for i in rows])
             if config.objective == "cot":  # summed NLL of the one target sequence
                 loss = -sum(s[0] for s in scores) / len(batch)
             else:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from truthprobe.activations.extraction import SequenceRunner
+from truthprobe.backends import SequenceRunner
 from truthprobe.models import LoadedModel
 
 

@@ -1,0 +1,203 @@
+"""Config pieces shared by `extract`, `sweep` and `baselines`, and their validation.
+
+Each command's config is a frozen dataclass composed of these small ones (the model, the
+activation cache, the row selection, the outputs); the command line is generated from the
+dataclasses and their field docstrings (`truthprobe.cli`), so flags, defaults and help text
+cannot drift from the code. Every check runs in `__post_init__`, so a bad setting is a
+`ConfigError` before any model is loaded or anything is extracted, from the library and the
+command line alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from truthprobe.errors import TruthprobeError
+
+Quantization = Literal["none", "4bit", "8bit"]
+ProbeKind = Literal["mc_linear", "logistic", "mass_mean", "ccs"]
+PROBE_KINDS: tuple[str, ...] = ("mc_linear", "logistic", "mass_mean", "ccs")
+DType = Literal["auto", "bfloat16", "float32", "float16"]
+Storage = Literal["bfloat16", "float32"]
+Source = Literal["auto", "local", "hub"]
+
+
+class ConfigError(TruthprobeError, ValueError):
+    """A setting that cannot work; the message names the flag and the valid range."""
+
+
+def flag(field: str) -> str:
+    """The command-line spelling of a config field (`n_train` -> `--n-train`)."""
+    return "--" + field.replace("_", "-")
+
+
+def require(condition: bool, field: str, problem: str) -> None:
+    """Raise `ConfigError` naming the flag of `field` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{flag(field)} {problem}")
+
+
+def require_positive(value: int, field: str) -> None:
+    require(isinstance(value, int) and value >= 1, field, f"must be at least 1, got {value}")
+
+
+def require_non_negative(value: int, field: str, zero_means: str) -> None:
+    require(
+        isinstance(value, int) and value >= 0,
+        field,
+        f"must be 0 ({zero_means}) or a positive number, got {value}",
+    )
+
+
+def require_layers(layers: tuple[int, ...] | None) -> None:
+    if layers is None:
+        return
+    require(len(layers) > 0, "layers", "needs at least one layer index")
+    bad = [k for k in layers if k < 0]
+    require(not bad, "layers", f"indices count from 0 (embeddings), got {bad[0] if bad else ''}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model, in which precision, on which device."""
+
+    name: Annotated[str, tyro.conf.arg(name="model")] = "default"
+    """`default` (the embedded Gemma 3 270M, offline), a Hugging Face id, or a local path."""
+    quantization: Quantization = "none"
+    """bitsandbytes weights: NF4 (4bit) or LLM.int8 (8bit); none = full precision."""
+    dtype: DType = "auto"
+    """Compute dtype; auto = bfloat16 where the hardware runs it natively."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (every visible GPU, else the CPU)."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.name.strip()), "model", "must not be empty")
+        require(
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device),
+            "device",
+            f"must be cpu, cuda, cuda:N or auto, got {self.device!r}",
+        )
+
+    def load(self):
+        """Load the model (`truthprobe.models.load_model`)."""
+        from truthprobe.models import load_model
+
+        return load_model(self.name, self.quantization, self.dtype, self.device)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Where activation caches live and how a new one is written."""
+
+    cache_dir: str = "activations"
+    """Folder of activation caches (one file per model, dataset and prompt template)."""
+    batch_size: int = 8
+    """Questions per forward pass. Fixed for a cache when it is created (a row's values must
+    not depend on which rows a run asked for); later runs reuse the cache's own batches."""
+    storage: Storage = "bfloat16"
+    """How hidden states are stored: bfloat16 (raw 16-bit words) or float32 (twice the size)."""
+
+    def __post_init__(self) -> None:
+        require_positive(self.batch_size, "batch_size")
+        require(bool(self.cache_dir.strip()), "cache_dir", "must not be empty")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where datasets come from and which of their rated items a run uses."""
+
+    source: Source = "auto"
+    """Where named datasets come from: local = $TRUTHPROBE_DATA_DIR, hub = Hugging Face hub,
+    auto = local when a data directory is configured."""
+    max_per_stratum: int = 500
+    """At most this many items per easy / medium / hard stratum, drawn with `subset_seed`
+    (0 = every rated item)."""
+    subset_seed: int = 0
+    """Seed of the per-stratum draw."""
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.max_per_stratum, "max_per_stratum", "every rated item")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results and figures go, and how intervals are computed."""
+
+    runs_dir: str = "runs"
+    """Run directories (results, per-item outputs, probe weights, config)."""
+    plots_dir: str = "plots"
+    """Figures, in a folder per run."""
+    n_boot: int = 10_000
+    """Bootstrap resamples of test items and seeds for every interval."""
+    progress: bool = True
+    """Progress bars on long work."""
+
+    def __post_init__(self) -> None:
+        require_positive(self.n_boot, "n_boot")
+
+
+def check_fraction(value: float, field: str) -> None:
+    require(
+        isinstance(value, float | int) and math.isfinite(value) and 0 < value < 1,
+        field,
+        f"must be between 0 and 1 (exclusive), got {value}",
+    )
+
+
+def check_task(text: str) -> tuple[str, str]:
+    """Validate a `dataset:measure` task and split it (no data is read).
+
+    Raises:
+        ConfigError: no measure, an unknown dataset, or a measure that does not apply.
+    """
+    from truthprobe.data import DATASET_NAMES
+    from truthprobe.hardness import MEASURES, measures_for
+
+    dataset, sep, measure = text.rpartition(":")
+    if not sep or not dataset or not measure:
+        raise ConfigError(
+            f"task {text!r} needs a hardness measure: write dataset:measure, for example "
+            f"arc:grade ({', '.join(f'{d}:{measures_for(d)[0]}' for d in DATASET_NAMES)})"
+        )
+    if dataset not in DATASET_NAMES:
+        if not dataset.endswith(".jsonl"):
+            raise ConfigError(
+                f"task {text!r}: unknown dataset {dataset!r}; give one of "
+                f"{', '.join(DATASET_NAMES)} or the path of a .jsonl file"
+            )
+        if not Path(dataset).is_file():
+            raise ConfigError(f"task {text!r}: no such file {dataset}")
+
+    def human(names):
+        return [m for m in names if not MEASURES[m].needs_model]
+
+    if measure not in MEASURES:
+        valid = human(measures_for(dataset) if dataset in DATASET_NAMES else list(MEASURES))
+        raise ConfigError(
+            f"task {text!r}: unknown hardness measure {measure!r}; valid: {', '.join(valid)}"
+        )
+    if MEASURES[measure].needs_model:
+        raise ConfigError(
+            f"task {text!r}: {measure!r} is model-based and needs per-item scores, which the "
+            "command line cannot compute yet; use a human measure"
+        )
+    if dataset in DATASET_NAMES and not MEASURES[measure].applies_to(dataset):
+        raise ConfigError(
+            f"task {text!r}: measure {measure!r} does not apply to {dataset}; valid: "
+            f"{', '.join(human(measures_for(dataset)))}"
+        )
+    return dataset, measure
+
+
+def check_tasks(tasks: tuple[str, ...]) -> None:
+    require(len(tasks) > 0, "tasks", "needs at least one dataset:measure")
+    for task in tasks:
+        check_task(task)
+    duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
+    require(not duplicated, "tasks", f"lists {duplicated[0] if duplicated else ''} twice")

@@ -1,0 +1,292 @@
+"""The one harness: every method, on every task, over train_on x seed, one stored part each.
+
+`run(config)` resolves the tasks from the data alone (before any model is loaded), fills each
+multiple-choice task's rows into its dataset's activation cache, builds the methods the config
+names (`truthprobe.methods`), and runs each (method, train_on, seed) not yet stored. Each part is
+written atomically the moment it finishes (`truthprobe.runstore`), with a fingerprint of the
+code, model, data, split and method settings that made it: an interrupted run resumes where it
+stopped, and a part made by other code or data is recomputed, never silently reused.
+
+The layer sweep (`truthprobe.transfer`) and the baselines comparison
+(`truthprobe.baselines.compare`) are two configurations of this; `truthprobe.report` renders
+both from the stored parts alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
+from truthprobe.errors import TruthprobeError
+from truthprobe.evaluate import TRAIN_ON, SplitConfig
+from truthprobe.methods import (
+    Method,
+    MethodContext,
+    MethodOutput,
+    MethodSettings,
+    Models,
+    TaskStates,
+    build_methods,
+)
+from truthprobe.runstore import PartKey, RunStore
+from truthprobe.tasks import Task, TaskSpec, load_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """Everything a run needs; `SweepConfig` and `BaselinesConfig` each build one."""
+
+    kind: str
+    """Names the run directory (`layer_sweep`, `baselines`)."""
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    """Registered method names (`zero_shot`, `probe`, `icl`, `qlora`)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    settings: MethodSettings = field(default_factory=MethodSettings)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def run_hash(self) -> str:
+        """Hash of the settings that change results; the run directory is named from it.
+
+        What only chooses *what* runs (tasks, methods, probe kinds, layers) or where output
+        goes is left out, so runs with more tasks or methods add parts to the same directory.
+        The cache's batch size is left out too: a cache keeps the batches it was made with.
+        """
+        values = asdict(self)
+        for name in ("tasks", "methods", "output"):
+            values.pop(name)
+        values["cache"] = {"storage": self.cache.storage}
+        values["data"].pop("source")
+        values["settings"]["probe"] = {}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+    def run_dir(self) -> Path:
+        return Path(self.output.runs_dir) / f"{self.kind}-{self.run_hash()}"
+
+
+@dataclass
+class RunSummary:
+    """Where a run went, what it computed and how long its parts took."""
+
+    run_dir: Path
+    computed: int = 0
+    reused: int = 0
+    stale: int = 0
+    """Stored parts made by other code or data, recomputed."""
+    rows_extracted: dict[str, int] = field(default_factory=dict)
+    caches: dict[str, str] = field(default_factory=dict)
+    extract_seconds: float = 0.0
+    method_seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def describe(self) -> str:
+        extracted = ", ".join(f"{t} {n}" for t, n in self.rows_extracted.items()) or "none"
+        stale = f" ({self.stale} made by other code or data, recomputed)" if self.stale else ""
+        return (
+            f"parts: {self.computed} computed, {self.reused} reused{stale}; rows extracted: "
+            f"{extracted}; time: model loading {self.model_seconds:.1f} s, extraction "
+            f"{self.extract_seconds:.1f} s, methods {self.method_seconds:.1f} s; run "
+            f"directory {self.run_dir}"
+        )
+
+
+def _prepare_cache(task: Task, models: Models, config: HarnessConfig, summary: RunSummary):
+    """Fill the task's rows into its dataset's cache; its states, layers and identity."""
+    from truthprobe.activations import fill_rows, open_cache
+    from truthprobe.activations.extraction import resolve_template
+
+    loaded = models.base
+    template = resolve_template(None, task.pool)
+    started = time.perf_counter()
+    with open_cache(task.dataset.name, task.pool, loaded, template, None, config.cache) as cache:
+        rows = cache.rows_of(task.ids)
+        filled = fill_rows(
+            cache, task.pool, rows, loaded, template, progress=config.output.progress
+        )
+        identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
+        layers = cache.layers
+    summary.extract_seconds += time.perf_counter() - started
+    summary.rows_extracted[task.name] = filled.rows_extracted
+    summary.caches[task.name] = identity["path"]
+    return TaskStates(Path(identity["path"]), rows, task), layers, identity
+
+
+def part_fingerprint(
+    task: Task,
+    method: Method,
+    n_train: int,
+    model: dict[str, Any],
+    cache: dict[str, Any] | None,
+    split: SplitConfig,
+) -> str:
+    """Hash of the code, model, data, cache, split and method settings behind a part."""
+    from truthprobe.provenance import code_version
+    from truthprobe.runstore import PART_FORMAT
+
+    payload = {
+        "code": code_version(),
+        "part_format": PART_FORMAT,
+        "model": model,
+        "task": task.fingerprint,
+        "cache": None if cache is None else {k: cache[k] for k in ("key", "batch_size")},
+        "split": asdict(split),
+        "method": [method.label, method.settings()],
+        "n_train": n_train,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _arrays(output: MethodOutput, train: np.ndarray | None) -> dict[str, np.ndarray]:
+    arrays = {
+        "item": output.rows.astype(np.int32),
+        "correct": output.correct.astype(np.uint8),
+        "prediction": output.prediction.astype(np.int16),
+        "train": (np.zeros(0) if train is None else train).astype(np.int32),
+    }
+    if output.probs is not None:
+        arrays["probs"] = output.probs.astype(np.float32)
+    arrays.update(output.probe or {})
+    return arrays
+
+
+def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], models: Models) -> None:
+    """`config.json`: this invocation's settings and provenance; earlier invocations kept."""
+    from truthprobe import __version__
+    from truthprobe.provenance import provenance
+
+    path = run_dir / "config.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    invocations = previous.get("invocations", [])
+    here = provenance()
+    invocations.append({"argv": here["argv"], "started": here["started"], "tasks": config.tasks})
+    datasets = dict(previous.get("datasets", {}))
+    for task in tasks:
+        datasets[task.name] = {
+            "dataset": task.dataset.name,
+            "source": task.dataset.source,
+            "content_sha256": task.dataset.content_hash,
+            "items": len(task.items),
+            "n_test": len(task.split.test),
+        }
+    meta = {
+        "kind": config.kind,
+        "run_hash": config.run_hash(),
+        "config": asdict(config),
+        "package_version": __version__,
+        "model_fingerprint": models.base.fingerprint.to_dict(),
+        "provenance": here,
+        "datasets": datasets,
+        "invocations": invocations,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=2))
+
+
+def run(config: HarnessConfig) -> RunSummary:
+    """Run every method of `config` on every task, resuming stored parts.
+
+    Raises:
+        TruthprobeError: bad data, a split that cannot be made, a method that fails (the
+            message names task, method, train_on and seed); nothing half-written is left.
+    """
+    tasks = [load_task(TaskSpec.parse(t), config.data, config.split) for t in config.tasks]
+    run_dir = config.run_dir()
+    summary = RunSummary(run_dir)
+    store = RunStore(run_dir)
+    models = Models(config.model)
+    started = time.perf_counter()
+    fingerprint = models.base.fingerprint.to_dict()
+    summary.model_seconds = time.perf_counter() - started
+    _write_config(config, run_dir, tasks, models)
+    for task in tasks:
+        states, layers, cache = None, (), None
+        if not task.free_form:
+            states, layers, cache = _prepare_cache(task, models, config, summary)
+        methods = build_methods(config.methods, task, config.settings, layers)
+        store.write_task(
+            task.spec.slug,
+            {
+                "task": task.name,
+                "dataset": task.dataset.name,
+                "measure": task.spec.measure,
+                "fingerprint": task.fingerprint,
+                "cache": cache,
+                "items": task.table(),
+            },
+        )
+        ctx = MethodContext(task, models, states, run_dir, config.output.progress)
+        for method in methods:
+            _run_method(method, ctx, store, config, fingerprint, cache, summary)
+    return summary
+
+
+def _run_method(
+    method: Method,
+    ctx: MethodContext,
+    store: RunStore,
+    config: HarnessConfig,
+    model: dict[str, Any],
+    cache: dict[str, Any] | None,
+    summary: RunSummary,
+) -> None:
+    """Every (train_on, seed) part of one method on one task not stored yet."""
+    task, split = ctx.task, ctx.task.split
+    draws = (
+        [(t, s) for t in TRAIN_ON for s in split.config.seed_values]
+        if method.supervised
+        else [("none", 0)]
+    )
+    n_train = method.n_train(split.config.n_train) if method.supervised else 0
+    expected = part_fingerprint(task, method, n_train, model, cache, split.config)
+    for train_on, seed in draws:
+        key = PartKey(task.spec.slug, method.label, train_on, seed)
+        stored = store.meta(key)
+        if stored is not None and stored.get("fingerprint") == expected:
+            summary.reused += 1
+            continue
+        if stored is not None:
+            summary.stale += 1
+            log.warning("%s: stored part was made by other code or data; recomputing", key)
+        train = split.train_rows(train_on, seed, n_train) if method.supervised else None
+        began = time.perf_counter()
+        try:
+            output = method.run(ctx, train, seed)
+        except TruthprobeError as err:
+            raise TruthprobeError(
+                f"{task.name} {method.label} (train_on {train_on}, seed {seed}): {err}"
+            ) from err
+        seconds = time.perf_counter() - began
+        summary.method_seconds += seconds
+        summary.computed += 1
+        store.put(
+            key,
+            _arrays(output, train),
+            {
+                "task": task.name,
+                "method": method.label,
+                "family": method.family,
+                "layer": method.layer,
+                "train_on": train_on,
+                "seed": seed,
+                "n_train": n_train,
+                "seconds": seconds,
+                "settings": method.settings(),
+                "fingerprint": expected,
+                "info": output.info,
+                "prediction_text": output.prediction_text,
+                "generations": output.generations,
+            },
+        )

@@ -1,0 +1,100 @@
+"""Settings of each method, composed into the sweep's and the baselines' configs.
+
+Field names carry their method's prefix because the command line flattens them (`--k`,
+`--qlora-n-train`); each command shows only the pieces it composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from truthprobe.configs import (
+    PROBE_KINDS,
+    ConfigError,
+    ProbeKind,
+    Quantization,
+    require,
+    require_layers,
+    require_non_negative,
+)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Which probes the `probe` method fits, and at which layers."""
+
+    probes: tuple[ProbeKind, ...] = ("mc_linear",)
+    """Probe kinds to fit at every layer: mc_linear (the paper's), logistic, mass_mean, ccs."""
+    layers: tuple[int, ...] | None = None
+    """Hidden-state indices to probe (0 = embeddings); default: every layer of the cache."""
+
+    def __post_init__(self) -> None:
+        require(len(self.probes) > 0, "probes", "needs at least one probe kind")
+        unknown = [p for p in self.probes if p not in PROBE_KINDS]
+        require(
+            not unknown,
+            "probes",
+            f"has unknown kind {unknown[0] if unknown else ''!r}; valid: {', '.join(PROBE_KINDS)}",
+        )
+        require(len(set(self.probes)) == len(self.probes), "probes", "lists a kind twice")
+        require_layers(self.layers)
+
+
+@dataclass(frozen=True)
+class ICLSettings:
+    """In-context learning: k demonstrations from the training pool, then the test question."""
+
+    k: int = 0
+    """Demonstrations (0 = the paper's k: 10 ARC/MMLU, 8 StrategyQA/GSM8k)."""
+    icl_max_tokens: int = 2048
+    """Longest prompt (plus generation budget, for CoT); demonstrations are dropped from the
+    end to fit, never the test question."""
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.k, "k", "the paper's k per dataset")
+        require(self.icl_max_tokens >= 16, "icl_max_tokens", "must be at least 16")
+
+
+@dataclass(frozen=True)
+class CoTSettings:
+    """Chain-of-thought for ICL and QLoRA on some datasets (free-form ones always)."""
+
+    cot: tuple[str, ...] = ("gsm8k", "strategyqa")
+    """Datasets whose ICL and QLoRA reason before answering (as the paper: GSM8k, StrategyQA);
+    give none for multiple-choice ICL and QLoRA everywhere except free-form GSM8k."""
+    max_new_tokens: int = 0
+    """Generation budget (0 = the paper's: 300 GSM8k, 100 StrategyQA)."""
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.max_new_tokens, "max_new_tokens", "the paper's budget")
+
+
+@dataclass(frozen=True)
+class QLoRASettings:
+    """QLoRA: LoRA adapters on a quantised copy of the model (paper settings otherwise)."""
+
+    qlora_n_train: int = 32
+    """Training items per (train_on, seed)."""
+    qlora_quantization: Quantization = "8bit"
+    """Base weights while training: 8bit (the paper's setting; trains on a CPU), 4bit (NF4,
+    GPU only) or none."""
+    qlora_max_updates: int = 4
+    """Cap on optimiser updates (0 = the paper's full schedule)."""
+
+    def __post_init__(self) -> None:
+        require(self.qlora_n_train >= 1, "qlora_n_train", "must be at least 1")
+        if self.qlora_quantization not in ("none", "4bit", "8bit"):
+            raise ConfigError(
+                f"--qlora-quantization must be none, 4bit or 8bit, got {self.qlora_quantization!r}"
+            )
+        require_non_negative(self.qlora_max_updates, "qlora_max_updates", "the full schedule")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """Every method's settings, as the harness hands them to method factories."""
+
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    icl: ICLSettings = field(default_factory=ICLSettings)
+    cot: CoTSettings = field(default_factory=CoTSettings)
+    qlora: QLoRASettings = field(default_factory=QLoRASettings)

@@ -1,0 +1,86 @@
+"""Zero-shot: the unsupervised floor of SGR, without any training.
+
+Multiple-choice tasks score each choice by its summed log-likelihood as a continuation of the
+prompt, read from the activation cache (`zero_shot`, lm-evaluation-harness's `acc`), or divided
+by the continuation's length in characters (`zero_shot_norm`, `acc_norm`). Free-form tasks
+(GSM8k) use zero-shot chain-of-thought after a "math worksheet" instruction (`zero_shot+cot`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.methods.base import Method, MethodContext, MethodOutput, register_method
+
+Normalization = Literal["raw", "chars"]
+
+
+def zero_shot_probs(
+    ids, logprob: np.ndarray, chars: np.ndarray, mask: np.ndarray, normalization: Normalization
+) -> ChoiceProbs:
+    """Choice probabilities from summed log-likelihoods (`chars`: per character)."""
+    scores = np.asarray(logprob, np.float64)
+    if normalization == "chars":
+        scores = scores / np.maximum(chars, 1)
+    elif normalization != "raw":
+        raise ValueError(f"unknown normalization {normalization!r}; use raw or chars")
+    return ChoiceProbs.from_scores(ids, scores, mask)
+
+
+class ZeroShot(Method):
+    supervised = False
+
+    def __init__(self, normalization: Normalization) -> None:
+        self.normalization = normalization
+        self.label = self.family = "zero_shot" if normalization == "raw" else "zero_shot_norm"
+
+    def settings(self) -> dict:
+        return {"normalization": self.normalization}
+
+    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+        assert ctx.states is not None
+        rows = ctx.evaluated
+        logprob, mask = ctx.states.scores("choice_logprob")
+        chars, _ = ctx.states.scores("choice_chars")
+        ids = [ctx.task.ids[i] for i in rows]
+        probs = zero_shot_probs(ids, logprob[rows], chars[rows], mask[rows], self.normalization)
+        return MethodOutput.from_choice_probs(rows, probs, ctx.task.answers[rows])
+
+
+class ZeroShotCoT(Method):
+    """Zero-shot chain-of-thought after the worksheet instruction (free-form tasks)."""
+
+    label = family = "zero_shot+cot"
+    supervised = False
+
+    def __init__(self, max_new_tokens: int) -> None:
+        self.max_new_tokens = max_new_tokens
+
+    def settings(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens}
+
+    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+        from truthprobe.baselines import cot
+
+        tests = [ctx.task.records[i] for i in ctx.test]
+        generations = cot.cot_generations(
+            ctx.models.base,
+            [],
+            tests,
+            self.max_new_tokens or None,
+            cot.WORKSHEET,
+            progress=ctx.progress,
+        )
+        return MethodOutput.from_generations(ctx.test, generations, [t.choices for t in tests])
+
+
+def build(task, settings, layers) -> list[Method]:
+    if task.free_form:
+        return [ZeroShotCoT(settings.cot.max_new_tokens)]
+    return [ZeroShot("raw"), ZeroShot("chars")]
+
+
+register_method("zero_shot", build)

@@ -1,0 +1,246 @@
+"""The run store: one folder per run, one file per finished part, and `load_run` to read it.
+
+Layout (stable API):
+
+    runs/<kind>-<hash>/config.json                      settings, provenance, invocations
+    runs/<kind>-<hash>/parts/<task>/task.json           the task's items: id, stratum, role, ...
+    runs/<kind>-<hash>/parts/<task>/<method>/<train_on>.<seed>.npz
+    runs/<kind>-<hash>/parts/<task>/<method>/<train_on>.<seed>.jsonl   completions (generation)
+    runs/<kind>-<hash>/adapters/                        QLoRA adapters
+    runs/<kind>-<hash>/{table,accuracy,sgr}.csv, summary.txt           the report
+
+A part holds, per evaluated item (`item` indexes the task's items): `correct`, `prediction`
+(choice index, -1 for none), `probs` (per-choice probabilities, float32; absent for
+generations), and for probes the fitted arrays `probe_mean`, `probe_std` (standardisation),
+`probe_weight`, `probe_bias`; `train` lists the training items; `meta` is JSON (method, layer,
+train_on, seed, seconds, settings, the fingerprint of the code and data that made it). Parts are
+written to a temporary name and renamed, so a part on disk is always whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from truthprobe.errors import TruthprobeError
+
+#: Bumped when the part format changes; parts of another version are recomputed.
+PART_FORMAT = 1
+
+
+class RunStoreError(TruthprobeError, RuntimeError):
+    """A run directory that cannot be read (missing, or not made by truthprobe)."""
+
+
+@dataclass(frozen=True)
+class PartKey:
+    task: str
+    """The task's folder name (`TaskSpec.slug`)."""
+    method: str
+    """The method's label (`mc_linear@9`, `icl+cot`)."""
+    train_on: str
+    seed: int
+
+    def relative(self) -> Path:
+        return Path(self.task) / self.method / f"{self.train_on}.{self.seed}.npz"
+
+
+@dataclass
+class Part:
+    """One stored part: its arrays and its metadata."""
+
+    key: PartKey
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def probe_arrays(self) -> dict[str, np.ndarray] | None:
+        found = {k: v for k, v in self.arrays.items() if k.startswith("probe_")}
+        return found or None
+
+
+class RunStore:
+    """Reads and writes the parts of one run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.parts_dir = self.run_dir / "parts"
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def write_task(self, slug: str, description: dict[str, Any]) -> None:
+        """Store a task's item table (`task.json`); parts index its items."""
+        _write_atomic(self.parts_dir / slug / "task.json", json.dumps(description))
+
+    def task(self, slug: str) -> dict[str, Any]:
+        path = self.parts_dir / slug / "task.json"
+        if not path.is_file():
+            raise RunStoreError(f"{self.run_dir}: no task {slug!r} stored (missing {path})")
+        return json.loads(path.read_text())
+
+    def task_slugs(self) -> list[str]:
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.parts_dir.glob("*/task.json"))
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def path(self, key: PartKey) -> Path:
+        return self.parts_dir / key.relative()
+
+    def meta(self, key: PartKey) -> dict[str, Any] | None:
+        """The stored part's metadata, or None if it is not stored (or unreadable)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return json.loads(str(data["meta"]))
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged part is recomputed
+
+    def put(self, key: PartKey, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+        """Write a part atomically (and its completions, if any, beside it)."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generations = meta.pop("generations", None)
+        if generations is not None:
+            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in generations)
+            _write_atomic(path.with_suffix(".jsonl"), text)
+        meta = {**meta, "part_format": PART_FORMAT}
+        staging = path.with_name(f"{path.stem}.partial-{os.getpid()}.npz")
+        np.savez(staging, meta=np.array(json.dumps(meta)), **arrays)
+        staging.replace(path)
+        return path
+
+    def read(self, key: PartKey) -> Part:
+        with np.load(self.path(key)) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        return Part(key, arrays, meta)
+
+    def keys(self, task: str | None = None) -> Iterator[PartKey]:
+        """Every stored part (of one task folder, if given), in a stable order."""
+        for slug in [task] if task else self.task_slugs():
+            for path in sorted((self.parts_dir / slug).glob("*/*.npz")):
+                if ".partial-" in path.name:
+                    continue
+                train_on, seed = path.stem.rsplit(".", 1)
+                yield PartKey(slug, path.parent.name, train_on, int(seed))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    staging.write_text(text)
+    staging.replace(path)
+
+
+@dataclass
+class RunResults:
+    """A run's results as tables: `items` (one row per part x evaluated item) and `summary`
+    (one row per part), plus the run's `config.json`."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    items: Any
+    """pandas DataFrame: task, dataset, measure, method, family, layer, train_on, seed,
+    item_id, role, stratum, answer_index, prediction, prediction_text, correct, probs."""
+    summary: Any
+    """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, n_test,
+    accuracy (hard test set), validation_accuracy, seconds."""
+
+    def probe(self, task: str, method: str, train_on: str, seed: int):
+        """The fitted probe of a part, rebuilt (`.predict(ProbeData)` gives `ChoiceProbs`)."""
+        from truthprobe.probes import scorer_from_arrays
+
+        store = RunStore(self.run_dir)
+        slug = _slug_of(store, task)
+        part = store.read(PartKey(slug, method, train_on, seed))
+        if part.probe_arrays is None:
+            raise RunStoreError(f"{task} {method}: not a probe, so no weights are stored")
+        return scorer_from_arrays(part.meta["family"], part.probe_arrays)
+
+
+def _slug_of(store: RunStore, task: str) -> str:
+    for slug in store.task_slugs():
+        if store.task(slug)["task"] in (task, slug):
+            return slug
+    raise RunStoreError(f"{store.run_dir}: no task {task!r}; stored: {store.task_slugs()}")
+
+
+def load_run(run_dir: str | Path) -> RunResults:
+    """Read a run directory into per-item and summary pandas DataFrames.
+
+    Raises:
+        RunStoreError: when `run_dir` is not a truthprobe run directory.
+    """
+    import pandas as pd
+
+    store = RunStore(run_dir)
+    config_path = store.run_dir / "config.json"
+    if not config_path.is_file():
+        raise RunStoreError(f"{store.run_dir}: not a run directory (no config.json)")
+    config = json.loads(config_path.read_text())
+    item_frames, summary_rows = [], []
+    for slug in store.task_slugs():
+        task = store.task(slug)
+        table = task["items"]
+        ids, strata, roles = (np.array(table[k], dtype=object) for k in ("id", "stratum", "role"))
+        answers = np.array(table["answer_index"])
+        for key in store.keys(slug):
+            part = store.read(key)
+            meta, arrays = part.meta, part.arrays
+            rows = arrays["item"]
+            correct = arrays["correct"].astype(bool)
+            test = roles[rows] == "test"
+            validation = roles[rows] == "validation"
+            probs = arrays.get("probs")
+            texts = meta.get("prediction_text")
+            item_frames.append(
+                pd.DataFrame(
+                    {
+                        "task": task["task"],
+                        "dataset": task["dataset"],
+                        "measure": task["measure"],
+                        "method": key.method,
+                        "family": meta["family"],
+                        "layer": meta["layer"],
+                        "train_on": key.train_on,
+                        "seed": key.seed,
+                        "item_id": ids[rows],
+                        "role": roles[rows],
+                        "stratum": strata[rows],
+                        "answer_index": answers[rows],
+                        "prediction": arrays["prediction"].astype(np.int64),
+                        "prediction_text": texts if texts is not None else [None] * len(rows),
+                        "correct": correct,
+                        "probs": list(probs) if probs is not None else [None] * len(rows),
+                    }
+                )
+            )
+            summary_rows.append(
+                {
+                    "task": task["task"],
+                    "method": key.method,
+                    "family": meta["family"],
+                    "layer": meta["layer"],
+                    "train_on": key.train_on,
+                    "seed": key.seed,
+                    "n_train": meta["n_train"],
+                    "n_test": int(test.sum()),
+                    "accuracy": float(correct[test].mean()) if test.any() else float("nan"),
+                    "validation_accuracy": (
+                        float(correct[validation].mean()) if validation.any() else float("nan")
+                    ),
+                    "seconds": meta["seconds"],
+                }
+            )
+    items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame()
+    return RunResults(store.run_dir, config, items, pd.DataFrame(summary_rows))

@@ -1,0 +1,330 @@
+"""The scoring engine: every forward pass the package makes goes through this module.
+
+- `encode` / `encode_texts`: a prompt prefix (with BOS) and each choice's continuation, tokenised
+  separately, so the prefix tokens are identical for every choice and run once.
+- `forward_batch`: the fast path. The prefix runs once per question with a KV cache, the cache
+  is repeated per choice and only the short continuations run on top. The LM head (262k
+  vocabulary on Gemma 3: more work than the transformer body) runs only at the positions that
+  predict continuation tokens. Returns hidden states at each choice's last token and at the
+  prompt's last token, and each choice's summed log-likelihood.
+- `score_continuations`: `forward_batch` over many items in length-sorted batches, scores only
+  (zero-shot with k demonstrations: ICL, and evaluation of a QLoRA-adapted model).
+- `choice_log_likelihoods`: the same log-likelihoods, differentiable (QLoRA trains through it).
+- `forward_per_sequence`: the reference path, one full forward per (question, choice) through a
+  backend runner (transformers, nnsight, TransformerLens), to cross-check the fast path.
+- `generate_greedy`: batched greedy generation for chain-of-thought.
+
+Extraction, zero-shot, ICL, QLoRA and CoT import from here; this module imports nothing from
+them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from truthprobe.backends import SequenceRunner, hf_runner
+from truthprobe.data import Question
+from truthprobe.errors import TruthprobeError
+from truthprobe.models import LoadedModel
+from truthprobe.prompts import PromptTemplate
+
+#: Rows of LM-head output computed at once (each row is a full-vocabulary logit vector).
+HEAD_CHUNK = 256
+
+
+class ScoringError(TruthprobeError, ValueError):
+    """An item that cannot be scored (a choice that tokenises to nothing, no choices)."""
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    """Token ids of one question: the shared prefix (with BOS) and each choice's continuation."""
+
+    prefix: list[int]
+    choices: list[list[int]]
+    choice_chars: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.prefix) + sum(len(c) for c in self.choices)
+
+
+@dataclass
+class BatchOutput:
+    """Per-question outputs of one batch (float32 numpy arrays)."""
+
+    answer_end: np.ndarray  # (layers, batch, choices, d_model)
+    question_end: np.ndarray  # (layers, batch, d_model)
+    logprob: np.ndarray  # (batch, choices); 0 where a choice does not exist
+    tokens: np.ndarray  # (batch, choices) int
+
+
+def encode(tokenizer, template: PromptTemplate, record: Question) -> EncodedItem:
+    """Tokenise a record's prompt prefix and its choices' continuations."""
+    return encode_texts(
+        tokenizer, template.prefix(record), template.continuations(record), record.id
+    )
+
+
+def encode_texts(tokenizer, prefix: str, continuations: Sequence[str], item_id: str) -> EncodedItem:
+    """Tokenise prefix (with special tokens) and continuations (without) separately.
+
+    Tokenising separately guarantees that the prefix tokens are identical for every choice,
+    which is what lets the prefix run once.
+    """
+    prefix_ids = tokenizer(prefix, add_special_tokens=True).input_ids
+    choices = [tokenizer(t, add_special_tokens=False).input_ids for t in continuations]
+    for text, ids in zip(continuations, choices, strict=True):
+        if not ids:
+            raise ScoringError(f"record {item_id!r}: choice {text!r} tokenises to nothing")
+    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations])
+
+
+def count_tokens(loaded: LoadedModel, text: str) -> int:
+    """Tokens of `text` as a prompt (special tokens included), for context-length budgets."""
+    return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
+
+
+def _cache_argument(decoder) -> str:
+    """Name of the KV-cache argument (`cache` in recent transformers, `past_key_values` before)."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for each row of final (post-norm) hidden states, in row chunks.
+
+    Differentiable (QLoRA trains through it); only these rows go through the LM head.
+    """
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    out = []
+    for start in range(0, states.shape[0], HEAD_CHUNK):
+        logits = head(states[start : start + HEAD_CHUNK]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logp = torch.log_softmax(logits, dim=-1)
+        out.append(logp.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0])
+    return torch.cat(out) if out else states.new_zeros(0, dtype=torch.float32)
+
+
+@torch.inference_mode()
+def forward_batch(
+    loaded: LoadedModel, items: Sequence[EncodedItem], layers: Sequence[int], n_choices: int
+) -> BatchOutput:
+    """Hidden states and choice log-likelihoods for a batch, prefix computed once per question.
+
+    Prefixes are left-padded so every question's last token sits at the same position and the
+    continuations follow it directly. In bfloat16 the padding (which other questions share the
+    batch) changes a row's values slightly, which is why the activation cache fixes batch
+    membership per dataset.
+    """
+    model, device = loaded.model, loaded.device
+    pad = loaded.tokenizer.pad_token_id or 0
+    b, c = len(items), n_choices
+    prefix_len = max(len(it.prefix) for it in items)
+    cont_len = max(len(ch) for it in items for ch in it.choices)
+
+    prefix_ids = torch.full((b, prefix_len), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((b, prefix_len), dtype=torch.long)
+    for i, it in enumerate(items):  # left padding: every prefix ends at the same position
+        prefix_ids[i, prefix_len - len(it.prefix) :] = torch.tensor(it.prefix)
+        prefix_mask[i, prefix_len - len(it.prefix) :] = 1
+    cont_ids = torch.full((b * c, cont_len), pad, dtype=torch.long)
+    cont_mask = torch.zeros((b * c, cont_len), dtype=torch.long)
+    lengths = torch.ones(b * c, dtype=torch.long)  # missing choices: one dummy token
+    cont_mask[:, 0] = 1
+    for i, it in enumerate(items):
+        for j, ch in enumerate(it.choices):
+            cont_ids[i * c + j, : len(ch)] = torch.tensor(ch)
+            cont_mask[i * c + j, : len(ch)] = 1
+            lengths[i * c + j] = len(ch)
+
+    decoder = model.get_decoder()  # embeddings + blocks + final norm, without the LM head
+    first = decoder(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device),
+        use_cache=True,
+        output_hidden_states=True,
+    )
+    d = first.hidden_states[-1].shape[-1]
+    empty = first.hidden_states[-1].new_zeros((0, b, d))  # no layers asked: scores only (ICL)
+    question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers]) if layers else empty
+    prefix_last = first.hidden_states[-1][:, -1]  # post-norm: predicts each first choice token
+    cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
+    cache.batch_repeat_interleave(c)
+    second = decoder(
+        input_ids=cont_ids.to(device),
+        attention_mask=torch.cat([prefix_mask.repeat_interleave(c, 0), cont_mask], 1).to(device),
+        use_cache=False,
+        output_hidden_states=True,
+        **{_cache_argument(decoder): cache},
+    )
+    rows = torch.arange(b * c, device=device)
+    last = (lengths - 1).to(device)
+    answer_end = (
+        torch.stack([second.hidden_states[k][rows, last] for k in layers])
+        if layers
+        else empty.new_zeros((0, b * c, d))
+    )
+
+    # Token t of a continuation is predicted by position t-1 (t = 0: the prefix's last token).
+    exists = torch.zeros(b * c, dtype=torch.bool)
+    for i, it in enumerate(items):
+        exists[i * c : i * c + len(it.choices)] = True
+    row_idx, tok_idx = torch.nonzero(cont_mask.bool() & exists[:, None], as_tuple=True)
+    final = second.hidden_states[-1]
+    later = tok_idx > 0
+    states = torch.empty((row_idx.numel(), final.shape[-1]), dtype=final.dtype, device=device)
+    states[~later.to(device)] = prefix_last[(row_idx[~later] // c).to(device)]
+    states[later.to(device)] = final[row_idx[later].to(device), (tok_idx[later] - 1).to(device)]
+    token_logp = token_log_likelihoods(model, states, cont_ids[row_idx, tok_idx].to(device)).cpu()
+    logprob = torch.zeros(b * c, dtype=torch.float32).index_add_(0, row_idx, token_logp)
+
+    tokens = torch.where(exists, lengths, 0)
+    return BatchOutput(
+        answer_end=answer_end.float().cpu().numpy().reshape(len(layers), b, c, d),
+        question_end=question_end.float().cpu().numpy(),
+        logprob=logprob.numpy().reshape(b, c),
+        tokens=tokens.numpy().reshape(b, c),
+    )
+
+
+def score_continuations(
+    loaded: LoadedModel,
+    items: Sequence[EncodedItem],
+    n_choices: int,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed continuation log-likelihoods and character counts per (item, choice).
+
+    Items run in length-sorted batches through `forward_batch` without hidden states.
+    """
+    order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+    logprob = np.zeros((len(items), n_choices))
+    chars = np.zeros((len(items), n_choices), np.int64)
+    starts = range(0, len(order), batch_size)
+    show = progress and len(starts) >= 4
+    for lo in tqdm(starts, desc="score choices", unit="batch", disable=not show):
+        rows = order[lo : lo + batch_size]
+        out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
+        logprob[rows] = out.logprob
+        for i in rows:
+            chars[i, : len(items[i].choice_chars)] = items[i].choice_chars
+    return logprob, chars
+
+
+def choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -> list:
+    """Differentiable summed log-likelihood of every choice, one full sequence per choice.
+
+    Returns one tensor of per-choice scores per item. Only the rows that predict continuation
+    tokens go through the LM head.
+    """
+    model, device = loaded.model, loaded.device
+    pad = loaded.tokenizer.pad_token_id or 0
+    sequences = [(it.prefix + ch, len(it.prefix), ch) for it in items for ch in it.choices]
+    length = max(len(s) for s, _, _ in sequences)
+    ids = torch.full((len(sequences), length), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (seq, _, _) in enumerate(sequences):  # right padding: positions stay natural
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    hidden = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device))
+    states = hidden.last_hidden_state
+    rows, cols, targets = [], [], []
+    for i, (_, p, ch) in enumerate(sequences):
+        rows += [i] * len(ch)
+        cols += list(range(p - 1, p - 1 + len(ch)))
+        targets += ch
+    picked = states[torch.tensor(rows), torch.tensor(cols)]
+    token_logp = token_log_likelihoods(model, picked, torch.tensor(targets, device=picked.device))
+    per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
+        0, torch.tensor(rows, device=token_logp.device), token_logp
+    )
+    out, k = [], 0
+    for it in items:
+        out.append(per_choice[k : k + len(it.choices)])
+        k += len(it.choices)
+    return out
+
+
+@torch.inference_mode()
+def forward_per_sequence(
+    loaded: LoadedModel,
+    items: Sequence[EncodedItem],
+    layers: Sequence[int],
+    n_choices: int,
+    runner: SequenceRunner | None = None,
+) -> BatchOutput:
+    """Reference path: one full forward per (question, choice), as the paper's code does.
+
+    Independent of `forward_batch` (no KV cache, no padding, full LM head), so it cross-checks
+    it, serves as the benchmark's baseline, and carries the nnsight / TransformerLens backends.
+    """
+    runner = runner or hf_runner(loaded)
+    b, n_layers = len(items), len(layers)
+    answer = np.zeros((n_layers, b, n_choices, loaded.d_model), np.float32)
+    question = np.zeros((n_layers, b, loaded.d_model), np.float32)
+    logprob = np.zeros((b, n_choices), np.float32)
+    tokens = np.zeros((b, n_choices), np.int64)
+    for i, item in enumerate(items):
+        p = len(item.prefix)
+        for j, ch in enumerate(item.choices):
+            ids = torch.tensor([item.prefix + ch], device=loaded.device)
+            hidden, logits = runner(ids)
+            answer[:, i, j] = torch.stack([hidden[k][-1] for k in layers]).float().cpu().numpy()
+            if j == 0:
+                question[:, i] = torch.stack([hidden[k][p - 1] for k in layers]).float().cpu()
+            logp = torch.log_softmax(logits.float(), -1)[p - 1 : p - 1 + len(ch)]
+            logprob[i, j] = logp.gather(1, torch.tensor(ch, device=logp.device)[:, None]).sum()
+            tokens[i, j] = len(ch)
+    return BatchOutput(answer, question, logprob, tokens)
+
+
+@torch.inference_mode()
+def generate_greedy(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of `prompts`, cut at the first stop string; length-sorted batches."""
+    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    out: list[str] = [""] * len(prompts)
+    starts = range(0, len(order), batch_size)
+    for lo in tqdm(starts, desc="generate", unit="batch", disable=not progress or len(starts) < 2):
+        rows = order[lo : lo + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(rows):  # left padding: every prompt ends at the same position
+            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[j, width - len(encoded[i]) :] = 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            stop_strings=list(stop) or None,
+            tokenizer=tokenizer,
+        )
+        for j, i in enumerate(rows):
+            text = tokenizer.decode(generated[j, width:], skip_special_tokens=True)
+            cuts = [text.find(s) for s in stop if s in text]
+            out[i] = text[: min(cuts)] if cuts else text
+    return out

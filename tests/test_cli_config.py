@@ -1,0 +1,144 @@
+"""The command line as a user meets it: the console script in a subprocess.
+
+Flags come from the config dataclasses; every invalid setting is one `error:` line with exit
+status 2 before any model is loaded (the model cache folder is left untouched).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from truthprobe.baselines.compare import BaselinesConfig
+from truthprobe.transfer import SweepConfig
+
+#: The installed console script, as a user runs it.
+SCRIPT = Path(sys.executable).parent / "truthprobe"
+
+
+def truthprobe(*args: str, env: dict | None = None, cwd: Path | None = None):
+    command = [str(SCRIPT), *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False
+    )
+
+
+@pytest.fixture()
+def no_model_env(tmp_path):
+    """An environment whose model cache is an empty folder: loading a model would fill it."""
+    models = tmp_path / "model-cache"
+    models.mkdir()
+    env = {**os.environ, "TRUTHPROBE_MODEL_CACHE": str(models), "HF_HUB_OFFLINE": "1"}
+    return env, models
+
+
+INVALID = [
+    ("sweep", "--tasks", "arc"),
+    ("sweep", "--tasks", "arc:grade", "arc:grade"),
+    ("sweep", "--tasks", "nope:grade"),
+    ("sweep", "--tasks", "arc:nope"),
+    ("sweep", "--tasks", "arc:level"),
+    ("sweep", "--tasks", "arc:mdl"),
+    ("sweep", "--batch-size", "0"),
+    ("sweep", "--batch-size", "x"),
+    ("sweep", "--n-train", "0"),
+    ("sweep", "--seeds", "0"),
+    ("sweep", "--test-fraction", "1.5"),
+    ("sweep", "--validation-size", "0"),
+    ("sweep", "--max-per-stratum", "-1"),
+    ("sweep", "--layers", "-1"),
+    ("sweep", "--n-boot", "0"),
+    ("sweep", "--probes", "nope"),
+    ("sweep", "--quantization", "3bit"),
+    ("sweep", "--device", "tpu"),
+    ("sweep", "--no-such-flag"),
+    ("baselines", "--methods", "lora"),
+    ("baselines", "--k", "-1"),
+    ("baselines", "--qlora-quantization", "2bit"),
+    ("baselines", "--max-test", "-3"),
+    ("extract", "--dataset", "nope"),
+    ("extract", "--limit", "-5"),
+    ("extract", "--dataset", "arc", "--max-per-stratum", "10"),
+    ("extract", "--dataset", "arc", "--template", "nope"),
+    ("extract", "--dataset", "mmlu", "--measure", "grade"),
+]
+
+
+@pytest.mark.parametrize("args", INVALID, ids=" ".join)
+def test_invalid_settings_are_one_line_before_any_model_loads(args, no_model_env, tmp_path):
+    env, models = no_model_env
+    result = truthprobe(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(models.iterdir())  # no model was loaded (or converted)
+    assert not any(p.name in ("runs", "activations", "plots") for p in tmp_path.iterdir())
+
+
+def test_errors_name_the_flag_and_the_valid_values(no_model_env):
+    env, _ = no_model_env
+    err = truthprobe("sweep", "--tasks", "arc", env=env).stderr
+    assert "needs a hardness measure" in err and "arc:grade" in err
+    err = truthprobe("sweep", "--tasks", "arc:level", env=env).stderr
+    assert "does not apply to arc" in err and "grade, bloom" in err and "mdl" not in err
+    assert (
+        "--test-fraction must be between 0 and 1"
+        in truthprobe("sweep", "--test-fraction", "1.5", env=env).stderr
+    )
+    assert "--batch-size" in truthprobe("sweep", "--batch-size", "x", env=env).stderr
+
+
+def test_help_shows_every_field_with_its_default():
+    out = truthprobe("sweep", "--help").stdout
+    for field in ("tasks", "n_train", "max_per_stratum", "batch_size", "probes", "model", "n_boot"):
+        assert "--" + field.replace("_", "-") in out, field
+    assert "(default: 160)" in out and "(default: arc:grade mmlu:level)" in out
+    out = truthprobe("baselines", "--help").stdout
+    assert "--qlora-n-train" in out and "--quantization" in out and "--k" in out
+    assert "(default: 60)" in out  # --max-test
+    assert "--layers" in truthprobe("extract", "--help").stdout
+
+
+def test_version():
+    from truthprobe import __version__
+
+    result = truthprobe("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"truthprobe {__version__}"
+
+
+def test_flags_build_the_dataclasses():
+    from truthprobe.cli import parse_config
+
+    assert parse_config(SweepConfig, [], "t") == SweepConfig()
+    custom = parse_config(
+        SweepConfig,
+        ["--tasks", "arc:bloom", "mmlu:level", "--probes", "mc_linear", "ccs", "--seeds", "2"],
+        "t",
+    )
+    assert custom == dataclasses.replace(
+        SweepConfig(),
+        tasks=("arc:bloom", "mmlu:level"),
+        probe=dataclasses.replace(SweepConfig().probe, probes=("mc_linear", "ccs")),
+        split=dataclasses.replace(SweepConfig().split, seeds=2),
+    )
+    quantized = parse_config(BaselinesConfig, ["--quantization", "8bit"], "t")
+    assert quantized.model.quantization == "8bit"  # the baselines' base model, used by all
+
+
+def test_extract_command_extracts_then_reuses(tiny_model_dir, arc_sample, tmp_path):
+    args = (
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--measure", "grade", "--max-per-stratum", "5", "--cache-dir", str(tmp_path / "act"),
+        "--no-progress",
+    )  # fmt: skip
+    first = truthprobe(*args)
+    assert first.returncode == 0, first.stderr
+    assert "15 items requested" in first.stdout and "extracted 0 new rows" not in first.stdout
+    again = truthprobe(*args)
+    assert again.returncode == 0 and "extracted 0 new rows" in again.stdout

@@ -1,0 +1,250 @@
+"""The one harness, run store and report, on the tiny model and real ARC / GSM8k records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import write_jsonl
+
+from truthprobe.activations import ActivationCache
+from truthprobe.baselines.compare import BaselinesConfig, run_baselines
+from truthprobe.cli import main
+from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
+from truthprobe.evaluate import SplitConfig
+from truthprobe.methods import ProbeSettings, QLoRASettings
+from truthprobe.methods.settings import CoTSettings, ICLSettings
+from truthprobe.probes import ProbeData
+from truthprobe.runstore import PartKey, RunStore, load_run
+from truthprobe.transfer import SweepConfig, layer_sweep
+
+SPLIT = SplitConfig(n_train=12, seeds=2, validation_size=10)
+
+
+@pytest.fixture(scope="module")
+def common(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("harness")
+    return dict(
+        model=ModelConfig(name=str(tiny_model_dir)),
+        data=DataConfig(max_per_stratum=0),
+        cache=CacheConfig(cache_dir=str(root / "act"), batch_size=4),
+        output=OutputConfig(
+            runs_dir=str(root / "runs"), plots_dir=str(root / "plots"), n_boot=200, progress=False
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(arc_sample, common):
+    config = SweepConfig(
+        tasks=(f"{arc_sample}:grade",),
+        probe=ProbeSettings(probes=("mc_linear", "logistic")),
+        split=SPLIT,
+        **common,
+    )
+    return config, layer_sweep(config)
+
+
+def test_sweep_stores_every_part(sweep):
+    config, summary = sweep
+    assert (
+        summary.computed == 2 + 3 * 2 * 3 * 2
+    )  # zero-shot (2) + layers x kinds x train_on x seeds
+    assert summary.reused == summary.stale == 0
+    with ActivationCache(summary.caches[config.tasks[0]]) as cache:
+        ids = RunStore(summary.run_dir).task(RunStore(summary.run_dir).task_slugs()[0])["items"]
+        batches = np.unique(cache.rows_of(ids["id"]) // cache.batch_size)
+        touched = sum(len(cache.batch_rows(int(k))) for k in batches)
+    assert list(summary.rows_extracted.values()) == [touched] and len(ids["id"]) == 342
+    assert summary.run_dir == config.harness().run_dir()
+    meta = json.loads((summary.run_dir / "config.json").read_text())
+    assert meta["model_fingerprint"]["revision"].startswith("files-sha256:")
+    provenance = meta["provenance"]
+    assert provenance["git"]["commit"] and provenance["libraries"]["torch"]
+    assert provenance["argv"] and provenance["started"] and provenance["hardware"]["cpu_count"]
+    assert meta["datasets"][config.tasks[0]]["content_sha256"]
+
+
+def test_sweep_and_baselines_give_identical_per_item_results(sweep, arc_sample, common):
+    """The probe and zero-shot parts do not depend on which configuration ran them."""
+    config, summary = sweep
+    baselines = run_baselines(
+        BaselinesConfig(tasks=config.tasks, methods=("probe",), split=SPLIT, **common)
+    )
+    assert baselines.run_dir != summary.run_dir
+    assert list(baselines.rows_extracted.values()) == [0]  # the sweep's cache serves it
+    a, b = load_run(summary.run_dir).items, load_run(baselines.run_dir).items
+    shared = sorted(set(b["method"]))
+    assert shared == ["mc_linear@0", "mc_linear@1", "mc_linear@2", "zero_shot", "zero_shot_norm"]
+    a = a[a["method"].isin(shared)].sort_values(["method", "train_on", "seed", "item_id"])
+    b = b.sort_values(["method", "train_on", "seed", "item_id"])
+    assert len(a) == len(b) > 0
+    for column in a.columns:
+        if column == "probs":
+            assert all(np.array_equal(x, y) for x, y in zip(a[column], b[column], strict=True))
+        else:
+            assert list(a[column]) == list(b[column]), column
+
+
+def test_load_run_round_trips(sweep):
+    config, summary = sweep
+    results = load_run(summary.run_dir)
+    store = RunStore(summary.run_dir)
+    slug = store.task_slugs()[0]
+    table = store.task(slug)["items"]
+    n_evaluated = table["role"].count("test") + table["role"].count("validation")
+    assert len(results.items) == summary.computed * n_evaluated
+    assert len(results.summary) == summary.computed
+    for key in list(store.keys(slug))[::7]:
+        part = store.read(key)
+        rows = results.items[
+            (results.items["method"] == key.method)
+            & (results.items["train_on"] == key.train_on)
+            & (results.items["seed"] == key.seed)
+        ]
+        assert list(rows["item_id"]) == [table["id"][i] for i in part.arrays["item"]]
+        assert list(rows["correct"]) == list(part.arrays["correct"].astype(bool))
+        assert np.array_equal(np.stack(rows["probs"]), part.arrays["probs"])
+        line = results.summary[
+            (results.summary["method"] == key.method)
+            & (results.summary["train_on"] == key.train_on)
+            & (results.summary["seed"] == key.seed)
+        ].iloc[0]
+        test = rows[rows["role"] == "test"]
+        assert line["accuracy"] == test["correct"].mean() and line["n_test"] == len(test)
+    assert (results.items["prediction"] >= 0).all()
+
+
+def test_zero_shot_parts_are_the_cached_log_likelihoods(sweep):
+    config, summary = sweep
+    results = load_run(summary.run_dir)
+    zero = results.items[results.items["method"] == "zero_shot"]
+    with ActivationCache(summary.caches[config.tasks[0]]) as cache:
+        rows = cache.rows_of(list(zero["item_id"]))
+        logprob = cache.score("choice_logprob", rows)
+        mask = cache.item("choice_mask")[rows]
+    expected = np.where(mask, logprob, -np.inf).argmax(1)
+    assert list(zero["prediction"]) == list(expected)
+    assert list(zero["correct"]) == list(expected == zero["answer_index"].to_numpy())
+
+
+def test_saved_probe_weights_reproduce_the_stored_predictions(sweep):
+    config, summary = sweep
+    results = load_run(summary.run_dir)
+    store = RunStore(summary.run_dir)
+    slug = store.task_slugs()[0]
+    table = store.task(slug)["items"]
+    checked = 0
+    with ActivationCache(summary.caches[config.tasks[0]]) as cache:
+        for key in store.keys(slug):
+            part = store.read(key)
+            if part.probe_arrays is None:
+                continue
+            ids = [table["id"][i] for i in part.arrays["item"]]
+            rows = cache.rows_of(ids)
+            data = ProbeData(
+                tuple(ids),
+                cache.answer_end(part.meta["layer"], rows),
+                cache.item("choice_mask")[rows],
+                np.array([table["answer_index"][i] for i in part.arrays["item"]]),
+            )
+            scorer = results.probe(config.tasks[0], key.method, key.train_on, key.seed)
+            recomputed = scorer.predict(data).probs.astype(np.float32)
+            assert np.array_equal(recomputed, part.arrays["probs"]), key
+            checked += 1
+    assert checked == 3 * 2 * 3 * 2
+
+
+def test_resume_recomputes_only_missing_and_stale_parts(sweep, monkeypatch):
+    config, summary = sweep
+    store = RunStore(summary.run_dir)
+    keys = list(store.keys())
+    missing, stale = keys[5], keys[9]
+    store.path(missing).unlink()
+    part = store.read(stale)
+    store.put(stale, part.arrays, {**part.meta, "fingerprint": "made-by-other-code"})
+    stamps = {k: store.path(k).stat().st_mtime_ns for k in keys if k not in (missing, stale)}
+    again = layer_sweep(config)
+    assert (again.computed, again.stale, again.reused) == (2, 1, len(keys) - 2)
+    assert all(store.path(k).stat().st_mtime_ns == t for k, t in stamps.items())
+
+    import truthprobe.provenance
+
+    monkeypatch.setattr(truthprobe.provenance, "code_version", lambda: "9.9.9+another")
+    other_code = layer_sweep(config)
+    assert other_code.stale == other_code.computed == len(keys) and other_code.reused == 0
+
+
+def test_run_directory_is_named_by_what_changes_results(sweep, common):
+    config, _ = sweep
+    same = [
+        dataclasses.replace(config, tasks=("arc:grade", "mmlu:level")),
+        dataclasses.replace(config, probe=ProbeSettings(probes=("ccs",), layers=(1,))),
+        dataclasses.replace(config, cache=CacheConfig(config.cache.cache_dir, batch_size=32)),
+        dataclasses.replace(config, output=dataclasses.replace(config.output, n_boot=5)),
+    ]
+    assert {c.harness().run_hash() for c in same} == {config.harness().run_hash()}
+    differ = [
+        dataclasses.replace(config, split=SplitConfig(n_train=13, seeds=2, validation_size=10)),
+        dataclasses.replace(config, data=DataConfig(max_per_stratum=50)),
+        dataclasses.replace(config, cache=CacheConfig(config.cache.cache_dir, 4, "float32")),
+        dataclasses.replace(config, model=ModelConfig(config.model.name, dtype="float32")),
+    ]
+    hashes = {c.harness().run_hash() for c in differ}
+    assert len(hashes) == 4 and config.harness().run_hash() not in hashes
+
+
+def test_report_renders_a_sweep(sweep, capsys, tmp_path):
+    config, summary = sweep
+    assert main(["report", str(summary.run_dir), "--plots-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mc_linear" in out and "logistic" in out and "zero-shot" in out
+    first = (summary.run_dir / "sgr.csv").read_text()
+    assert main(["report", str(summary.run_dir), "--plots-dir", str(tmp_path)]) == 0
+    assert (summary.run_dir / "sgr.csv").read_text() == first  # reproducible
+    pngs = sorted(p.name for p in (tmp_path / summary.run_dir.name).glob("*.png"))
+    slug = RunStore(summary.run_dir).task_slugs()[0]  # a file task: never its path
+    assert slug.startswith("arc-sample-") and slug.endswith("-grade") and "/" not in slug
+    assert pngs == sorted(
+        [
+            f"{slug}-{kind}-{what}.png"
+            for kind in ("logistic", "mc_linear")
+            for what in ("accuracy", "sgr")
+        ]
+        + ["sgr-bars.png"]
+    )
+
+
+def test_baselines_run_every_method_and_the_report_tabulates_them(
+    arc_sample, load, common, tmp_path, capsys
+):
+    gsm8k = write_jsonl(tmp_path / "gsm8k-sample.jsonl", load("gsm8k").records[::50])
+    config = BaselinesConfig(
+        tasks=(f"{arc_sample}:grade", f"{gsm8k}:steps"),
+        icl=ICLSettings(k=2),
+        cot=CoTSettings(max_new_tokens=6),
+        qlora=QLoRASettings(qlora_n_train=3, qlora_quantization="none", qlora_max_updates=1),
+        split=SplitConfig(n_train=4, seeds=1, validation_size=10, max_test=3),
+        **common,
+    )
+    summary = run_baselines(config)
+    store = RunStore(summary.run_dir)
+    methods = {slug: sorted({k.method for k in store.keys(slug)}) for slug in store.task_slugs()}
+    arc, gsm = sorted(methods, key=lambda s: not s.startswith("arc"))
+    assert methods[arc] == ["icl", "mc_linear@0", "mc_linear@1", "mc_linear@2", "qlora"] + [
+        "zero_shot",
+        "zero_shot_norm",
+    ]
+    assert methods[gsm] == ["icl+cot", "qlora+cot", "zero_shot+cot"]  # free-form: no probe
+    completions = store.path(PartKey(gsm, "icl+cot", "easy", 0)).with_suffix(".jsonl")
+    rows = [json.loads(line) for line in completions.read_text().splitlines()]
+    assert len(rows) == 3 and {"completion", "predicted", "gold", "correct"} <= set(rows[0])
+    assert any((summary.run_dir / "adapters").iterdir())
+    assert main(["report", str(summary.run_dir)]) == 0
+    out = capsys.readouterr().out
+    for name in ("icl ", "qlora ", "mc_linear", "icl+cot", "qlora+cot"):
+        assert name in out
+    results = load_run(summary.run_dir)
+    assert set(results.summary["n_test"]) == {3}
