@@ -1,10 +1,11 @@
 """Extract once, probe anything: one ARC extraction serves every ARC hardness measure.
 
-    python benchmarks/cache_reuse_bench.py [--max-per-stratum 500]
+    python benchmarks/cache_reuse_bench.py [--max-per-stratum 500] [--n-train 100]
 
 Runs `truthprobe extract --dataset arc` (every ARC record; reused if the cache is warm), then
 one sweep over arc:grade, arc:bloom, arc:difficulty and arc:depth_of_knowledge into a fresh run
-directory. Prints the rows each task extracted (the target is 0 for all four), the cache files
+directory (100 training items per draw: depth of knowledge has only 238 hard items, 119 of
+them in the training pool). Prints the rows each task extracted (the target is 0 for all four), the cache files
 used (one), and the sweep's time as a ratio to the extraction it reused.
 """
 
@@ -16,6 +17,7 @@ import time
 
 from truthprobe.activations import ActivationCache, ExtractConfig, extract
 from truthprobe.configs import CacheConfig, DataConfig, OutputConfig
+from truthprobe.evaluate import SplitConfig
 from truthprobe.transfer import SweepConfig, layer_sweep
 
 MEASURES = ("grade", "bloom", "difficulty", "depth_of_knowledge")
@@ -24,6 +26,7 @@ MEASURES = ("grade", "bloom", "difficulty", "depth_of_knowledge")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-per-stratum", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=100)
     parser.add_argument("--cache-dir", default="activations")
     args = parser.parse_args()
     cache = CacheConfig(cache_dir=args.cache_dir)
@@ -34,6 +37,7 @@ def main() -> None:
         config = SweepConfig(
             tasks=tuple(f"arc:{m}" for m in MEASURES),
             data=DataConfig(max_per_stratum=args.max_per_stratum),
+            split=SplitConfig(n_train=args.n_train),
             cache=cache,
             output=OutputConfig(runs_dir=tmp, plots_dir=tmp, progress=False),
         )

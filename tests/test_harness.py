@@ -88,6 +88,31 @@ def test_sweep_and_baselines_give_identical_per_item_results(sweep, arc_sample, 
             assert list(a[column]) == list(b[column]), column
 
 
+def test_four_arc_measures_share_one_cache_and_extract_nothing_new(
+    tiny, arc_sample, common, tmp_path
+):
+    """`truthprobe extract` once; a sweep over grade, Bloom, difficulty and depth of knowledge
+    then extracts 0 rows, all from the one file."""
+    from truthprobe.activations import ExtractConfig, extract
+
+    cache = dataclasses.replace(common["cache"], cache_dir=str(tmp_path / "act"))
+    extracted = extract(
+        ExtractConfig(dataset=str(arc_sample), model=common["model"], cache=cache, progress=False),
+        loaded=tiny,
+    )
+    assert extracted.rows_extracted == 599
+    measures = ("grade", "bloom", "difficulty", "depth_of_knowledge")
+    config = SweepConfig(
+        tasks=tuple(f"{arc_sample}:{m}" for m in measures),
+        split=SplitConfig(n_train=6, seeds=1, validation_size=10),
+        **{**common, "cache": cache},
+    )
+    summary = layer_sweep(config)
+    assert summary.rows_extracted == dict.fromkeys(config.tasks, 0)
+    assert set(summary.caches.values()) == {str(extracted.path)}
+    assert [p.name for p in (tmp_path / "act").rglob("*.h5")] == [extracted.path.name]
+
+
 def test_load_run_round_trips(sweep):
     config, summary = sweep
     results = load_run(summary.run_dir)

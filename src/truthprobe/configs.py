@@ -97,9 +97,11 @@ class CacheConfig:
 
     cache_dir: str = "activations"
     """Folder of activation caches (one file per model, dataset and prompt template)."""
-    batch_size: int = 8
-    """Questions per forward pass. Fixed for a cache when it is created (a row's values must
-    not depend on which rows a run asked for); later runs reuse the cache's own batches."""
+    batch_size: int = 1
+    """Questions per forward pass, fixed when a cache is created (later runs keep the cache's
+    own batches, so a row never depends on which rows a run asked for). 1 runs each question
+    alone: no padding, and a capped run extracts exactly its rows. For whole datasets use 8 on
+    a CPU (about 1.9x faster) or 32 on a GPU."""
     storage: Storage = "bfloat16"
     """How hidden states are stored: bfloat16 (raw 16-bit words) or float32 (twice the size)."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
 from truthprobe.errors import TruthprobeError
@@ -228,30 +229,35 @@ def run(config: HarnessConfig) -> RunSummary:
             },
         )
         ctx = MethodContext(task, models, states, run_dir, config.output.progress)
-        for method in methods:
-            _run_method(method, ctx, store, config, fingerprint, cache, summary)
+        total = sum(len(_draws(m, task.split.config)) for m in methods)
+        with tqdm(total=total, desc=task.name, unit="part", disable=not ctx.progress) as bar:
+            for method in methods:
+                _run_method(method, ctx, store, fingerprint, cache, summary, bar)
     return summary
+
+
+def _draws(method: Method, split: SplitConfig) -> list[tuple[str, int]]:
+    """The (train_on, seed) parts of a method: one unsupervised part, or every stratum x seed."""
+    if not method.supervised:
+        return [("none", 0)]
+    return [(t, s) for t in TRAIN_ON for s in split.seed_values]
 
 
 def _run_method(
     method: Method,
     ctx: MethodContext,
     store: RunStore,
-    config: HarnessConfig,
     model: dict[str, Any],
     cache: dict[str, Any] | None,
     summary: RunSummary,
+    bar: tqdm,
 ) -> None:
     """Every (train_on, seed) part of one method on one task not stored yet."""
     task, split = ctx.task, ctx.task.split
-    draws = (
-        [(t, s) for t in TRAIN_ON for s in split.config.seed_values]
-        if method.supervised
-        else [("none", 0)]
-    )
     n_train = method.n_train(split.config.n_train) if method.supervised else 0
     expected = part_fingerprint(task, method, n_train, model, cache, split.config)
-    for train_on, seed in draws:
+    for train_on, seed in _draws(method, split.config):
+        bar.update()
         key = PartKey(task.spec.slug, method.label, train_on, seed)
         stored = store.meta(key)
         if stored is not None and stored.get("fingerprint") == expected:

@@ -217,7 +217,7 @@ def load_model(
             "no such local path"
             if spec.startswith((".", "/", "~"))
             else "not a local path, and the Hugging Face hub could not provide it (offline? "
-            "typo? gated model needing `huggingface-cli login`?)"
+            "typo? gated model needing `hf auth login`?)"
         )
         raise ModelError(f"could not load model {spec!r}: {hint}. Offline, use `default`.") from err
     model.eval()

@@ -129,25 +129,36 @@ class MultipleChoiceLinearProbe:
         raise TruthprobeError(f"linear probe diverged after {self.max_refits} refits")
 
     def _fit_once(self, x, mask, y, seed: int, l2: float, clip: float) -> np.ndarray:
+        """Full-batch SGD with the loss's closed-form gradient.
+
+        The same steps as autograd + `torch.optim.SGD` + `LinearLR` + `clip_grad_norm_` (the
+        tests compare them), without their per-step bookkeeping: for a 640-weight model that
+        bookkeeping, not the arithmetic, was most of a sweep's time.
+        """
         generator = torch.Generator().manual_seed(seed)
-        d = x.shape[-1]
+        n, c, d = x.shape
         bound = 1 / np.sqrt(d)  # nn.Linear's default initialisation
         w = (torch.rand(d, generator=generator) * 2 - 1) * bound
-        w.requires_grad_(True)
-        optimizer = torch.optim.SGD([w], lr=self.lr)
-        schedule = torch.optim.lr_scheduler.LinearLR(
-            optimizer, 1.0, self.final_lr_fraction, total_iters=max(1, self.epochs - 1)
-        )
-        for _ in range(self.epochs):
-            optimizer.zero_grad()
-            logits = (x @ w).masked_fill(~mask, float("-inf"))
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            norm = w.pow(2).sum() if self.l2_squared else w.norm()
-            (loss + l2 * norm).backward()
-            torch.nn.utils.clip_grad_norm_([w], clip)
-            optimizer.step()
-            schedule.step()
-        return w.detach().numpy().astype(np.float32)
+        flat = x.reshape(n * c, d)
+        blocked = torch.zeros(n, c).masked_fill(~mask, float("-inf"))
+        target = torch.nn.functional.one_hot(y, c).to(x.dtype)
+        steps = max(1, self.epochs - 1)
+        with torch.no_grad():
+            for step in range(self.epochs):
+                probs = torch.softmax((flat @ w).view(n, c) + blocked, dim=1)
+                grad = ((probs - target) / n).reshape(-1) @ flat  # d mean cross-entropy / dw
+                if self.l2_squared:
+                    grad += 2 * l2 * w
+                else:
+                    norm = torch.linalg.vector_norm(w)
+                    if norm > 0:  # the subgradient of ||w|| at 0 is taken as 0, as torch does
+                        grad += l2 * w / norm
+                scale = clip / (float(torch.linalg.vector_norm(grad)) + 1e-6)
+                if scale < 1:
+                    grad *= scale
+                fraction = 1 + (self.final_lr_fraction - 1) * min(step, steps) / steps
+                w -= self.lr * fraction * grad
+        return w.numpy().astype(np.float32)
 
 
 @dataclass(frozen=True)

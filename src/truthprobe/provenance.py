@@ -1,12 +1,14 @@
 """Where a result came from: the code (version and git commit), libraries, command and machine.
 
-Every run's `config.json` records `provenance()`; `code_version()` goes into every stored part's
-fingerprint, so parts made by other code are recomputed rather than reused.
+Every run's `config.json` records `provenance()`; `code_version()` (the package version and a
+hash of its sources) goes into every stored part's fingerprint, so parts made by other code are
+recomputed rather than reused.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -42,9 +44,24 @@ def git_commit() -> dict[str, Any]:
     return {"commit": commit or "unknown", "dirty": bool(status.strip())}
 
 
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """SHA-256 (first 12 hex digits) of the package's Python sources, committed or not."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def code_version() -> str:
-    """Package version and git commit: what a stored part's fingerprint names as its code."""
-    return f"{__version__}+{git_commit()['commit']}"
+    """Package version and source hash: what a stored part's fingerprint names as its code.
+
+    The sources themselves, not the git commit, so an uncommitted edit counts as other code
+    and an installed wheel (no git) is identified too.
+    """
+    return f"{__version__}+src-{source_hash()}"
 
 
 def library_versions() -> dict[str, str]:
@@ -79,6 +96,7 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """Code, libraries, command line, start time and machine of the current process."""
     return {
         "package_version": __version__,
+        "code_version": code_version(),
         "git": git_commit(),
         "libraries": library_versions(),
         "argv": list(sys.argv if argv is None else argv),
