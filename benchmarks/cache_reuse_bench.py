@@ -5,8 +5,8 @@
 Runs `truthprobe extract --dataset arc` (every ARC record; reused if the cache is warm), then
 one sweep over arc:grade, arc:bloom, arc:difficulty and arc:depth_of_knowledge into a fresh run
 directory (100 training items per draw: depth of knowledge has only 238 hard items, 119 of
-them in the training pool). Prints the rows each task extracted (the target is 0 for all four), the cache files
-used (one), and the sweep's time as a ratio to the extraction it reused.
+them in the training pool). Prints the rows each task extracted (the target is 0 for all
+four), the cache files used (one), and the sweep's time as a ratio to the extraction it reused.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from truthprobe.scoring import encode, forward_batch, forward_per_sequence
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
+from truthprobe.scoring import encode, forward_batch, forward_per_sequence
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

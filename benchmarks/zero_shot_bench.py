@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from truthprobe.scoring import encode, forward_batch
 from truthprobe.baselines.icl import icl_choice_probs
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
+from truthprobe.scoring import encode, forward_batch
 
 
 def main() -> None:
