@@ -113,6 +113,12 @@ def test_four_arc_measures_share_one_cache_and_extract_nothing_new(
     assert [p.name for p in (tmp_path / "act").rglob("*.h5")] == [extracted.path.name]
 
 
+def _of_part(frame, key: PartKey):
+    """The rows of a `load_run` table that belong to one stored part."""
+    same = (frame["method"] == key.method) & (frame["train_on"] == key.train_on)
+    return frame[same & (frame["seed"] == key.seed)]
+
+
 def test_load_run_round_trips(sweep):
     config, summary = sweep
     results = load_run(summary.run_dir)
@@ -124,19 +130,11 @@ def test_load_run_round_trips(sweep):
     assert len(results.summary) == summary.computed
     for key in list(store.keys(slug))[::7]:
         part = store.read(key)
-        rows = results.items[
-            (results.items["method"] == key.method)
-            & (results.items["train_on"] == key.train_on)
-            & (results.items["seed"] == key.seed)
-        ]
+        rows = _of_part(results.items, key)
         assert list(rows["item_id"]) == [table["id"][i] for i in part.arrays["item"]]
         assert list(rows["correct"]) == list(part.arrays["correct"].astype(bool))
         assert np.array_equal(np.stack(rows["probs"]), part.arrays["probs"])
-        line = results.summary[
-            (results.summary["method"] == key.method)
-            & (results.summary["train_on"] == key.train_on)
-            & (results.summary["seed"] == key.seed)
-        ].iloc[0]
+        line = _of_part(results.summary, key).iloc[0]
         test = rows[rows["role"] == "test"]
         assert line["accuracy"] == test["correct"].mean() and line["n_test"] == len(test)
     assert (results.items["prediction"] >= 0).all()

@@ -12,6 +12,8 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from truthprobe.data import DATASET_NAMES, load_dataset
 from truthprobe.errors import TruthprobeError
@@ -125,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(func=cmd_data_validate)
 
-    for name, (_, _, text) in CONFIG_COMMANDS.items():
-        commands.add_parser(name, help=f"{text} (flags: truthprobe {name} --help)", add_help=False)
+    for name, command in CONFIG_COMMANDS.items():
+        text = f"{command.help} (flags: truthprobe {name} --help)"
+        commands.add_parser(name, help=text, add_help=False)
 
     cache = commands.add_parser("cache", help="inspect activation caches")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
@@ -192,55 +195,49 @@ def run_extract(config) -> int:
     return 0
 
 
-def run_sweep(config) -> int:
+def run_harness(config) -> int:
+    """`sweep` and `baselines`: both configs build a harness run, and one report renders it."""
+    from truthprobe.harness import run
     from truthprobe.report import write_report
-    from truthprobe.transfer import layer_sweep
 
-    summary = layer_sweep(config)
+    summary = run(config.harness())
     print(write_report(summary.run_dir))
     print(summary.describe())
     return 0
 
 
-def run_baselines(config) -> int:
-    from truthprobe.baselines.compare import run_baselines as run
-    from truthprobe.report import write_report
+@dataclass(frozen=True)
+class ConfigCommand:
+    """A command whose flags come from a config dataclass (imported only when it runs)."""
 
-    summary = run(config)
-    print(write_report(summary.run_dir))
-    print(summary.describe())
-    return 0
+    module: str
+    config: str
+    run: Callable[[Any], int]
+    help: str
 
+    def config_class(self) -> type:
+        import importlib
 
-def _config_class(name: str) -> type:
-    if name == "extract":
-        from truthprobe.activations.extraction import ExtractConfig
-
-        return ExtractConfig
-    if name == "sweep":
-        from truthprobe.transfer import SweepConfig
-
-        return SweepConfig
-    from truthprobe.baselines.compare import BaselinesConfig
-
-    return BaselinesConfig
+        return getattr(importlib.import_module(self.module), self.config)
 
 
-#: Commands whose flags come from a config dataclass: (config, runner, help).
-CONFIG_COMMANDS: dict[str, tuple[Callable[[], type], Callable, str]] = {
-    "extract": (
-        lambda: _config_class("extract"),
+CONFIG_COMMANDS: dict[str, ConfigCommand] = {
+    "extract": ConfigCommand(
+        "truthprobe.activations.extraction",
+        "ExtractConfig",
         run_extract,
         "cache per-layer hidden states of a model to HDF5",
     ),
-    "sweep": (
-        lambda: _config_class("sweep"),
-        run_sweep,
+    "sweep": ConfigCommand(
+        "truthprobe.transfer",
+        "SweepConfig",
+        run_harness,
         "train probes on easy/hard/all items at every layer; report SGR",
     ),
-    "baselines": (
-        lambda: _config_class("baselines"),
-        run_baselines,
+    "baselines": ConfigCommand(
+        "truthprobe.baselines.compare",
+        "BaselinesConfig",
+        run_harness,
         "zero-shot, ICL, probes and QLoRA on the same splits; report SGR",
     ),
 }
@@ -250,9 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in CONFIG_COMMANDS:
-            config_class, runner, _ = CONFIG_COMMANDS[argv[0]]
-            config = parse_config(config_class(), argv[1:], f"truthprobe {argv[0]}")
-            return runner(config)
+            command = CONFIG_COMMANDS[argv[0]]
+            config = parse_config(command.config_class(), argv[1:], f"truthprobe {argv[0]}")
+            return command.run(config)
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)

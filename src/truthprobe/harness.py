@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
+from truthprobe.data import Dataset, load_dataset
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, SplitConfig
 from truthprobe.methods import (
@@ -203,7 +204,13 @@ def run(config: HarnessConfig) -> RunSummary:
         TruthprobeError: bad data, a split that cannot be made, a method that fails (the
             message names task, method, train_on and seed); nothing half-written is left.
     """
-    tasks = [load_task(TaskSpec.parse(t), config.data, config.split) for t in config.tasks]
+    datasets: dict[str, Dataset] = {}  # several measures of one dataset read it once
+    tasks = []
+    for text in config.tasks:
+        spec = TaskSpec.parse(text)
+        if spec.dataset not in datasets:
+            datasets[spec.dataset] = load_dataset(spec.dataset, source=config.data.source)
+        tasks.append(load_task(spec, config.data, config.split, datasets[spec.dataset]))
     run_dir = config.run_dir()
     summary = RunSummary(run_dir)
     store = RunStore(run_dir)

@@ -14,7 +14,7 @@ import functools
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,6 @@ class ExtractResult:
     rows_total: int
     seconds: float
     tokens: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         rate = self.rows_extracted / self.seconds if self.seconds > 0 else float("nan")

@@ -33,15 +33,12 @@ from truthprobe.baselines.icl import (
     first_number,
     normalise_number,
 )
-from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.scoring import count_tokens, generate_greedy
 
 TRIGGER = "the answer is"
-#: Datasets whose ICL and QLoRA baselines reason before answering (paper §7.2).
-COT_DATASETS = ("gsm8k", "strategyqa")
 #: The paper's generation budgets.
 MAX_NEW_TOKENS = {"gsm8k": 300, "strategyqa": 100}
 #: Zero-shot GSM8k instruction, after the paper's "math worksheet" prompt (5305).
@@ -146,12 +143,6 @@ class Generations:
             [p is not None and p == g for p, g in zip(self.predicted, self.gold, strict=True)],
             dtype=np.float64,
         )
-
-    def as_choice_probs(self) -> ChoiceProbs:
-        """Two-column (wrong, right) `ChoiceProbs`, gold index 1, for code that takes choices."""
-        right = self.correct()
-        probs = np.stack([1.0 - right, right], axis=1)
-        return ChoiceProbs(self.ids, probs, np.ones_like(probs, dtype=bool))
 
     def to_rows(self) -> list[dict]:
         """One JSON-ready row per item (what a run stores for inspection)."""

@@ -101,10 +101,6 @@ class Models:
     def base(self) -> LoadedModel:
         return self.quantized(self.config.quantization)
 
-    @property
-    def is_loaded(self) -> bool:
-        return bool(self._loaded)
-
     def quantized(self, quantization: str) -> LoadedModel:
         """The model with `quantization` weights (the base model itself when they agree)."""
         if quantization not in self._loaded:
