@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from truthprobe.data import DATASET_NAMES, load_dataset
+from truthprobe.data.records import repeated_choices
 from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import MEASURES, STRATA, group_by_stratum, stratify
 
@@ -72,6 +73,12 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     print(f"  splits: {dict(splits)}")
     print(f"  choices per record: {dict(sorted(n_choices.items()))}")
     print(f"  content sha256 {dataset.content_hash}")
+    repeated = repeated_choices(records)
+    if repeated:
+        print(
+            f"  note: {len(repeated)} record(s) list a wrong choice twice (harmless to scoring): "
+            + "; ".join(repeated[:3])
+        )
     return 0
 
 

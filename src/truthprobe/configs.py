@@ -104,9 +104,16 @@ class CacheConfig:
     a CPU (about 1.9x faster) or 32 on a GPU."""
     storage: Storage = "bfloat16"
     """How hidden states are stored: bfloat16 (raw 16-bit words) or float32 (twice the size)."""
+    max_prompt_tokens: int = 0
+    """Longest prompt plus choice, in tokens (0 = the model's maximum positions). Longer
+    records are refused when a cache is created, naming file, line and length."""
+    truncate_prompts: bool = False
+    """Instead of refusing long records, drop tokens from the start of their prompt (after
+    BOS) to fit; part of the cache's identity."""
 
     def __post_init__(self) -> None:
         require_positive(self.batch_size, "batch_size")
+        require_non_negative(self.max_prompt_tokens, "max_prompt_tokens", "the model's limit")
         require(bool(self.cache_dir.strip()), "cache_dir", "must not be empty")
 
 

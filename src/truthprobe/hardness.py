@@ -85,22 +85,35 @@ class HardnessMeasure:
 
 
 def _ordinal(field: str, levels: Sequence[str]) -> Callable[[Question], float | None]:
-    codes = {level: i + 1 for i, level in enumerate(levels)}
+    """Levels in order (easiest first) -> 1, 2, ...; a value outside them is an error."""
+    codes = {level: float(i + 1) for i, level in enumerate(levels)}
 
     def value(record: Question) -> float | None:
         raw = record.meta.get(field)
-        return None if raw is None else codes.get(raw)
+        if raw is None:
+            return None
+        if raw not in codes:
+            raise ValueError(f"meta.{field} = {raw!r} is not one of {', '.join(levels)}")
+        return codes[raw]
 
     return value
 
 
+def _number(record: Question, field: str) -> float | None:
+    """A numeric `meta` field (None when absent); anything else is an error naming it."""
+    raw = record.meta.get(field)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError(f"meta.{field} = {raw!r} is not a number")
+    return float(raw)
+
+
 def _grade(record: Question) -> float | None:
-    grade = record.meta.get("grade")
-    return None if grade is None else float(grade)
+    return _number(record, "grade")
 
 
-def _mmlu_level(record: Question) -> float | None:
-    return {"high_school": 0.0, "college": 1.0}.get(record.meta.get("level"))
+_mmlu_level = _ordinal("level", ("high_school", "college"))
 
 
 def reasoning_steps(record: Question) -> float | None:
@@ -111,8 +124,7 @@ def reasoning_steps(record: Question) -> float | None:
     decomposition = record.meta.get("decomposition")
     if decomposition:
         return float(len(decomposition))
-    steps = record.meta.get("num_steps")
-    return None if steps is None else float(steps)
+    return _number(record, "num_steps")
 
 
 def _question_words(record: Question) -> float:
@@ -175,7 +187,7 @@ for _measure in (
         "level",
         "MMLU education level (high school easy, college hard)",
         _mmlu_level,
-        {"mmlu": Cutoffs(0, 1)},
+        {"mmlu": Cutoffs(1, 2)},
         ("mmlu",),
     ),
     HardnessMeasure(
@@ -239,13 +251,37 @@ def hardness_values(
     """Each record's hardness value under `measure` (None where it is unrated)."""
     measure = _resolve(records, measure)
     if measure.value is not None:
-        return [measure.value(record) for record in records]
+        return [_checked(record, measure, measure.value) for record in records]
     if scores is None:
         raise HardnessError(
             f"hardness measure {measure.name!r} is model-based: compute per-item scores first "
             "and pass them as scores={item_id: hardness}"
         )
-    return [None if scores.get(r.id) is None else float(scores[r.id]) for r in records]
+
+    def score(record: Question) -> float | None:
+        found = scores.get(record.id)
+        return None if found is None else float(found)
+
+    return [_checked(record, measure, score) for record in records]
+
+
+def _checked(
+    record: Question, measure: HardnessMeasure, value: Callable[[Question], float | None]
+) -> float | None:
+    """The record's value, or a `HardnessError` naming record, measure and field."""
+    try:
+        found = value(record)
+    except (ValueError, TypeError) as err:
+        raise HardnessError(
+            f"{record.where or 'record'} (id {record.id!r}): hardness measure "
+            f"{measure.name!r}: {err}"
+        ) from None
+    if found is not None and not np.isfinite(found):
+        raise HardnessError(
+            f"{record.where or 'record'} (id {record.id!r}): hardness measure "
+            f"{measure.name!r} got {found}, not a finite number"
+        )
+    return found
 
 
 def stratify(

@@ -116,7 +116,13 @@ def _prepare_cache(task: Task, models: Models, config: HarnessConfig, summary: R
     with open_cache(task.dataset.name, task.pool, loaded, template, None, config.cache) as cache:
         rows = cache.rows_of(task.ids)
         filled = fill_rows(
-            cache, task.pool, rows, loaded, template, progress=config.output.progress
+            cache,
+            task.pool,
+            rows,
+            loaded,
+            template,
+            progress=config.output.progress,
+            max_prompt_tokens=config.cache.max_prompt_tokens,
         )
         identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
         layers = cache.layers

@@ -49,10 +49,34 @@ class EncodedItem:
     prefix: list[int]
     choices: list[list[int]]
     choice_chars: list[int]
+    item_id: str = ""
 
     @property
     def n_tokens(self) -> int:
         return len(self.prefix) + sum(len(c) for c in self.choices)
+
+    @property
+    def longest(self) -> int:
+        """Positions the longest sequence (prefix + one choice) occupies."""
+        return len(self.prefix) + max((len(c) for c in self.choices), default=0)
+
+    def truncated(self, limit: int) -> EncodedItem:
+        """Drop prefix tokens after the first (BOS) until the longest sequence fits `limit`."""
+        excess = self.longest - limit
+        if excess <= 0:
+            return self
+        keep = len(self.prefix) - excess
+        if keep < 2:
+            raise ScoringError(
+                f"item {self.item_id!r}: its longest choice alone needs "
+                f"{self.longest - len(self.prefix) + 1} of the {limit} allowed positions"
+            )
+        return EncodedItem(
+            self.prefix[:1] + self.prefix[-(keep - 1) :],
+            self.choices,
+            self.choice_chars,
+            self.item_id,
+        )
 
 
 @dataclass
@@ -83,7 +107,24 @@ def encode_texts(tokenizer, prefix: str, continuations: Sequence[str], item_id: 
     for text, ids in zip(continuations, choices, strict=True):
         if not ids:
             raise ScoringError(f"record {item_id!r}: choice {text!r} tokenises to nothing")
-    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations])
+    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations], item_id)
+
+
+def max_positions(loaded: LoadedModel) -> int:
+    """The longest sequence the model was built for (its `max_position_embeddings`)."""
+    limit = getattr(loaded.model.config.get_text_config(), "max_position_embeddings", None)
+    return int(limit) if limit else 2**31 - 1
+
+
+def check_lengths(loaded: LoadedModel, items: Sequence[EncodedItem]) -> None:
+    """Refuse items longer than the model's positions before anything that size is allocated."""
+    limit = max_positions(loaded)
+    for item in items:
+        if item.longest > limit:
+            raise ScoringError(
+                f"item {item.item_id!r}: its prompt and longest choice are {item.longest} "
+                f"tokens, more than this model's {limit} positions"
+            )
 
 
 def count_tokens(loaded: LoadedModel, text: str) -> int:
@@ -125,6 +166,7 @@ def forward_batch(
     batch) changes a row's values slightly, which is why the activation cache fixes batch
     membership per dataset.
     """
+    check_lengths(loaded, items)
     model, device = loaded.model, loaded.device
     pad = loaded.tokenizer.pad_token_id or 0
     b, c = len(items), n_choices

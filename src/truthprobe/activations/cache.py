@@ -68,6 +68,7 @@ IDENTITY_ATTRS = (
     "layers",
     "storage",
     "n_choices_max",
+    "prompt_limit",
 )
 
 
@@ -107,6 +108,8 @@ class CacheSpec:
     layers: tuple[int, ...]
     storage: Storage
     n_choices_max: int
+    prompt_limit: int = 0
+    """0: prompts as rendered; N: prompts left-truncated (after BOS) to N positions."""
 
     def attrs(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in IDENTITY_ATTRS}
@@ -356,7 +359,7 @@ class ActivationCache:
     @property
     def key(self) -> str:
         """The identity hash (`CacheSpec.key`) of what this file holds."""
-        text = json.dumps({name: self.attrs[name] for name in IDENTITY_ATTRS}, sort_keys=True)
+        text = json.dumps({name: self.attrs.get(name) for name in IDENTITY_ATTRS}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def layer_position(self, layer: int) -> int:

@@ -36,7 +36,13 @@ from truthprobe.data import DATASET_NAMES, Question, content_hash
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import TEMPLATES, PromptTemplate, default_template, get_template
-from truthprobe.scoring import encode, forward_batch, forward_per_sequence
+from truthprobe.scoring import (
+    EncodedItem,
+    encode,
+    forward_batch,
+    forward_per_sequence,
+    max_positions,
+)
 
 
 class ExtractError(TruthprobeError, ValueError):
@@ -142,6 +148,7 @@ def cache_spec(
     template: PromptTemplate,
     layers: tuple[int, ...],
     storage: str,
+    prompt_limit: int = 0,
 ) -> CacheSpec:
     """The identity of the cache of `records` (a dataset's records with choices)."""
     require_choices(dataset_name, records)
@@ -154,6 +161,7 @@ def cache_spec(
         layers=layers,
         storage=storage,  # type: ignore[arg-type]
         n_choices_max=max(r.n_choices for r in records),
+        prompt_limit=prompt_limit,
     )
 
 
@@ -190,6 +198,7 @@ def open_cache(
     Raises:
         CacheError: an explicit `cache_path` holds a cache made for something else.
     """
+    limit = prompt_limit(loaded, cache)
     spec = cache_spec(
         dataset_name,
         records,
@@ -197,6 +206,7 @@ def open_cache(
         template,
         resolve_layers(layers, loaded.n_layers),
         cache.storage,
+        limit if cache.truncate_prompts else 0,
     )
     path = Path(cache_path) if cache_path else default_cache_path(cache.cache_dir, loaded, spec)
     if path.exists():
@@ -207,7 +217,10 @@ def open_cache(
             opened.close()
             raise
         return opened
-    lengths = [encode(loaded.tokenizer, template, r).n_tokens for r in records]
+    # Every record is tokenised here, before any forward pass: the place to refuse long ones.
+    lengths = [
+        encode_within(loaded, template, r, limit, cache.truncate_prompts).n_tokens for r in records
+    ]
     order = sorted(range(len(records)), key=lambda i: (-lengths[i], i))
     return ActivationCache.create(
         path,
@@ -217,6 +230,28 @@ def open_cache(
         loaded.d_model,
         cache.batch_size,
         extra_attrs={"backend": backend, "dtype_compute": loaded.fingerprint.dtype},
+    )
+
+
+def prompt_limit(loaded: LoadedModel, cache: CacheConfig) -> int:
+    """The longest prompt plus choice a cache accepts: the flag, or the model's positions."""
+    return cache.max_prompt_tokens or max_positions(loaded)
+
+
+def encode_within(
+    loaded: LoadedModel, template: PromptTemplate, record: Question, limit: int, truncate: bool
+) -> EncodedItem:
+    """`encode`, then left-truncated to `limit` positions, or refused naming file and line."""
+    item = encode(loaded.tokenizer, template, record)
+    if item.longest <= limit:
+        return item
+    if truncate:
+        return item.truncated(limit)
+    raise ExtractError(
+        f"{record.where or 'record'} (id {record.id!r}): the prompt and its longest choice are "
+        f"{item.longest} tokens, more than the {limit} allowed (the model's positions, or "
+        "--max-prompt-tokens); shorten the record, or pass --truncate-prompts to drop tokens "
+        "from the start of long prompts"
     )
 
 
@@ -236,6 +271,7 @@ def fill_rows(
     template: PromptTemplate,
     backend: str = "hf",
     progress: bool = True,
+    max_prompt_tokens: int = 0,
 ) -> FillResult:
     """Extract every unwritten batch that holds one of `rows` (cache rows; None = all).
 
@@ -244,6 +280,8 @@ def fill_rows(
     missing = cache.missing_batches(rows)
     if not missing:
         return FillResult(0, 0, 0.0, 0)
+    truncate_to = int(cache.attrs.get("prompt_limit") or 0)
+    limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")
     forward = _forward(backend, loaded)
     layers, n_choices = cache.layers, cache.n_choices_max
@@ -254,7 +292,7 @@ def fill_rows(
     with tqdm(total=total, unit="item", disable=not progress, desc=f"extract {name}") as bar:
         for k in missing:
             batch = [
-                encode(loaded.tokenizer, template, records[record_of_row[i]])
+                encode_within(loaded, template, records[record_of_row[i]], limit, truncate_to > 0)
                 for i in cache.batch_rows(k)
             ]
             out = forward(loaded, batch, layers, n_choices)
@@ -315,7 +353,16 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
         config.backend,
     ) as cache:
         rows = cache.rows_of([records[i].id for i in wanted])
-        filled = fill_rows(cache, records, rows, loaded, template, config.backend, config.progress)
+        filled = fill_rows(
+            cache,
+            records,
+            rows,
+            loaded,
+            template,
+            config.backend,
+            config.progress,
+            config.cache.max_prompt_tokens,
+        )
         return ExtractResult(
             cache.path,
             filled.rows_extracted,

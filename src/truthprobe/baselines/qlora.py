@@ -121,7 +121,7 @@ def _training_items(
     for q in train:
         text = cot.target(q)
         ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        items.append(EncodedItem(tokenizer(cot.query(q)).input_ids, [ids], [len(text)]))
+        items.append(EncodedItem(tokenizer(cot.query(q)).input_ids, [ids], [len(text)], q.id))
     return items
 
 

@@ -54,6 +54,8 @@ class Question:
     answer_index: int | None
     answer: str
     meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    where: str = field(default="", compare=False, hash=False, repr=False)
+    """Where the record was read (`file:line`), for error messages; not part of the schema."""
 
     @property
     def n_choices(self) -> int:
@@ -106,6 +108,10 @@ def parse_record(
             raise fail(name, "must not be empty")
     if not isinstance(obj["meta"], dict):
         raise fail("meta", f"expected an object, got {type(obj['meta']).__name__}")
+    for name in REQUIRED_FIELDS:
+        problem = _not_text(obj[name])
+        if problem:
+            raise fail(name, problem)
 
     choices, answer_index = obj["choices"], obj["answer_index"]
     if choices is None:
@@ -132,6 +138,19 @@ def parse_record(
             raise fail("answer_index", f"expected an integer, got {type(answer_index).__name__}")
         if not 0 <= answer_index < len(choices):
             raise fail("answer_index", f"{answer_index} is out of range for {len(choices)} choices")
+        gold = choices[answer_index]
+        if obj["answer"] != gold:
+            raise fail(
+                "answer",
+                f"{obj['answer']!r} is not the choice at answer_index {answer_index} ({gold!r})",
+            )
+        again = [i for i, c in enumerate(choices) if c == gold and i != answer_index]
+        if again:
+            raise fail(
+                "choices",
+                f"the correct choice {gold!r} (index {answer_index}) appears again at index "
+                f"{again[0]}, so the answer is ambiguous",
+            )
         parsed_choices = tuple(choices)
 
     return Question(
@@ -143,7 +162,43 @@ def parse_record(
         answer_index=answer_index,
         answer=obj["answer"],
         meta=obj["meta"],
+        where=where,
     )
+
+
+def _not_text(value: Any) -> str | None:
+    """Why `value` (a string, or a list / object of them) cannot be stored as UTF-8, or None.
+
+    JSON can spell an unpaired UTF-16 surrogate (`"\\ud800"`), which no UTF-8 file can hold.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = value[err.start]
+            return f"contains {ascii(bad)}, an unpaired surrogate that is not valid Unicode text"
+        return None
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return None
+    return next((p for p in map(_not_text, items) if p), None)
+
+
+def repeated_choices(records: Iterable[Question]) -> list[str]:
+    """Records that list a (wrong) choice twice: harmless to scoring, worth knowing."""
+    found = []
+    for record in records:
+        if record.choices and len(set(record.choices)) < len(record.choices):
+            first = {}
+            for i, choice in enumerate(record.choices):
+                if choice in first:
+                    found.append(f"{record.where or record.id}: choices {first[choice]} and {i}")
+                    break
+                first[choice] = i
+    return found
 
 
 def read_jsonl(path: str | Path, max_choices: int = MAX_CHOICES) -> list[Question]:
@@ -170,8 +225,18 @@ def read_jsonl_located(
         raise DataError(f"{path}: no such file")
     records: list[tuple[Question, str]] = []
     problems: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark: an ordinary file, accepted
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}); save the file as UTF-8"
+                )
+                continue
             if not text.strip():
                 continue
             try:
@@ -217,5 +282,6 @@ def _raise_if(problems: list[str], limit: int = 20) -> None:
     if not problems:
         return
     shown = problems[:limit]
-    more = f"\n... and {len(problems) - limit} more problem(s)" if len(problems) > limit else ""
-    raise DataError("\n".join(shown) + more)
+    more = f"\n  ... and {len(problems) - limit} more problem(s)" if len(problems) > limit else ""
+    # One line per problem; the CLI prints the first after "error: ", the rest indented.
+    raise DataError("\n  ".join(shown) + more)

@@ -1,0 +1,138 @@
+"""Bad input as a user meets it: the console script in a subprocess, exit 2, one `error:` line
+naming file, line and field, never a traceback; and the ordinary files that must be accepted."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_cli_config import truthprobe
+
+
+def record(i: int = 0, **changes) -> dict:
+    """A valid ARC-style record; `changes` override fields (`meta` is merged)."""
+    base = {
+        "id": f"item-{i}",
+        "dataset": "arc",
+        "split": "test",
+        "question": f"Which gas do plants take in? ({i})",
+        "choices": ["oxygen", "carbon dioxide", "helium", "neon"],
+        "answer_index": 1,
+        "answer": "carbon dioxide",
+        "meta": {"grade": 3 + i % 6, "bloom": "Remembering"},
+    }
+    meta = {**base["meta"], **changes.pop("meta", {})}
+    return {**base, **changes, "meta": meta}
+
+
+def write(path: Path, rows: list, raw: bytes = b"", bom: bool = False) -> Path:
+    """JSON lines (non-ASCII as \\u escapes, as many tools write them), then `raw` bytes."""
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    data = text.encode("ascii") + raw
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+def one_error_line(result, *fragments: str) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    return errors[0]
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(0), record(1)], raw=b'{"id": "caf\xe9"}\n')
+    one_error_line(truthprobe("data", "validate", str(path)), f"{path}:3", "not UTF-8", "0xe9")
+
+
+def test_lone_surrogate_is_refused_before_anything_says_valid(tmp_path):
+    bad = record(1, question="Which gas? \ud800")
+    path = write(tmp_path / "d.jsonl", [record(0), bad])
+    result = truthprobe("data", "validate", str(path))
+    one_error_line(result, f"{path}:2", "field 'question'", "surrogate")
+    assert "valid records" not in result.stdout
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(0), record(1)], bom=True)
+    result = truthprobe("data", "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "2 valid records" in result.stdout
+
+
+def test_answer_must_be_the_choice_at_answer_index(tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(0), record(1, answer="oxygen")])
+    one_error_line(
+        truthprobe("data", "validate", str(path)),
+        f"{path}:2",
+        "field 'answer'",
+        "'oxygen' is not the choice at answer_index 1 ('carbon dioxide')",
+    )
+
+
+def test_a_repeated_correct_choice_is_refused_a_repeated_wrong_one_reported(tmp_path):
+    gold_twice = record(1, choices=["carbon dioxide", "carbon dioxide", "helium", "neon"])
+    path = write(tmp_path / "d.jsonl", [record(0), gold_twice])
+    one_error_line(
+        truthprobe("data", "validate", str(path)), f"{path}:2", "appears again at index 0"
+    )
+    wrong_twice = record(1, choices=["helium", "carbon dioxide", "helium", "neon"])
+    result = truthprobe("data", "validate", str(write(tmp_path / "e.jsonl", [wrong_twice])))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "1 record(s) list a wrong choice twice" in result.stdout
+        and "choices 0 and 2" in result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "grade, problem",
+    [("seven", "meta.grade = 'seven' is not a number"), (math.nan, "not a finite number"),
+     (math.inf, "not a finite number"), (True, "is not a number")],
+    ids=["text", "nan", "inf", "bool"],
+)  # fmt: skip
+def test_unusable_hardness_values_name_the_record(grade, problem, tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(0), record(1, meta={"grade": grade})])
+    one_error_line(
+        truthprobe("data", "summary", "--dataset", str(path), "--measure", "grade"),
+        f"{path}:2",
+        "id 'item-1'",
+        "'grade'",
+        problem,
+    )
+
+
+def test_an_unknown_level_is_an_error_not_unrated(tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(0), record(1, meta={"bloom": "Creating"})])
+    one_error_line(
+        truthprobe("data", "summary", "--dataset", str(path), "--measure", "bloom"),
+        f"{path}:2",
+        "meta.bloom = 'Creating' is not one of Remembering",
+    )
+
+
+def test_a_prompt_longer_than_the_model_is_refused_before_any_forward_pass(
+    tiny_model_dir, tmp_path
+):
+    """200 KB of question (more than the model's 8,192 positions): refused naming file, line and
+    length, or truncated from the start when asked; never allocated."""
+    long = record(1, question="Why? " + "word " * 40_000)
+    path = write(tmp_path / "d.jsonl", [record(0), long, record(2)])
+    args = ("extract", "--dataset", str(path), "--model", str(tiny_model_dir), "--no-progress")
+    refused = truthprobe(*args, "--cache-dir", str(tmp_path / "a"))
+    one_error_line(
+        refused, f"{path}:2", "id 'item-1'", "more than the 8192 allowed", "--truncate-prompts"
+    )
+    assert not (tmp_path / "a").exists()  # refused before a cache file was made
+
+    lower = truthprobe(*args, "--cache-dir", str(tmp_path / "b"), "--max-prompt-tokens", "40")
+    one_error_line(lower, f"{path}:1", "more than the 40 allowed")
+
+    cut = truthprobe(*args, "--cache-dir", str(tmp_path / "c"), "--truncate-prompts")
+    assert cut.returncode == 0, cut.stderr
+    assert "3 of 3 cached" in cut.stdout
