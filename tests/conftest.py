@@ -90,3 +90,11 @@ def arc_sample(tmp_path_factory, load) -> Path:
     """
     records = load("arc").records[::13]
     return write_jsonl(tmp_path_factory.mktemp("data") / "arc-sample.jsonl", records)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that load the embedded 270M model are `real_model`: left out of the default run
+    (`python -m pytest`), run by `python -m pytest -m real_model` and by `.ci/run`."""
+    for item in items:
+        if "gemma_fp32" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)

@@ -217,7 +217,7 @@ def test_truncated_and_old_files_are_clear_errors(tiny, tiny_model_dir, arc_samp
     with h5py.File(old, "w") as f:
         f["hidden/question_end"] = np.zeros((1, 2, 4), np.uint16)
         f.attrs.update(n_items=2, completed_rows=2, layers="[0]", storage="bfloat16")
-    with pytest.raises(CacheError, match="earlier truthprobe.*Delete the file"):
+    with pytest.raises(CacheError, match="another truthprobe version.*layout 1.*Delete the file"):
         ActivationCache(old)
 
 

@@ -96,5 +96,18 @@ def test_batched_generation_matches_one_at_a_time(gemma_fp32, gsm8k_split):
     single = cot.cot_generations(gemma_fp32, demos, tests, 24, batch_size=1, progress=False)
     assert batched.completions == single.completions
     assert all(c.strip() for c in batched.completions)
-    assert not any("\n\n" in c for c in batched.completions)  # stopped at the demo separator
     assert batched.gold == tuple(cot.gold_answer(t) for t in tests)
+
+
+def test_generation_stops_at_the_demonstration_separator(gemma_fp32, gsm8k_split):
+    """With the stop string a completion is what the unstopped one says before its first blank
+    line; without it the model does go on to a blank line (so the stop does something)."""
+    from truthprobe.scoring import generate_greedy
+
+    records, _, split = gsm8k_split
+    demos = [records[i] for i in split.train_rows("easy", 0, n=2)]
+    prompts = [cot.build_prompt(demos, records[i]).prefix for i in split.test[:3]]
+    stopped = generate_greedy(gemma_fp32, prompts, 100, cot.STOP, progress=False)
+    free = generate_greedy(gemma_fp32, prompts, 100, (), progress=False)
+    assert any("\n\n" in text for text in free)
+    assert stopped == [text.split("\n\n")[0] for text in free]

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from truthprobe.data import load_dataset
 from truthprobe.hardness import group_by_stratum, stratify
 
 
@@ -122,8 +123,17 @@ def test_gsm8k_steps_agree_with_recorded_line_counts(load):
         assert reasoning_steps(r) == min(10, r.meta["num_steps"])
 
 
-def test_content_hash_is_stable_and_sensitive(load):
+def test_content_hash_is_stable_and_sensitive(load, data_dir):
+    import dataclasses
+
+    from truthprobe.data import content_hash
+
     arc = load("arc")
-    first = arc.content_hash
-    assert first == type(arc)(arc.name, arc.records, arc.source).content_hash
-    assert arc.select(limit=100).content_hash != first
+    fresh = load_dataset("arc", source="local", data_dir=data_dir)  # parsed again from disk
+    assert fresh.records[0] is not arc.records[0]
+    assert fresh.content_hash == arc.content_hash
+    one = list(arc.records)
+    one[5] = dataclasses.replace(one[5], meta={**one[5].meta, "grade": 99})
+    assert content_hash(one) != arc.content_hash  # one field of one record
+    assert content_hash(arc.records[::-1]) != arc.content_hash  # order (rows follow it)
+    assert arc.select(limit=100).content_hash != arc.content_hash

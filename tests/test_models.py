@@ -23,6 +23,7 @@ def test_unknown_model_offline_is_one_clear_error(monkeypatch):
         load_model("no-such-org/no-such-model")
 
 
+@pytest.mark.real_model
 def test_local_path_loads_with_content_fingerprint():
     from truthprobe.models import convert_default_model
 

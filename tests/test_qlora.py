@@ -14,6 +14,8 @@ from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
 from truthprobe.scoring import choice_log_likelihoods, encode
 
+pytestmark = pytest.mark.real_model  # every test here but the schedule loads the 270M model
+
 CONFIG = QLoRAConfig(lr=2e-3, effective_batch=4, micro_batch=2, max_updates=6, dropout=0.0)
 
 

@@ -90,6 +90,28 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every written batch is sound (or repaired), 1 when damage is left."""
+    from truthprobe.activations import ActivationCache
+
+    with ActivationCache(args.file) as cache:
+        damaged = cache.verify()
+        checked = int(cache.done_batches().sum())
+        if not damaged:
+            print(f"{cache.path}: {checked} written batches checked, every checksum and value good")
+            return 0
+        rows = sum(len(d.rows) for d in damaged)
+        print(f"{cache.path}: {len(damaged)} of {checked} written batches damaged ({rows} rows)")
+        for damage in damaged[:10]:
+            print(f"  batch {damage.batch}: {damage.describe()}")
+        if not args.repair:
+            print("  run again with --repair to have them extracted again by the next run")
+            return 1
+        cache.mark_missing([d.batch for d in damaged])
+    print(f"  marked for extraction again: the next run that needs these {rows} rows extracts them")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from truthprobe.report import write_report
 
@@ -143,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = cache_commands.add_parser("info", help="shape, fingerprint and completeness")
     info.add_argument("file")
     info.set_defaults(func=cmd_cache_info)
+    verify = cache_commands.add_parser(
+        "verify", help="check every written batch's checksums and values; name what is damaged"
+    )
+    verify.add_argument("file")
+    verify.add_argument(
+        "--repair", action="store_true", help="mark damaged batches to be extracted again"
+    )
+    verify.set_defaults(func=cmd_cache_verify)
 
     report = commands.add_parser("report", help="redraw tables and plots of a saved run")
     report.add_argument("run_dir")

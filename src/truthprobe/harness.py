@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfi
 from truthprobe.data import Dataset, load_dataset
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, SplitConfig
+from truthprobe.locks import Lock
 from truthprobe.methods import (
     Method,
     MethodContext,
@@ -89,6 +91,8 @@ class RunSummary:
     stale: int = 0
     """Stored parts made by other code or data, recomputed."""
     rows_extracted: dict[str, int] = field(default_factory=dict)
+    rows_repaired: int = 0
+    """Rows of damaged cache batches found by verification and extracted again."""
     caches: dict[str, str] = field(default_factory=dict)
     extract_seconds: float = 0.0
     method_seconds: float = 0.0
@@ -97,6 +101,8 @@ class RunSummary:
     def describe(self) -> str:
         extracted = ", ".join(f"{t} {n}" for t, n in self.rows_extracted.items()) or "none"
         stale = f" ({self.stale} made by other code or data, recomputed)" if self.stale else ""
+        if self.rows_repaired:
+            extracted += f" ({self.rows_repaired} in damaged batches, extracted again)"
         return (
             f"parts: {self.computed} computed, {self.reused} reused{stale}; rows extracted: "
             f"{extracted}; time: model loading {self.model_seconds:.1f} s, extraction "
@@ -128,6 +134,7 @@ def _prepare_cache(task: Task, models: Models, config: HarnessConfig, summary: R
         layers = cache.layers
     summary.extract_seconds += time.perf_counter() - started
     summary.rows_extracted[task.name] = filled.rows_extracted
+    summary.rows_repaired += sum(len(d.rows) for d in filled.damaged)
     summary.caches[task.name] = identity["path"]
     return TaskStates(Path(identity["path"]), rows, task), layers, identity
 
@@ -218,12 +225,32 @@ def run(config: HarnessConfig) -> RunSummary:
             datasets[spec.dataset] = load_dataset(spec.dataset, source=config.data.source)
         tasks.append(load_task(spec, config.data, config.split, datasets[spec.dataset]))
     run_dir = config.run_dir()
+    made = [p for p in (run_dir.parent, run_dir) if not p.exists()]
+    lock = Lock(run_dir / ".lock").acquire(
+        f"run directory {run_dir}", "wait for it to finish, or pass another --runs-dir"
+    )
     summary = RunSummary(run_dir)
+    try:
+        return _run(config, tasks, run_dir, summary)
+    except BaseException:
+        if made and summary.computed == 0:  # a failed first attempt leaves no empty folder
+            shutil.rmtree(made[0], ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _run(config: HarnessConfig, tasks: list[Task], run_dir: Path, summary: RunSummary):
     store = RunStore(run_dir)
     models = Models(config.model)
     started = time.perf_counter()
     fingerprint = models.base.fingerprint.to_dict()
     summary.model_seconds = time.perf_counter() - started
+    if "probe" in config.methods and config.settings.probe.layers is not None:
+        from truthprobe.activations.extraction import resolve_layers
+
+        # before anything is extracted: a layer the model does not have is a setting error
+        resolve_layers(config.settings.probe.layers, models.base.n_layers)
     _write_config(config, run_dir, tasks, models)
     for task in tasks:
         states, layers, cache = None, (), None

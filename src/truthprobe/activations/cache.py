@@ -42,7 +42,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,10 +55,23 @@ import numpy as np
 from truthprobe import __version__
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
+from truthprobe.locks import InUseError, Lock, describe, holder
 
 Storage = Literal["bfloat16", "float32"]
 #: Layout version written by this code; older files are refused with rebuild instructions.
-FORMAT = 2
+#: 1: truthprobe 0.1 (keyed by hardness measure); 2: one cache per dataset; 3: batch digests.
+FORMAT = 3
+#: Datasets every batch writes rows of, and whose stored words its digest covers.
+DIGESTED = (
+    "hidden/answer_end",
+    "hidden/question_end",
+    "scores/choice_logprob",
+    "scores/choice_tokens",
+    "scores/choice_chars",
+)
+DIGEST_BYTES = 16
+#: Batches read at once by `verify` (bounds its memory on large models).
+VERIFY_BATCHES = 64
 #: Attributes that must match between a cache and a request to reuse it.
 IDENTITY_ATTRS = (
     "model",
@@ -74,6 +88,49 @@ IDENTITY_ATTRS = (
 
 class CacheError(TruthprobeError, RuntimeError):
     """A cache file is unreadable, incomplete, or does not match what was asked for."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A written batch whose stored block fails its checksum or holds non-finite values."""
+
+    batch: int
+    rows: range
+    where: str
+    """Dataset (and layer) of the first damaged block found, e.g. `hidden/answer_end layer 5`."""
+    problem: str
+
+    def describe(self) -> str:
+        return f"{self.where}, rows {self.rows.start}..{self.rows.stop - 1} ({self.problem})"
+
+
+def _digest(words: Mapping[str, np.ndarray]) -> np.ndarray:
+    """BLAKE2b of one batch's stored words, in `DIGESTED` order."""
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for name in DIGESTED:
+        digest.update(np.ascontiguousarray(words[name]).tobytes())
+    return np.frombuffer(digest.digest(), np.uint8)
+
+
+def _text_hash(*columns: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for column in columns:
+        for text in column:
+            digest.update(text.encode() if isinstance(text, str) else bytes(text))
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def lock_path(path: Path) -> Path:
+    """The writer lock beside a cache file (`<cache>.h5.lock`)."""
+    return path.with_name(path.name + ".lock")
+
+
+def writer_lock(path: Path) -> Lock:
+    """Take the cache's writer lock or raise `InUseError` naming the process that holds it."""
+    return Lock(lock_path(path)).acquire(
+        str(path), "wait for it to finish, or pass another --cache-dir / --cache-path"
+    )
 
 
 def to_storage(values: np.ndarray, storage: Storage) -> np.ndarray:
@@ -133,21 +190,40 @@ class ActivationCache:
         self.path = Path(path)
         if not self.path.is_file():
             raise CacheError(f"{self.path}: no such cache file")
+        self._lock: Lock | None = None
+        if mode == "r+":
+            self._lock = writer_lock(self.path)
         try:
-            self._file = h5py.File(self.path, mode)
+            self._file = self._open(mode)
+            self._read_attrs()
+        except BaseException:
+            self._release()
+            raise
+        self._ids: list[str] | None = None
+
+    def _open(self, mode: str) -> h5py.File:
+        try:
+            return h5py.File(self.path, mode)
         except OSError as err:
+            busy = holder(lock_path(self.path))
+            if busy is not None:
+                raise InUseError(
+                    f"{self.path} is in use by {describe(busy)}, which is writing to it; wait "
+                    "for it to finish, or pass another --cache-dir / --cache-path"
+                ) from None
             raise CacheError(
-                f"{self.path}: not a readable truthprobe activation cache (truncated, corrupt, "
-                f"or another file type): {err}. Delete it and extract again."
+                f"{self.path}: not a readable truthprobe activation cache (not an HDF5 file, "
+                f"or truncated or damaged: {err}). If truthprobe wrote it, delete it and run "
+                "again; otherwise pass another --cache-path"
             ) from err
+
+    def _read_attrs(self) -> None:
         attrs = self._file.attrs
-        if int(attrs.get("format", 1)) != FORMAT or "batches/done" not in self._file:
-            self._file.close()
+        if int(attrs.get("format", 1)) != FORMAT:
             raise CacheError(
-                f"{self.path} was written by an earlier truthprobe (cache layout "
-                f"{int(attrs.get('format', 1))}, keyed by hardness measure); this version keeps "
-                "one cache per model, dataset and template and cannot read it. Delete the file; "
-                "the next `truthprobe extract` or sweep rebuilds what it needs."
+                f"{self.path} was written by another truthprobe version (cache layout "
+                f"{int(attrs.get('format', 1))}; this version reads layout {FORMAT}). Delete the "
+                "file; the next `truthprobe extract` or sweep rebuilds what it needs."
             )
         try:
             self.attrs: dict[str, Any] = {k: _plain(v) for k, v in attrs.items()}
@@ -158,12 +234,40 @@ class ActivationCache:
             self.n_choices_max = int(attrs["n_choices_max"])
             self.d_model = int(self._file["hidden/question_end"].shape[-1])
         except (OSError, KeyError) as err:
-            self._file.close()
             raise CacheError(
                 f"{self.path}: not a readable truthprobe activation cache (a field is "
-                f"missing: {err}). Delete it and extract again."
+                f"missing: {err}). If truthprobe wrote it, delete it and run again."
             ) from err
-        self._ids: list[str] | None = None
+
+    @contextmanager
+    def writing(self) -> Iterator[ActivationCache]:
+        """Hold the writer lock and the file open for writing, for the `with` block.
+
+        Raises:
+            InUseError: another process is writing to this cache (the message names it).
+        """
+        if self._lock is not None:
+            yield self
+            return
+        self._file.close()
+        try:
+            self._lock = writer_lock(self.path)
+            self._file = self._open("r+")
+        except BaseException:
+            self._release()
+            self._file = self._open("r")
+            raise
+        try:
+            yield self
+        finally:
+            self._file.close()
+            self._release()
+            self._file = self._open("r")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- writer side -------------------------------------------------------------------------
 
@@ -180,12 +284,27 @@ class ActivationCache:
     ) -> ActivationCache:
         """Create an empty cache for `records` taken in the order `order` (dataset indices).
 
-        The skeleton is written under a name of this process's own and renamed into place, so
-        a crash never leaves a half-made file at `path`; if another process created the file
-        meanwhile, its file is kept and opened instead.
+        The skeleton is written under the writer lock, to a name of this process's own, and
+        renamed into place, so a crash never leaves a half-made file at `path` and two creators
+        never share a staging file. Returns the cache opened for reading.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        with writer_lock(path):
+            if not path.exists():  # another process may have made it while we waited
+                cls._write_skeleton(path, spec, records, order, d_model, batch_size, extra_attrs)
+        return cls(path)
+
+    @staticmethod
+    def _write_skeleton(
+        path: Path,
+        spec: CacheSpec,
+        records: Sequence[Question],
+        order: Sequence[int],
+        d_model: int,
+        batch_size: int,
+        extra_attrs: Mapping[str, Any] | None,
+    ) -> None:
         n, c, n_layers = len(order), spec.n_choices_max, len(spec.layers)
         b = max(1, min(batch_size, n))
         word = np.uint16 if spec.storage == "bfloat16" else np.float32
@@ -203,14 +322,22 @@ class ActivationCache:
                 **checked,
             )  # fmt: skip
             text = h5py.string_dtype()
-            f["items/id"] = np.array([r.id for r in ordered], dtype=object).astype(text)
-            f["items/row"] = np.asarray(order, dtype=np.int64)
-            f["items/answer_index"] = np.array([r.answer_index for r in ordered], np.int64)
-            f["items/n_choices"] = n_choices
-            f["items/choice_mask"] = np.arange(c)[None, :] < n_choices[:, None]
-            f["items/record"] = np.array(
-                [json.dumps(r.to_dict(), ensure_ascii=False) for r in ordered], dtype=object
-            ).astype(text)
+            items = {
+                "id": np.array([r.id for r in ordered], dtype=object).astype(text),
+                "row": np.asarray(order, dtype=np.int64),
+                "answer_index": np.array([r.answer_index for r in ordered], np.int64),
+                "n_choices": n_choices,
+                "choice_mask": np.arange(c)[None, :] < n_choices[:, None],
+                "record": np.array(
+                    [json.dumps(r.to_dict(), ensure_ascii=False) for r in ordered], dtype=object
+                ).astype(text),
+            }
+            for name, values in items.items():
+                if values.dtype == object:  # HDF5 cannot checksum strings: a hash attribute does
+                    f.create_dataset(f"items/{name}", data=values)
+                else:
+                    f.create_dataset(f"items/{name}", data=values, chunks=True, **checked)
+            f.attrs["items_sha256"] = _text_hash(items["id"], items["record"])
             for name, dtype in (
                 ("choice_logprob", np.float32),
                 ("choice_tokens", np.int32),
@@ -218,6 +345,7 @@ class ActivationCache:
             ):
                 f.create_dataset(f"scores/{name}", (n, c), dtype, chunks=(b, c), **checked)
             f["batches/done"] = np.zeros(-(-n // b), np.uint8)
+            f["batches/digest"] = np.zeros((-(-n // b), DIGEST_BYTES), np.uint8)
             f.attrs.update(spec.attrs())
             f.attrs.update(
                 format=FORMAT,
@@ -229,11 +357,7 @@ class ActivationCache:
                 extract_seconds=0.0,
             )
             f.attrs.update(dict(extra_attrs or {}))
-        if path.exists():  # another process won the race: use its file
-            staging.unlink()
-        else:
-            staging.replace(path)
-        return cls(path, "r+")
+        staging.replace(path)
 
     def write_batch(
         self,
@@ -264,12 +388,17 @@ class ActivationCache:
                     f"{self.layers[bad[0]]}, row {rows.start + bad[1]}; refusing to cache it"
                 )
         f, sl = self._file, slice(rows.start, rows.stop)
-        f["hidden/answer_end"][:, sl] = to_storage(answer_end, self.storage)
-        f["hidden/question_end"][:, sl] = to_storage(question_end, self.storage)
-        f["scores/choice_logprob"][sl] = logprob
-        f["scores/choice_tokens"][sl] = tokens
-        f["scores/choice_chars"][sl] = chars
-        f.flush()  # data first, then the flag: a crash never counts unwritten rows
+        stored = {
+            "hidden/answer_end": to_storage(answer_end, self.storage),
+            "hidden/question_end": to_storage(question_end, self.storage),
+            "scores/choice_logprob": np.asarray(logprob, np.float32),
+            "scores/choice_tokens": np.asarray(tokens, np.int32),
+            "scores/choice_chars": np.asarray(chars, np.int32),
+        }
+        for name, words in stored.items():
+            f[name][(slice(None), sl) if name.startswith("hidden/") else sl] = words
+        f["batches/digest"][batch] = _digest(stored)
+        f.flush()  # data and digest first, then the flag: a crash never counts unwritten rows
         f["batches/done"][batch] = 1
         f.flush()
 
@@ -310,6 +439,15 @@ class ActivationCache:
 
     def missing_batches(self, rows: np.ndarray | Sequence[int] | None = None) -> list[int]:
         """Batches holding any of `rows` (all rows if None) that are not written yet."""
+        try:
+            stored = _text_hash(self.item("id"), self.item("record"))
+        except (OSError, UnicodeDecodeError) as err:
+            stored = f"unreadable ({err})"
+        if stored != self.attrs.get("items_sha256"):
+            raise CacheError(
+                f"{self.path}: its item ids and records (written when it was created) are "
+                "damaged; delete the file and run again to rebuild it"
+            )
         done = self.done_batches()
         wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
         return [int(k) for k in wanted if not done[k]]
@@ -377,33 +515,142 @@ class ActivationCache:
             if rows is None:
                 return data[lead + (slice(None),)]
             rows = np.asarray(rows, dtype=np.int64)
-            batches = np.unique(self.batch_of(rows))
-            runs = np.split(batches, np.flatnonzero(np.diff(batches) > 1) + 1)
-            spans = [(int(r[0]) * self.batch_size, self.batch_rows(int(r[-1])).stop) for r in runs]
+            spans = self._spans(np.unique(self.batch_of(rows)))
             block = np.concatenate([data[lead + (slice(lo, hi),)] for lo, hi in spans])
             offsets = np.cumsum([0] + [hi - lo for lo, hi in spans])
             starts = np.array([lo for lo, _ in spans])
             run = np.searchsorted(starts, rows, side="right") - 1
             return block[offsets[run] + rows - starts[run]]
         except OSError as err:  # a failed fletcher32 checksum surfaces here
-            raise CacheError(
-                f"{self.path}: {name} could not be read ({err}); the file is damaged. Delete it "
-                "and extract again."
-            ) from err
+            raise self._damaged(f"{name} could not be read ({err})") from err
+
+    def _spans(self, batches: np.ndarray) -> list[tuple[int, int]]:
+        """Row ranges of runs of consecutive batches (one read each)."""
+        runs = np.split(batches, np.flatnonzero(np.diff(batches) > 1) + 1) if len(batches) else []
+        return [(int(r[0]) * self.batch_size, self.batch_rows(int(r[-1])).stop) for r in runs]
+
+    def _damaged(self, problem: str) -> CacheError:
+        return CacheError(
+            f"{self.path}: {problem}. Run `truthprobe cache verify {self.path} --repair`, then "
+            "the same command again: only the damaged rows are extracted again"
+        )
+
+    def _states(self, name: str, layer: int, rows: np.ndarray | None) -> np.ndarray:
+        words = self._read_rows(name, rows, (self.layer_position(layer),))
+        values = from_storage(words, self.storage)
+        if not np.isfinite(values).all():
+            raise self._damaged(f"{name} holds non-finite values at layer {layer}")
+        return values
 
     def answer_end(self, layer: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Hidden states at each choice's last token: (rows, choices, d_model) float32."""
-        words = self._read_rows("hidden/answer_end", rows, (self.layer_position(layer),))
-        return from_storage(words, self.storage)
+        return self._states("hidden/answer_end", layer, rows)
 
     def question_end(self, layer: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Hidden states at the question prompt's last token: (rows, d_model) float32."""
-        words = self._read_rows("hidden/question_end", rows, (self.layer_position(layer),))
-        return from_storage(words, self.storage)
+        return self._states("hidden/question_end", layer, rows)
 
     def score(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`)."""
         return self._read_rows(f"scores/{name}", rows)
+
+    def verify(self, rows: np.ndarray | Sequence[int] | None = None) -> list[Damage]:
+        """Check every written batch holding `rows` (all if None) against what was written.
+
+        Each batch's blocks must pass their fletcher32 checksums, hold finite values, and
+        hash to the digest stored when the batch was written (a torn write that zeroes a
+        block and its checksum passes fletcher32 but not this). Returns the damaged batches,
+        first first; each names a dataset, layer and row range.
+        """
+        try:
+            stored = _text_hash(self.item("id"), self.item("record"))
+        except (OSError, UnicodeDecodeError) as err:
+            stored = f"unreadable ({err})"
+        if stored != self.attrs.get("items_sha256"):
+            raise CacheError(
+                f"{self.path}: its item ids and records (written when it was created) are "
+                "damaged; delete the file and run again to rebuild it"
+            )
+        done = self.done_batches()
+        wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
+        wanted = wanted[done[wanted]]
+        digests = self._file["batches/digest"][:]
+        damaged = []
+        for start in range(0, len(wanted), VERIFY_BATCHES):
+            group = wanted[start : start + VERIFY_BATCHES]
+            for lo, hi in self._spans(group):
+                blocks = self._read_blocks(lo, hi)
+                for k in range(lo // self.batch_size, -(-hi // self.batch_size)):
+                    found = self._check_batch(k, blocks, lo, digests[k])
+                    if found:
+                        damaged.append(Damage(k, self.batch_rows(k), *found))
+        return damaged
+
+    def _read_blocks(self, lo: int, hi: int) -> dict[str, np.ndarray] | None:
+        """Rows lo..hi of every digested dataset; None if a checksum fails (then batch by batch)."""
+        try:
+            return {
+                name: self._file[name][:, lo:hi]
+                if name.startswith("hidden/")
+                else self._file[name][lo:hi]
+                for name in DIGESTED
+            }
+        except OSError:
+            return None
+
+    def _check_batch(
+        self, k: int, blocks: dict[str, np.ndarray] | None, lo: int, digest: np.ndarray
+    ) -> tuple[str, str] | None:
+        span = self.batch_rows(k)
+        local = slice(span.start - lo, span.stop - lo)
+        words = {}
+        for name in DIGESTED:
+            data = self._file[name]
+            try:
+                if blocks is None:
+                    part = (
+                        data[:, span.start : span.stop]
+                        if name.startswith("hidden/")
+                        else (data[span.start : span.stop])
+                    )
+                else:
+                    part = (
+                        blocks[name][:, local]
+                        if name.startswith("hidden/")
+                        else (blocks[name][local])
+                    )
+            except OSError:
+                return self._where(name, k), "checksum mismatch"
+            values = from_storage(part, self.storage) if name.startswith("hidden/") else part
+            if not np.isfinite(values).all():
+                return self._where(name, k, values), "non-finite values"
+            words[name] = part
+        if not np.array_equal(_digest(words), digest):
+            return "batch contents", "they do not hash to what was written"
+        return None
+
+    def _where(self, name: str, k: int, values: np.ndarray | None = None) -> str:
+        """The dataset (and, for hidden states, the first bad layer) of a damaged batch."""
+        if not name.startswith("hidden/"):
+            return name
+        if values is not None:
+            bad = ~np.isfinite(values).reshape(len(values), -1).all(1)
+            return f"{name} layer {self.layers[int(np.argmax(bad))]}"
+        span = self.batch_rows(k)
+        for pos, layer in enumerate(self.layers):
+            try:
+                self._file[name][pos, span.start : span.stop]
+            except OSError:
+                return f"{name} layer {layer}"
+        return name
+
+    def mark_missing(self, batches: Sequence[int]) -> None:
+        """Forget damaged batches (under the writer lock) so they are extracted again."""
+        with self.writing():
+            flags = self._file["batches/done"]
+            for k in batches:
+                flags[int(k)] = 0
+            self._file.flush()
 
     def item(self, name: str) -> np.ndarray:
         """An `items/...` array (`id`, `row`, `answer_index`, `n_choices`, `choice_mask`)."""
@@ -465,6 +712,7 @@ class ActivationCache:
 
     def close(self) -> None:
         self._file.close()
+        self._release()
 
     def __enter__(self) -> ActivationCache:
         return self

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from truthprobe.activations.cache import ActivationCache, CacheError, CacheSpec
+from truthprobe.activations.cache import ActivationCache, CacheError, CacheSpec, Damage
 from truthprobe.backends import Backend, get_runner
 from truthprobe.configs import (
     CacheConfig,
@@ -43,6 +44,8 @@ from truthprobe.scoring import (
     forward_per_sequence,
     max_positions,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ExtractError(TruthprobeError, ValueError):
@@ -110,6 +113,8 @@ class ExtractResult:
     rows_total: int
     seconds: float
     tokens: int = 0
+    rows_repaired: int = 0
+    """Rows of damaged batches found by verification and extracted again."""
 
     def describe(self) -> str:
         rate = self.rows_extracted / self.seconds if self.seconds > 0 else float("nan")
@@ -118,9 +123,14 @@ class ExtractResult:
             if self.rows_extracted
             else "extracted 0 new rows (every requested row was cached)"
         )
+        repaired = (
+            f" ({self.rows_repaired} of them in damaged batches, extracted again)"
+            if self.rows_repaired
+            else ""
+        )
         return (
             f"{self.path}: {self.rows_requested} items requested, {self.rows_cached} of "
-            f"{self.rows_total} cached; {now}"
+            f"{self.rows_total} cached; {now}{repaired}"
         )
 
 
@@ -190,7 +200,7 @@ def open_cache(
     cache_path: str | Path | None = None,
     backend: str = "hf",
 ) -> ActivationCache:
-    """Open the cache of `records` for writing, creating its skeleton if there is none.
+    """Open the cache of `records` (for reading), creating its skeleton if there is none.
 
     A new cache puts every record in one length-sorted order (longest first, so padding is
     small and memory peaks early) cut into fixed batches of `cache.batch_size`.
@@ -210,7 +220,7 @@ def open_cache(
     )
     path = Path(cache_path) if cache_path else default_cache_path(cache.cache_dir, loaded, spec)
     if path.exists():
-        opened = ActivationCache(path, "r+")
+        opened = ActivationCache(path)
         try:
             opened.check_spec(spec)
         except CacheError:
@@ -261,6 +271,8 @@ class FillResult:
     batches: int
     seconds: float
     tokens: int
+    damaged: list[Damage] = field(default_factory=list)
+    """Written batches that failed verification and were extracted again."""
 
 
 def fill_rows(
@@ -275,8 +287,20 @@ def fill_rows(
 ) -> FillResult:
     """Extract every unwritten batch that holds one of `rows` (cache rows; None = all).
 
+    The written batches holding `rows` are verified first (checksums, finite values); damaged
+    ones are extracted again, so a run never uses a damaged block.
+
     `records` are the dataset's records with choices, indexed as the cache's `items/row`.
     """
+    damaged = cache.verify(rows)  # never use a block that fails its checksum
+    if damaged:
+        log.warning(
+            "%s: %d damaged batch(es), extracting them again; first: %s",
+            cache.path,
+            len(damaged),
+            damaged[0].describe(),
+        )
+        cache.mark_missing([d.batch for d in damaged])
     missing = cache.missing_batches(rows)
     if not missing:
         return FillResult(0, 0, 0.0, 0)
@@ -285,11 +309,13 @@ def fill_rows(
     record_of_row = cache.item("row")
     forward = _forward(backend, loaded)
     layers, n_choices = cache.layers, cache.n_choices_max
-    total = sum(len(cache.batch_rows(k)) for k in missing)
     began = time.perf_counter()
     tokens = 0
     name = Path(str(cache.attrs["dataset"])).stem
-    with tqdm(total=total, unit="item", disable=not progress, desc=f"extract {name}") as bar:
+    with cache.writing():
+        missing = cache.missing_batches(rows)  # again, now that no one else can write
+        total = sum(len(cache.batch_rows(k)) for k in missing)
+        bar = tqdm(total=total, unit="item", disable=not progress, desc=f"extract {name}")
         for k in missing:
             batch = [
                 encode_within(loaded, template, records[record_of_row[i]], limit, truncate_to > 0)
@@ -302,9 +328,10 @@ def fill_rows(
             cache.write_batch(k, out.answer_end, out.question_end, out.logprob, out.tokens, chars)
             tokens += sum(it.n_tokens for it in batch)
             bar.update(len(batch))
-    seconds = time.perf_counter() - began
-    cache.add_extract_seconds(seconds)
-    return FillResult(total, len(missing), seconds, tokens)
+        bar.close()
+        seconds = time.perf_counter() - began
+        cache.add_extract_seconds(seconds)
+    return FillResult(total, len(missing), seconds, tokens, damaged)
 
 
 def _forward(backend: str, loaded: LoadedModel):
@@ -371,4 +398,5 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
             cache.n_items,
             filled.seconds,
             filled.tokens,
+            sum(len(d.rows) for d in filled.damaged),
         )

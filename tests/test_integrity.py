@@ -1,0 +1,131 @@
+"""Damaged caches as a user meets them: random bytes and a torn write of zeros inside stored
+blocks are found by `truthprobe cache verify` (naming layer and rows), never used by a run
+(only their rows are extracted again, so results do not change), and repaired to a file
+identical to an undamaged one."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from test_cache import assert_same_file
+from test_cli_config import truthprobe
+from test_processes import error_lines
+
+from truthprobe.activations import ActivationCache
+from truthprobe.data import load_dataset
+from truthprobe.hardness import stratify
+from truthprobe.runstore import load_run
+
+
+def chunk_span(path, name: str, coord: tuple) -> tuple[int, int]:
+    """Byte offset and size in the file of the stored chunk at `coord` of dataset `name`."""
+    with h5py.File(path, "r") as f:
+        info = f[name].id.get_chunk_info_by_coord(coord)
+    return info.byte_offset, info.size
+
+
+def overwrite(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+@pytest.fixture(scope="module")
+def extracted(tiny_model_dir, arc_sample, tmp_path_factory):
+    """A whole cache of the ARC sample (batches of 4), made once through the console script."""
+    cache_dir = tmp_path_factory.mktemp("clean")
+    result = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return next(cache_dir.rglob("*.h5"))
+
+
+@pytest.fixture()
+def filled(extracted, tiny_model_dir, arc_sample, tmp_path):
+    """This test's own copy of the cache (to damage), a clean copy, and sweep arguments."""
+    path = tmp_path / "act" / extracted.parent.name / extracted.name
+    path.parent.mkdir(parents=True)
+    shutil.copy(extracted, path)
+    sweep = [
+        "sweep", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
+        "--n-train", "12", "--seeds", "2", "--validation-size", "10", "--max-per-stratum", "0",
+        "--n-boot", "100", "--cache-dir", str(tmp_path / "act"),
+        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
+    ]  # fmt: skip
+    return path, extracted, sweep, tmp_path
+
+
+def first_rated_batch(path, arc_sample) -> int:
+    """The batch of the first item the grade sweep uses (a rated one)."""
+    records = load_dataset(arc_sample).records
+    rated = [r.id for r, s in zip(records, stratify(records, "grade"), strict=True) if s]
+    with ActivationCache(path) as cache:
+        return int(cache.rows_of(rated[:1])[0]) // cache.batch_size
+
+
+def test_random_bytes_are_found_and_never_used(filled, arc_sample):
+    path, clean, sweep, tmp_path = filled
+    first = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-a"))
+    assert first.returncode == 0, first.stderr
+    k = first_rated_batch(path, arc_sample)
+    offset, size = chunk_span(path, "hidden/answer_end", (1, 4 * k, 0, 0))  # layer 1, batch k
+    overwrite(path, offset + 8, np.random.default_rng(0).bytes(size - 16))
+
+    verify = truthprobe("cache", "verify", str(path))
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    rows = f"rows {4 * k}..{4 * k + 3}"
+    assert f"batch {k}: hidden/answer_end layer 1, {rows} (checksum mismatch)" in verify.stdout
+
+    second = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-b"))
+    assert second.returncode == 0, second.stderr
+    assert "(4 in damaged batches, extracted again)" in second.stdout
+    a = load_run(next((tmp_path / "runs-a").iterdir())).items
+    b = load_run(next((tmp_path / "runs-b").iterdir())).items
+    assert a["correct"].tolist() == b["correct"].tolist()
+    assert all(np.array_equal(x, y) for x, y in zip(a["probs"], b["probs"], strict=True))
+    assert truthprobe("cache", "verify", str(path)).returncode == 0
+    assert_same_file(clean, path)
+
+
+def test_a_torn_write_of_zeros_is_repaired_to_the_undamaged_file(
+    filled, tiny_model_dir, arc_sample
+):
+    path, clean, _, _ = filled
+    torn = []
+    for batch in range(20, 26):  # 16 KiB of zeros over six stored blocks of layer 2
+        offset, size = chunk_span(path, "hidden/answer_end", (2, 4 * batch, 0, 0))
+        overwrite(path, offset, bytes(size))
+        torn.append(batch)
+    # Zeroed with its checksum, a block passes fletcher32: the batch digest finds it.
+    verify = truthprobe("cache", "verify", str(path))
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert "batch 20: batch contents, rows 80..83 (they do not hash to what was written)" in (
+        verify.stdout
+    )
+    repair = truthprobe("cache", "verify", str(path), "--repair")
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert f"{len(torn)} of 150 written batches damaged ({4 * len(torn)} rows)" in repair.stdout
+    with ActivationCache(path) as cache:
+        assert cache.missing_batches() == torn
+    refill = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--cache-path", str(path), "--no-progress",
+    )  # fmt: skip
+    assert refill.returncode == 0 and f"extracted {4 * len(torn)} rows now" in refill.stdout
+    assert_same_file(clean, path)
+
+
+def test_damaged_item_records_are_a_clear_error(filled):
+    path = filled[0]
+    with h5py.File(path, "r+") as f:  # one character of one stored record changes
+        record = f["items/record"].asstr()[3]
+        f["items/record"][3] = record.replace('"id": "', '"id": "x', 1)
+    result = truthprobe("cache", "verify", str(path))
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "item ids and records" in lines[0] and "damaged" in lines[0]

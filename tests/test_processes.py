@@ -1,0 +1,156 @@
+"""Real processes: SIGKILLs mid-extraction, two writers at once, a reader during a write, two
+runs in one directory. Nothing is lost, nobody is told to delete live work, and a killed
+extraction resumes to a file identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_jsonl
+from test_cache import assert_same_file
+from test_cli_config import SCRIPT, truthprobe
+
+from truthprobe.activations import ActivationCache
+from truthprobe.locks import holder
+
+
+@pytest.fixture(scope="module")
+def arc_1113(load, tmp_path_factory) -> Path:
+    """Every 7th ARC record: a tiny-model extraction of about 15 s, time to meet it mid-way."""
+    return write_jsonl(tmp_path_factory.mktemp("data") / "arc-1113.jsonl", load("arc").records[::7])
+
+
+@pytest.fixture(scope="module")
+def arc_520(load, tmp_path_factory) -> Path:
+    """Every 15th ARC record: a tiny-model extraction of about 7 s."""
+    return write_jsonl(tmp_path_factory.mktemp("data") / "arc-520.jsonl", load("arc").records[::15])
+
+
+def extract_args(data: Path, model: Path, cache_dir: Path) -> list[str]:
+    return ["extract", "--dataset", str(data), "--model", str(model),
+            "--cache-dir", str(cache_dir), "--no-progress"]  # fmt: skip
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def cache_file(cache_dir: Path) -> Path | None:
+    found = list(cache_dir.rglob("*.h5"))
+    return found[0] if found else None
+
+
+def writing(cache_dir: Path) -> bool:
+    """Whether a process holds a cache's writer lock in `cache_dir` (creating or filling)."""
+    return any(holder(lock) is not None for lock in cache_dir.rglob("*.h5.lock"))
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error:` lines (model-loading progress bars may print around them)."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def rows_done(path: Path) -> int:
+    with ActivationCache(path) as cache:
+        return cache.rows_done
+
+
+def test_killed_extraction_resumes_to_an_identical_file(tiny_model_dir, arc_520, tmp_path):
+    clean = truthprobe(*extract_args(arc_520, tiny_model_dir, tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr
+    killed_dir = tmp_path / "killed"
+    args = extract_args(arc_520, tiny_model_dir, killed_dir)
+    done = []
+    for delay in (0.0, 1.0, 2.0):  # as soon as it holds the writer lock, then mid-extraction
+        process = start(args)
+        wait_for(lambda p=process: writing(killed_dir) or p.poll() is not None)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if cache_file(killed_dir) is not None:
+            done.append(rows_done(cache_file(killed_dir)))  # no stale lock blocks a reader
+    assert done == sorted(done) and 0 < done[-1] < 520, done
+    info = truthprobe("cache", "info", str(cache_file(killed_dir)))
+    assert info.returncode == 0 and f"({done[-1]} extracted" in info.stdout
+    resumed = truthprobe(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"extracted {520 - done[-1]} rows now" in resumed.stdout
+    assert_same_file(cache_file(tmp_path / "clean"), cache_file(killed_dir))
+
+
+def test_a_second_writer_and_a_reader_are_told_who_is_writing(tiny_model_dir, arc_1113, tmp_path):
+    args = extract_args(arc_1113, tiny_model_dir, tmp_path / "act")
+    first = start(args)
+    wait_for(lambda: cache_file(tmp_path / "act") is not None)
+    time.sleep(0.5)
+    second = truthprobe(*args)
+    reader = truthprobe("cache", "info", str(cache_file(tmp_path / "act")))
+    assert first.poll() is None, "the first extraction ended before the others were tried"
+    for result in (second, reader):
+        assert result.returncode == 2, result.stderr
+        lines = error_lines(result.stderr)
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"in use by process {first.pid}" in lines[0] and "wait" in lines[0]
+        assert "delete" not in lines[0].lower()
+    assert first.wait() == 0, first.stderr.read()
+    assert "1113 of 1113 cached" in first.stdout.read()  # undisturbed by the others
+
+
+def test_two_runs_in_one_run_directory(tiny_model_dir, arc_sample, tmp_path):
+    args = [
+        "sweep", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
+        "--probes", "mc_linear", "logistic", "--n-train", "12", "--seeds", "5",
+        "--validation-size", "10", "--max-per-stratum", "0", "--n-boot", "100",
+        "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(tmp_path / "runs"),
+        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
+    ]  # fmt: skip
+    first = start(args)
+    wait_for(lambda: any((tmp_path / "runs").glob("*/.lock")) or first.poll() is not None)
+    second = truthprobe(*args)
+    assert first.poll() is None, "the first run ended before the second was tried"
+    assert second.returncode == 2, second.stderr
+    assert "run directory" in second.stderr and f"in use by process {first.pid}" in second.stderr
+    assert first.wait() == 0, first.stderr.read()
+    third = truthprobe(*args)
+    assert third.returncode == 0 and "0 computed" in third.stdout
+
+
+def test_a_failed_run_leaves_no_folder_and_extracts_nothing(tiny_model_dir, arc_sample, tmp_path):
+    result = truthprobe(
+        "sweep", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
+        "--layers", "0", "99", "--n-train", "12", "--validation-size", "10",
+        "--cache-dir", str(tmp_path / "act"),
+        "--runs-dir", str(tmp_path / "runs"), "--plots-dir", str(tmp_path / "plots"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "layer index 99 out of range" in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no runs/, activations/, plots/
+
+
+def test_cache_path_never_overwrites_a_file_that_is_not_a_cache(
+    tiny_model_dir, arc_sample, tmp_path
+):
+    precious = tmp_path / "notes.h5"
+    precious.write_bytes(b"")
+    result = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--cache-path", str(precious), "--limit", "2",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "not a readable truthprobe activation cache" in result.stderr
+    assert "pass another --cache-path" in result.stderr
+    assert precious.read_bytes() == b""
