@@ -1,6 +1,6 @@
 """Extract once, probe anything: one ARC extraction serves every ARC hardness measure.
 
-    python benchmarks/cache_reuse_bench.py [--max-per-stratum 500] [--n-train 100]
+    python benchmarks/cache_reuse_bench.py [--max-per-stratum 500] [--n-train 100] [--batch-size 8]
 
 Runs `truthprobe extract --dataset arc` (every ARC record; reused if the cache is warm), then
 one sweep over arc:grade, arc:bloom, arc:difficulty and arc:depth_of_knowledge into a fresh run
@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--max-per-stratum", type=int, default=500)
     parser.add_argument("--n-train", type=int, default=100)
     parser.add_argument("--cache-dir", default="activations")
+    parser.add_argument("--batch-size", type=int, default=8, help="for a new cache (whole ARC)")
     args = parser.parse_args()
-    cache = CacheConfig(cache_dir=args.cache_dir)
+    cache = CacheConfig(cache_dir=args.cache_dir, batch_size=args.batch_size)
 
     extracted = extract(ExtractConfig(dataset="arc", cache=cache))
     print(extracted.describe())

@@ -53,6 +53,7 @@ INVALID = [
     ("sweep", "--max-per-stratum", "-1"),
     ("sweep", "--layers", "-1"),
     ("sweep", "--n-boot", "0"),
+    ("sweep", "--n-boot", "-5"),
     ("sweep", "--probes", "nope"),
     ("sweep", "--quantization", "3bit"),
     ("sweep", "--device", "tpu"),

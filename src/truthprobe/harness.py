@@ -111,8 +111,18 @@ class RunSummary:
         )
 
 
-def _prepare_cache(task: Task, models: Models, config: HarnessConfig, summary: RunSummary):
-    """Fill the task's rows into its dataset's cache; its states, layers and identity."""
+def _prepare_cache(
+    task: Task,
+    models: Models,
+    config: HarnessConfig,
+    summary: RunSummary,
+    verified: dict[str, set[int]],
+):
+    """Fill the task's rows into its dataset's cache; its states, layers and identity.
+
+    `verified` holds, per cache file, the batches this run has verified already, so several
+    measures of one dataset read and check its cache once.
+    """
     from truthprobe.activations import fill_rows, open_cache
     from truthprobe.activations.extraction import resolve_template
 
@@ -129,6 +139,7 @@ def _prepare_cache(task: Task, models: Models, config: HarnessConfig, summary: R
             template,
             progress=config.output.progress,
             max_prompt_tokens=config.cache.max_prompt_tokens,
+            verified=verified.setdefault(str(cache.path), set()),
         )
         identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
         layers = cache.layers
@@ -252,10 +263,11 @@ def _run(config: HarnessConfig, tasks: list[Task], run_dir: Path, summary: RunSu
         # before anything is extracted: a layer the model does not have is a setting error
         resolve_layers(config.settings.probe.layers, models.base.n_layers)
     _write_config(config, run_dir, tasks, models)
+    verified: dict[str, set[int]] = {}
     for task in tasks:
         states, layers, cache = None, (), None
         if not task.free_form:
-            states, layers, cache = _prepare_cache(task, models, config, summary)
+            states, layers, cache = _prepare_cache(task, models, config, summary, verified)
         methods = build_methods(config.methods, task, config.settings, layers)
         store.write_task(
             task.spec.slug,

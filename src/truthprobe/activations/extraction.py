@@ -284,15 +284,17 @@ def fill_rows(
     backend: str = "hf",
     progress: bool = True,
     max_prompt_tokens: int = 0,
+    verified: set[int] | None = None,
 ) -> FillResult:
     """Extract every unwritten batch that holds one of `rows` (cache rows; None = all).
 
-    The written batches holding `rows` are verified first (checksums, finite values); damaged
-    ones are extracted again, so a run never uses a damaged block.
+    The written batches holding `rows` are verified first (checksums and digests), except those
+    in `verified` (batches this run has checked already; the set is extended); damaged ones are
+    extracted again, so a run never uses a damaged block.
 
     `records` are the dataset's records with choices, indexed as the cache's `items/row`.
     """
-    damaged = cache.verify(rows)  # never use a block that fails its checksum
+    damaged = cache.verify(rows, skip=verified)  # never use a block that fails its checks
     if damaged:
         log.warning(
             "%s: %d damaged batch(es), extracting them again; first: %s",
@@ -301,9 +303,12 @@ def fill_rows(
             damaged[0].describe(),
         )
         cache.mark_missing([d.batch for d in damaged])
+    if verified is not None:
+        batches = np.arange(cache.n_batches) if rows is None else np.unique(cache.batch_of(rows))
+        verified.update(int(k) for k in batches)
     missing = cache.missing_batches(rows)
     if not missing:
-        return FillResult(0, 0, 0.0, 0)
+        return FillResult(0, 0, 0.0, 0, damaged)
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)
     limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")
