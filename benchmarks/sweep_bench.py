@@ -1,12 +1,14 @@
-"""Warm-cache sweep speed, as a ratio to the extraction that filled the cache.
+"""Warm-cache sweep speed: the validated grid against one fit per part, in the same run.
 
     python benchmarks/sweep_bench.py [--tasks arc:grade] [--max-per-stratum 500]
 
-Fills the cache the default sweep needs (if it is not warm already), then runs the whole layer
-sweep (every layer x easy/hard/all x 5 seeds x the multiple-choice linear probe) into a fresh
-run directory, so every part is computed and stored from the warm cache. Prints the probe time
-(fits, predictions and the stored parts), the report time (bootstrap, tables, plots) and their
-ratio to the cache's recorded extraction time.
+1. Probe fits per second on the warm cache of the first task, every layer x easy/hard/all x 5
+   seeds: the default grid fitted as one batched program per layer (`fit_many`), against the
+   paper's single setting fitted one draw at a time (`MultipleChoiceLinearProbe.fit` in a
+   Python loop, as 0.2.0 fitted every part).
+2. The whole default sweep (validated grid and paper preset, every layer and mid+last) into a
+   fresh run directory, against the sweep 0.2.0 ran (paper preset only, no mid+last), both from
+   the same warm cache: probe time (fits, predictions, stored parts), wall time, and the report.
 """
 
 from __future__ import annotations
@@ -15,11 +17,58 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from pathlib import Path
 
 from truthprobe.activations import ActivationCache
 from truthprobe.configs import CacheConfig, DataConfig, OutputConfig
+from truthprobe.evaluate import TRAIN_ON
+from truthprobe.methods import ProbeSettings, TaskStates
+from truthprobe.probes import fit_many, make_probe, preset_probes
 from truthprobe.report import write_report
+from truthprobe.tasks import TaskSpec, load_task
 from truthprobe.transfer import SweepConfig, layer_sweep
+
+
+def fit_rates(config: SweepConfig, cache_path: str) -> None:
+    task = load_task(TaskSpec.parse(config.tasks[0]), config.data, config.split)
+    with ActivationCache(cache_path) as cache:
+        rows, layers = cache.rows_of(task.ids), cache.layers
+    states = TaskStates(Path(cache_path), rows, task)
+    draws = [
+        (task.split.train_rows(t, s), s) for t in TRAIN_ON for s in task.split.config.seed_values
+    ]
+    grid, paper = preset_probes("mc_linear", "validated"), make_probe("mc_linear")
+    batched = looped = 0.0
+    for layer in layers:
+        data = states.probe_data(layer)
+        trains = [data.take(r) for r, _ in draws]
+        started = time.perf_counter()
+        fit_many(grid, trains, [s for _, s in draws])
+        batched += time.perf_counter() - started
+        started = time.perf_counter()
+        for train, (_, seed) in zip(trains, draws, strict=True):
+            paper.fit(train, seed)
+        looped += time.perf_counter() - started
+    n_batched, n_looped = len(layers) * len(draws) * len(grid), len(layers) * len(draws)
+    print(
+        f"fits on {config.tasks[0]} ({len(layers)} layers x {len(draws)} draws): grid of "
+        f"{len(grid)} batched per layer {n_batched} fits in {batched:.1f} s = "
+        f"{n_batched / batched:.0f} fits/s; paper setting one fit at a time {n_looped} fits in "
+        f"{looped:.1f} s = {n_looped / looped:.0f} fits/s; ratio {looped / n_looped:.1f}x per "
+        f"fit, the whole grid costs {batched / looped:.2f}x the single setting"
+    )
+
+
+def timed_sweep(config: SweepConfig, runs_dir: str):
+    config = dataclasses.replace(
+        config, output=dataclasses.replace(config.output, runs_dir=runs_dir)
+    )
+    started = time.perf_counter()
+    run = layer_sweep(config)
+    wall = time.perf_counter() - started
+    started = time.perf_counter()
+    write_report(run.run_dir)
+    return run, wall, time.perf_counter() - started
 
 
 def main() -> None:
@@ -36,29 +85,33 @@ def main() -> None:
             cache=CacheConfig(cache_dir=args.cache_dir),
             output=OutputConfig(runs_dir=f"{tmp}/warm", plots_dir=tmp, progress=False),
         )
-        layer_sweep(config)  # fills the cache if needed (and warms imports)
-        fresh = dataclasses.replace(
-            config, output=dataclasses.replace(config.output, runs_dir=f"{tmp}/fresh")
+        warm = layer_sweep(config)  # fills the cache if needed (and warms imports)
+        fit_rates(config, warm.caches[config.tasks[0]])
+        old = dataclasses.replace(
+            config, probe=ProbeSettings(probe_preset=("paper",), mid_last=False)
         )
-        started = time.perf_counter()
-        run = layer_sweep(fresh)
-        wall = time.perf_counter() - started
-        started = time.perf_counter()
-        write_report(run.run_dir)
-        report_s = time.perf_counter() - started
+        results = {
+            "default sweep (validated + paper, mid+last)": timed_sweep(config, f"{tmp}/new"),
+            "paper preset only, no mid+last (0.2.0's configuration)": timed_sweep(
+                old, f"{tmp}/old"
+            ),
+        }
         extract_s = 0.0
-        for path in set(run.caches.values()):
+        for path in set(warm.caches.values()):
             with ActivationCache(path) as cache:
                 extract_s += float(cache.attrs["extract_seconds"])
-                print(f"cache {path}: {cache.rows_done} of {cache.n_items} rows extracted")
-    print(f"extraction recorded in the cache(s): {extract_s:.1f} s")
-    print(
-        f"sweep from warm cache: {run.method_seconds:.1f} s for {run.computed} parts "
-        f"({wall:.1f} s wall: model load {run.model_seconds:.1f} s, cache check "
-        f"{run.extract_seconds:.1f} s, rows extracted {sum(run.rows_extracted.values())})"
-    )
-    print(f"report (bootstrap {config.output.n_boot} resamples, tables, plots): {report_s:.1f} s")
-    print(f"sweep / extraction time: {run.method_seconds / extract_s:.3f}")
+        print(f"extraction recorded in the cache(s): {extract_s:.1f} s")
+        for name, (run, wall, report_s) in results.items():
+            print(
+                f"{name}: probe time {run.method_seconds:.1f} s for {run.computed} parts "
+                f"({wall:.1f} s wall: model load {run.model_seconds:.1f} s, cache check "
+                f"{run.extract_seconds:.1f} s); report {report_s:.1f} s; "
+                f"{run.method_seconds / extract_s:.3f} of the extraction time"
+            )
+        (new, *_), (base, *_) = results.values()
+        print(
+            f"default / paper-only sweep probe time: {new.method_seconds / base.method_seconds:.2f}"
+        )
 
 
 if __name__ == "__main__":

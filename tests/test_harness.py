@@ -15,6 +15,7 @@ from truthprobe.cli import main
 from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
 from truthprobe.evaluate import SplitConfig
 from truthprobe.methods import ProbeSettings, QLoRASettings
+from truthprobe.methods.base import answer_end_features
 from truthprobe.methods.settings import CoTSettings, ICLSettings
 from truthprobe.probes import ProbeData
 from truthprobe.runstore import PartKey, RunStore, load_run
@@ -49,9 +50,8 @@ def sweep(arc_sample, common):
 
 def test_sweep_stores_every_part(sweep):
     config, summary = sweep
-    assert (
-        summary.computed == 2 + 3 * 2 * 3 * 2
-    )  # zero-shot (2) + layers x kinds x train_on x seeds
+    # zero-shot (2) + (3 layers and mid+last) x kinds x train_on x seeds
+    assert summary.computed == 2 + 4 * 2 * 3 * 2
     assert summary.reused == summary.stale == 0
     with ActivationCache(summary.caches[config.tasks[0]]) as cache:
         ids = RunStore(summary.run_dir).task(RunStore(summary.run_dir).task_slugs()[0])["items"]
@@ -77,7 +77,8 @@ def test_sweep_and_baselines_give_identical_per_item_results(sweep, arc_sample, 
     assert list(baselines.rows_extracted.values()) == [0]  # the sweep's cache serves it
     a, b = load_run(summary.run_dir).items, load_run(baselines.run_dir).items
     shared = sorted(set(b["method"]))
-    assert shared == ["mc_linear@0", "mc_linear@1", "mc_linear@2", "zero_shot", "zero_shot_norm"]
+    probes = ["mc_linear@0", "mc_linear@1", "mc_linear@2", "mc_linear@mid+last"]
+    assert shared == [*probes, "zero_shot", "zero_shot_norm"]
     a = a[a["method"].isin(shared)].sort_values(["method", "train_on", "seed", "item_id"])
     b = b.sort_values(["method", "train_on", "seed", "item_id"])
     assert len(a) == len(b) > 0
@@ -169,7 +170,7 @@ def test_saved_probe_weights_reproduce_the_stored_predictions(sweep):
             rows = cache.rows_of(ids)
             data = ProbeData(
                 tuple(ids),
-                cache.answer_end(part.meta["layer"], rows),
+                answer_end_features(cache, part.meta["layer"], rows),
                 cache.item("choice_mask")[rows],
                 np.array([table["answer_index"][i] for i in part.arrays["item"]]),
             )
@@ -177,7 +178,7 @@ def test_saved_probe_weights_reproduce_the_stored_predictions(sweep):
             recomputed = scorer.predict(data).probs.astype(np.float32)
             assert np.array_equal(recomputed, part.arrays["probs"]), key
             checked += 1
-    assert checked == 3 * 2 * 3 * 2
+    assert checked == 4 * 2 * 3 * 2  # (3 layers and mid+last) x kinds x train_on x seeds
 
 
 def test_resume_recomputes_only_missing_and_stale_parts(sweep, monkeypatch):
@@ -256,7 +257,8 @@ def test_baselines_run_every_method_and_the_report_tabulates_them(
     store = RunStore(summary.run_dir)
     methods = {slug: sorted({k.method for k in store.keys(slug)}) for slug in store.task_slugs()}
     arc, gsm = sorted(methods, key=lambda s: not s.startswith("arc"))
-    assert methods[arc] == ["icl", "mc_linear@0", "mc_linear@1", "mc_linear@2", "qlora"] + [
+    probes = ["mc_linear@0", "mc_linear@1", "mc_linear@2", "mc_linear@mid+last"]
+    assert methods[arc] == ["icl", *probes, "qlora"] + [
         "zero_shot",
         "zero_shot_norm",
     ]

@@ -105,7 +105,7 @@ def test_closed_form_sgd_equals_autograd(squared, l2, clip):
     """The probe's hand-written gradient steps are the textbook autograd steps."""
     import torch
 
-    from truthprobe.probes import MultipleChoiceLinearProbe
+    from truthprobe.probes import MultipleChoiceLinearProbe, _sgd
 
     rng = np.random.default_rng(3)
     n, c, d = 120, 5, 64
@@ -113,8 +113,67 @@ def test_closed_form_sgd_equals_autograd(squared, l2, clip):
     mask = torch.from_numpy(np.arange(c)[None, :] < rng.integers(2, c + 1, n)[:, None])
     y = torch.from_numpy(np.array([rng.integers(0, m) for m in mask.sum(1).numpy()]))
     probe = MultipleChoiceLinearProbe(l2_squared=squared)
-    fast = probe._fit_once(x, mask, y, seed=7, l2=l2, clip=clip)
+    w0 = (torch.rand(d, generator=torch.Generator().manual_seed(7)) * 2 - 1) / np.sqrt(d)
+    fast = _sgd(
+        probe, x[None], mask[None], y[None], w0[None, None],
+        torch.tensor([[l2]]), torch.tensor([[clip]]), [probe.epochs],
+    )[0, 0].numpy()  # fmt: skip
     slow = _autograd_fit(probe, x, mask, y, seed=7, l2=l2, clip=clip)
     assert np.abs(fast - slow).max() <= 1e-5 * max(1.0, np.abs(slow).max())
     if l2 < 1:  # (the paper's l2 = 1 collapses here to |w| ~ 4e-4: still compared, above)
         assert np.abs(slow).max() > 1e-2
+
+
+def _raw_direction(scorer) -> np.ndarray:
+    """A fitted linear probe's direction in the space of the states it was given."""
+    direction = scorer.weight / scorer.standardizer.std
+    return direction / np.linalg.norm(direction)
+
+
+def test_a_grid_fitted_together_equals_each_setting_fitted_alone():
+    from truthprobe.probes import fit_linear_grid, preset_probes
+
+    grid = preset_probes("mc_linear", "validated")
+    trains = [planted(100, 0), planted(100, 1), planted(100, 2)]
+    together = fit_linear_grid(grid, trains, [0, 1, 2])
+    for s, train in enumerate(trains):
+        for g, probe in enumerate(grid):
+            alone = probe.fit(train, s).weight
+            # a collapsed fit (|w| ~ 0) hops around 0 by ~lr: rounding decides where it stops
+            atol = 1e-6 if np.linalg.norm(alone) > 0.1 else 1e-3
+            np.testing.assert_allclose(together[s][g].weight, alone, rtol=1e-5, atol=atol)
+    # a draw's fit does not depend on the other draws fitted with it
+    again = fit_linear_grid(grid, trains[1:2], [1])[0]
+    for g in range(len(grid)):
+        np.testing.assert_array_equal(again[g].weight, together[1][g].weight)
+
+
+def weak_signal(n: int, seed: int, strength: float = 0.8, d: int = 64, c: int = 4):
+    """Independent choices, the correct one shifted a little along a planted direction."""
+    rng = np.random.default_rng(seed)
+    direction = np.random.default_rng(99).normal(size=d)
+    direction /= np.linalg.norm(direction)
+    states = rng.normal(size=(n, c, d)).astype(np.float32)
+    answers = rng.integers(0, c, n)
+    states[np.arange(n), answers] += (strength * direction).astype(np.float32)
+    mask = np.ones((n, c), bool)
+    return ProbeData(tuple(f"w{seed}-{i}" for i in range(n)), states, mask, answers), direction
+
+
+def test_the_validated_probe_recovers_a_weak_direction_where_the_paper_preset_collapses():
+    from truthprobe.probes import choose, fit_many, preset_probes
+
+    train, direction = weak_signal(3000, 0)
+    validation, _ = weak_signal(400, 1)
+    test, _ = weak_signal(2000, 2)
+    paper = make_probe("mc_linear").fit(train, seed=0)
+    paper_probs = paper.predict(test)
+    assert paper_probs.uniform_margin() < 0.02  # collapsed: probabilities near uniform
+    assert np.linalg.norm(paper.weight) < 0.05
+    grid = preset_probes("mc_linear", "validated")
+    fits = fit_many(grid, [train], [0])[0]
+    best, accuracies = choose(fits, validation)
+    chosen = fits[best]
+    assert grid[best].l2 < 1.0 and accuracies[best] == max(accuracies)
+    assert abs(_raw_direction(chosen) @ direction) > 0.95
+    assert chosen.predict(test).accuracy(test.answer_index) > 0.4  # chance 0.25

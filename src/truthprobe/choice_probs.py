@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Below this `uniform_margin` a probe's probabilities are called collapsed (near uniform).
+COLLAPSED_MARGIN = 0.02
+
 
 @dataclass(frozen=True)
 class ChoiceProbs:
@@ -55,3 +58,12 @@ class ChoiceProbs:
     def gold_probability(self, answer_index: np.ndarray) -> np.ndarray:
         """The probability given to the gold choice (label confidence, as MDL uses)."""
         return self.probs[np.arange(len(self.ids)), np.asarray(answer_index)]
+
+    def uniform_margin(self) -> float:
+        """Mean over items of (largest choice probability - 1 / choices): 0 when uniform.
+
+        A collapsed probe (weights ~ 0) may still rank choices by argmax, but its probabilities
+        carry nothing; this measures how far they are from uniform.
+        """
+        k = self.mask.sum(1)
+        return float((self.probs.max(1) - 1 / k).mean())

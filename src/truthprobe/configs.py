@@ -23,6 +23,8 @@ from truthprobe.errors import TruthprobeError
 Quantization = Literal["none", "4bit", "8bit"]
 ProbeKind = Literal["mc_linear", "logistic", "mass_mean", "ccs"]
 PROBE_KINDS: tuple[str, ...] = ("mc_linear", "logistic", "mass_mean", "ccs")
+ProbePreset = Literal["validated", "paper"]
+PROBE_PRESETS: tuple[str, ...] = ("validated", "paper")
 DType = Literal["auto", "bfloat16", "float32", "float16"]
 Storage = Literal["bfloat16", "float32"]
 Source = Literal["auto", "local", "hub"]

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from truthprobe.choice_probs import COLLAPSED_MARGIN
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy, bootstrap_sgr
+from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
 from truthprobe.runstore import RunStore
 
@@ -37,7 +39,30 @@ class FamilyResults:
 
     correct: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
     validation: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
+    info: dict[tuple[int, str], dict[int, dict]] = field(default_factory=dict)
+    """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
     seconds: float = 0.0
+
+    def settings(self, layer: int, train_on: str | None = None) -> str:
+        """The settings chosen at `layer` (all train_on unless given), with counts."""
+        counts: dict[str, int] = defaultdict(int)
+        for (at, on), by_seed in self.info.items():
+            if at == layer and train_on in (None, on):
+                for info in by_seed.values():
+                    if "setting" in info:
+                        counts[info["setting"]] += 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return "; ".join(f"{name} x{n}" for name, n in ranked)
+
+    def collapsed(self, layer: int, train_on: str | None = None) -> tuple[int, int]:
+        """(collapsed parts, parts) at `layer` (all train_on unless given)."""
+        flags = [
+            bool(info.get("collapsed", False))
+            for (at, on), by_seed in self.info.items()
+            if at == layer and train_on in (None, on)
+            for info in by_seed.values()
+        ]
+        return sum(flags), len(flags)
 
     def matrix(self, layer: int, train_on: str) -> np.ndarray | None:
         """(test items, seeds) correctness, seeds in order; None if any draw is missing."""
@@ -85,6 +110,7 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             family = families[meta["family"]]
             slot = (int(meta["layer"]), key.train_on)
             family.correct.setdefault(slot, {})[key.seed] = hits
+            family.info.setdefault(slot, {})[key.seed] = meta.get("info") or {}
             validation = roles[items] == "validation"
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
@@ -177,6 +203,8 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                             task=task.name, method=name, layer=layer, train_on=train_on,
                             accuracy=interval.estimate, accuracy_low=interval.low,
                             accuracy_high=interval.high, n_seeds=matrix.shape[1],
+                            setting=family.settings(layer, train_on),
+                            collapsed=family.collapsed(layer, train_on)[0],
                         )
                     )  # fmt: skip
                 if matrices["easy"] is None or matrices["hard"] is None:
@@ -198,7 +226,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                 dict(
                     task=task.name,
                     method=name,
-                    label=f"{name}@{best}" if best >= 0 else name,
+                    label=f"{name}@{layer_name(best)}" if best != -1 else name,
                     layer=best,
                     unsupervised_method=floor,
                     unsupervised=floor_acc.estimate,
@@ -212,6 +240,9 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     n_test=chosen["n_test"],
                     n_seeds=chosen["n_seeds"],
                     denominator_includes_zero=chosen["warning"] is not None,
+                    setting=family.settings(best),
+                    collapsed=family.collapsed(best)[0],
+                    parts=family.collapsed(best)[1],
                 )
             )
             if len(layers) > 1:
@@ -237,7 +268,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         f"probes: n_train {split['n_train']}, seeds {split['seeds']}; bootstrap {n_boot} "
         "resamples of test items and seeds; probe layer chosen on easy validation items",
         "",
-        f"{'task':<18} {'method':<12} {'zero-shot':>9} {'(norm)':>7} {'layer':>5} "
+        f"{'task':<18} {'method':<15} {'zero-shot':>9} {'(norm)':>7} {'layer':>8} "
         f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
     ]
     for r in table:
@@ -245,12 +276,24 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         norm_text = (
             f"{r['zero_shot_norm']:>7.3f}" if np.isfinite(r["zero_shot_norm"]) else (f"{'-':>7}")
         )
-        layer = str(r["layer"]) if r["layer"] >= 0 else "-"
+        if r["collapsed"]:
+            flag += f"  (collapsed: {r['collapsed']} of {r['parts']} parts near uniform)"
         lines.append(
-            f"{r['task']:<18} {r['method']:<12} {r['unsupervised']:>9.3f} {norm_text} "
-            f"{layer:>5} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
+            f"{r['task']:<18} {r['method']:<15} {r['unsupervised']:>9.3f} {norm_text} "
+            f"{layer_name(r['layer']):>8} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
             f"{r['sgr']:.2f} [{r['sgr_low']:.2f}, {r['sgr_high']:.2f}]{flag}"
         )
+    chosen_settings = [r for r in table if r["setting"] and r["setting"] != f"fixed x{r['parts']}"]
+    if chosen_settings:
+        lines += ["", "probe settings at the reported layer (chosen per part on easy validation):"]
+        lines += [f"  {r['task']} {r['label']}: {r['setting']}" for r in chosen_settings]
+    if any(r["collapsed"] for r in table):
+        lines += [
+            "",
+            "collapsed: mean (max choice probability - 1/choices) below "
+            f"{COLLAPSED_MARGIN} on test items; such a probe's argmax may still rank choices, "
+            "but its probabilities carry nothing",
+        ]
     lines += [
         "",
         "method time (s, summed over parts): " + "; ".join(timing),

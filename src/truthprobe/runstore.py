@@ -154,7 +154,8 @@ class RunResults:
     item_id, role, stratum, answer_index, prediction, prediction_text, correct, probs."""
     summary: Any
     """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, n_test,
-    accuracy (hard test set), validation_accuracy, seconds."""
+    accuracy (hard test set), validation_accuracy, seconds; for probes the chosen setting
+    (`l2=0.01 epochs=100`) and whether its probabilities collapsed to near uniform."""
 
     def probe(self, task: str, method: str, train_on: str, seed: int):
         """The fitted probe of a part, rebuilt (`.predict(ProbeData)` gives `ChoiceProbs`)."""
@@ -240,6 +241,8 @@ def load_run(run_dir: str | Path) -> RunResults:
                         float(correct[validation].mean()) if validation.any() else float("nan")
                     ),
                     "seconds": meta["seconds"],
+                    "setting": (meta.get("info") or {}).get("setting"),
+                    "collapsed": (meta.get("info") or {}).get("collapsed"),
                 }
             )
     items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame()

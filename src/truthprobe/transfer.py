@@ -30,7 +30,8 @@ class SweepConfig:
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level")
     """dataset:measure pairs to sweep, e.g. --tasks arc:grade arc:bloom mmlu:level."""
     model: ModelConfig = ModelConfig()
-    probe: ProbeSettings = ProbeSettings()
+    probe: ProbeSettings = ProbeSettings(probe_preset=("validated", "paper"))
+    """Probes and presets; by default the validated probe beside the paper's settings."""
     split: SplitConfig = SplitConfig()
     data: DataConfig = DataConfig()
     cache: CacheConfig = CacheConfig()

@@ -21,6 +21,7 @@ from truthprobe.configs import ModelConfig
 from truthprobe.errors import TruthprobeError
 
 if TYPE_CHECKING:
+    from truthprobe.activations import ActivationCache
     from truthprobe.baselines.cot import Generations
     from truthprobe.methods.settings import MethodSettings
     from truthprobe.models import LoadedModel
@@ -111,6 +112,32 @@ class Models:
         return self._loaded[quantization]
 
 
+MID_LAST = -2
+"""The `layer` of the paper's own probe features: the middle and the last hidden states,
+concatenated (-1 stands for methods without a layer)."""
+
+
+def mid_last(layers: Sequence[int]) -> tuple[int, int]:
+    """The middle and last of a model's hidden states 0..n_layers (0 = embeddings), as the
+    paper's code picks them: n_layers // 2 and n_layers."""
+    last = max(layers)
+    return last // 2, last
+
+
+def answer_end_features(cache: ActivationCache, layer: int, rows: np.ndarray) -> np.ndarray:
+    """What a probe at `layer` reads: the cache's answer-end states at that layer, or for
+    `MID_LAST` the middle and last layers' states concatenated along the feature axis."""
+    if layer != MID_LAST:
+        return cache.answer_end(layer, rows)
+    mid, last = mid_last(cache.layers)
+    return np.concatenate([cache.answer_end(mid, rows), cache.answer_end(last, rows)], -1)
+
+
+def layer_name(layer: int) -> str:
+    """How a result's layer is printed: its index, `mid+last`, or `-` (no layer)."""
+    return "mid+last" if layer == MID_LAST else (str(layer) if layer >= 0 else "-")
+
+
 class TaskStates:
     """Cached hidden states and scores of a task's items (the last layer read is kept)."""
 
@@ -121,13 +148,13 @@ class TaskStates:
         self._layer: tuple[int, ProbeData] | None = None
 
     def probe_data(self, layer: int) -> ProbeData:
-        """Answer-end states of every task item at `layer`, as `ProbeData`."""
+        """Answer-end states of every task item at `layer` (or `MID_LAST`), as `ProbeData`."""
         from truthprobe.activations import ActivationCache
         from truthprobe.probes import ProbeData
 
         if self._layer is None or self._layer[0] != layer:
             with ActivationCache(self.path) as cache:
-                states = cache.answer_end(layer, self.rows)
+                states = answer_end_features(cache, layer, self.rows)
                 mask = cache.item("choice_mask")[self.rows]
             self._layer = (layer, ProbeData(self.task.ids, states, mask, self.task.answers))
         return self._layer[1]
@@ -149,6 +176,8 @@ class MethodContext:
     states: TaskStates | None
     run_dir: Path
     progress: bool = True
+    scratch: dict[str, Any] = field(default_factory=dict)
+    """Work methods share within the task (e.g. probe fits of every preset at a layer)."""
 
     @property
     def test(self) -> np.ndarray:
@@ -178,6 +207,13 @@ class Method:
     def settings(self) -> dict[str, Any]:
         """Everything that changes this method's results (part fingerprints include it)."""
         return {}
+
+    def prepare(self, ctx: MethodContext, draws: list[tuple[np.ndarray, int]]) -> None:
+        """Work cheaper done for all (train rows, seed) draws at once, before any `run`.
+
+        Called with every supervised draw of the method whenever one of its parts is missing;
+        `run` must give the same output with or without it.
+        """
 
     def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
         raise NotImplementedError

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from truthprobe.configs import (
     PROBE_KINDS,
+    PROBE_PRESETS,
     ConfigError,
     ProbeKind,
+    ProbePreset,
     Quantization,
     require,
     require_layers,
@@ -27,6 +29,12 @@ class ProbeSettings:
     """Probe kinds to fit at every layer: mc_linear (the paper's), logistic, mass_mean, ccs."""
     layers: tuple[int, ...] | None = None
     """Hidden-state indices to probe (0 = embeddings); default: every layer of the cache."""
+    mid_last: bool = True
+    """Also probe the paper's own features: the middle and last layers' states concatenated
+    (reported as layer `mid+last`)."""
+    probe_preset: tuple[ProbePreset, ...] = ("validated",)
+    """How probe settings are chosen: validated (per draw, from a grid, on easy validation
+    items) and/or paper (Hase et al.'s fixed settings; reported as `<kind>-paper`)."""
 
     def __post_init__(self) -> None:
         require(len(self.probes) > 0, "probes", "needs at least one probe kind")
@@ -37,6 +45,18 @@ class ProbeSettings:
             f"has unknown kind {unknown[0] if unknown else ''!r}; valid: {', '.join(PROBE_KINDS)}",
         )
         require(len(set(self.probes)) == len(self.probes), "probes", "lists a kind twice")
+        require(len(self.probe_preset) > 0, "probe_preset", "needs at least one preset")
+        bad = [p for p in self.probe_preset if p not in PROBE_PRESETS]
+        require(
+            not bad,
+            "probe_preset",
+            f"has unknown preset {bad[0] if bad else ''!r}; valid: {', '.join(PROBE_PRESETS)}",
+        )
+        require(
+            len(set(self.probe_preset)) == len(self.probe_preset),
+            "probe_preset",
+            "lists a preset twice",
+        )
         require_layers(self.layers)
 
 
