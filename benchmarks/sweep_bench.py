@@ -1,6 +1,7 @@
 """Warm-cache sweep speed: the validated grid against one fit per part, in the same run.
 
     python benchmarks/sweep_bench.py [--tasks arc:grade] [--max-per-stratum 500]
+        [--baseline PATH]   # a checkout of an earlier truthprobe, e.g. `git worktree add`
 
 1. Probe fits per second on the warm cache of the first task, every layer x easy/hard/all x 5
    seeds: the default grid fitted as one batched program per layer (`fit_many`), against the
@@ -9,12 +10,18 @@
 2. The whole default sweep (validated grid and paper preset, every layer and mid+last) into a
    fresh run directory, against the sweep 0.2.0 ran (paper preset only, no mid+last), both from
    the same warm cache: probe time (fits, predictions, stored parts), wall time, and the report.
+3. With --baseline, first that checkout's own sweep benchmark on the same cache (its code, in a
+   subprocess), and the default sweep's probe time as a ratio to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +61,9 @@ def fit_rates(config: SweepConfig, cache_path: str) -> None:
         f"fits on {config.tasks[0]} ({len(layers)} layers x {len(draws)} draws): grid of "
         f"{len(grid)} batched per layer {n_batched} fits in {batched:.1f} s = "
         f"{n_batched / batched:.0f} fits/s; paper setting one fit at a time {n_looped} fits in "
-        f"{looped:.1f} s = {n_looped / looped:.0f} fits/s; ratio {looped / n_looped:.1f}x per "
-        f"fit, the whole grid costs {batched / looped:.2f}x the single setting"
+        f"{looped:.1f} s = {n_looped / looped:.0f} fits/s; fits/s ratio "
+        f"{(n_batched / batched) / (n_looped / looped):.1f}; the whole grid takes "
+        f"{batched / looped:.2f}x the time of the single setting"
     )
 
 
@@ -76,7 +84,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["arc:grade"])
     parser.add_argument("--max-per-stratum", type=int, default=500)
     parser.add_argument("--cache-dir", default="activations")
+    parser.add_argument("--baseline", help="checkout of an earlier version to time first")
     args = parser.parse_args()
+    baseline_s = run_baseline(args) if args.baseline else None
 
     with tempfile.TemporaryDirectory() as tmp:
         config = SweepConfig(
@@ -112,6 +122,22 @@ def main() -> None:
         print(
             f"default / paper-only sweep probe time: {new.method_seconds / base.method_seconds:.2f}"
         )
+        if baseline_s is not None:
+            ratio = new.method_seconds / baseline_s
+            print(f"default sweep / baseline's sweep probe time: {ratio:.2f}")
+
+
+def run_baseline(args) -> float:
+    """The baseline checkout's sweep benchmark on this cache; its probe time in seconds."""
+    root = Path(args.baseline).resolve()
+    command = [sys.executable, str(root / "benchmarks" / "sweep_bench.py"), "--tasks", *args.tasks]
+    command += ["--max-per-stratum", str(args.max_per_stratum)]
+    command += ["--cache-dir", str(Path(args.cache_dir).resolve())]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("sweep from warm cache"))
+    print(f"baseline {root.name}: {line}")
+    return float(re.search(r"cache: ([0-9.]+) s", line).group(1))
 
 
 if __name__ == "__main__":

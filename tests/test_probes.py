@@ -76,7 +76,8 @@ def test_choice_probs_from_scores():
 
 
 def _autograd_fit(probe, x, mask, y, seed, l2, clip):
-    """The textbook implementation (autograd, torch.optim.SGD, LinearLR, clip_grad_norm_)."""
+    """The textbook implementation (autograd, torch.optim.SGD, LinearLR, clip_grad_norm_),
+    stopped after `probe.steps` steps of the `probe.epochs`-step schedule."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -87,7 +88,7 @@ def _autograd_fit(probe, x, mask, y, seed, l2, clip):
     schedule = torch.optim.lr_scheduler.LinearLR(
         optimizer, 1.0, probe.final_lr_fraction, total_iters=max(1, probe.epochs - 1)
     )
-    for _ in range(probe.epochs):
+    for _ in range(probe.steps):
         optimizer.zero_grad()
         logits = (x @ w).masked_fill(~mask, float("-inf"))
         loss = torch.nn.functional.cross_entropy(logits, y)
@@ -116,8 +117,8 @@ def test_closed_form_sgd_equals_autograd(squared, l2, clip):
     w0 = (torch.rand(d, generator=torch.Generator().manual_seed(7)) * 2 - 1) / np.sqrt(d)
     fast = _sgd(
         probe, x[None], mask[None], y[None], w0[None, None],
-        torch.tensor([[l2]]), torch.tensor([[clip]]), [probe.epochs],
-    )[0, 0].numpy()  # fmt: skip
+        torch.tensor([[l2]]), torch.tensor([[clip]]), [probe.epochs], [[probe.epochs]],
+    )[0, probe.epochs][0].numpy()  # fmt: skip
     slow = _autograd_fit(probe, x, mask, y, seed=7, l2=l2, clip=clip)
     assert np.abs(fast - slow).max() <= 1e-5 * max(1.0, np.abs(slow).max())
     if l2 < 1:  # (the paper's l2 = 1 collapses here to |w| ~ 4e-4: still compared, above)
@@ -177,3 +178,21 @@ def test_the_validated_probe_recovers_a_weak_direction_where_the_paper_preset_co
     assert grid[best].l2 < 1.0 and accuracies[best] == max(accuracies)
     assert abs(_raw_direction(chosen) @ direction) > 0.95
     assert chosen.predict(test).accuracy(test.answer_index) > 0.4  # chance 0.25
+
+
+def test_early_stopping_reads_the_same_run_partway():
+    """`stop=50` is the first 50 steps of the 100-step schedule, as the textbook loop gives."""
+    import torch
+
+    from truthprobe.probes import MultipleChoiceLinearProbe
+
+    train = planted(120, 0)
+    probe = MultipleChoiceLinearProbe(l2=0.01, stop=50)
+    fitted = probe.fit(train, seed=3)
+    x = torch.from_numpy(fitted.standardizer(train.states))
+    slow = _autograd_fit(
+        probe, x, torch.from_numpy(train.mask), torch.from_numpy(train.answer_index), 3, 0.01, 1.0
+    )
+    assert np.abs(fitted.weight - slow).max() <= 1e-5 * max(1.0, np.abs(slow).max())
+    full = MultipleChoiceLinearProbe(l2=0.01).fit(train, seed=3)
+    assert not np.allclose(fitted.weight, full.weight)

@@ -67,7 +67,7 @@ def test_collapse_is_flagged_where_probabilities_are_near_uniform(tmp_path):
     paper = run_all(ProbeAtLayer("mc_linear", 3, "paper", presets), task, states, tmp_path)
     validated = run_all(ProbeAtLayer("mc_linear", 3, "validated", presets), task, states, tmp_path)
     assert all(o.info["collapsed"] and o.info["weight_norm"] < 0.05 for o in paper)
-    assert all(o.info["setting"] == "l2=1 epochs=100" for o in paper)
+    assert all(o.info["setting"] == "l2=1 steps=100" for o in paper)
     for o in paper + validated:
         assert o.info["collapsed"] == (o.info["uniform_margin"] < 0.02)
     margins = [np.mean([o.info["uniform_margin"] for o in parts]) for parts in (paper, validated)]

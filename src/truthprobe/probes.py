@@ -91,11 +91,13 @@ class LinearScorer:
     weight: np.ndarray
     bias: float = 0.0
 
-    def scores(self, test: ProbeData) -> np.ndarray:
-        return self.standardizer(test.states) @ self.weight + self.bias
+    def scores(self, test: ProbeData, standardized: np.ndarray | None = None) -> np.ndarray:
+        """Per-choice scores; `standardized` = `self.standardizer(test.states)` if known."""
+        z = self.standardizer(test.states) if standardized is None else standardized
+        return z @ self.weight + self.bias
 
-    def predict(self, test: ProbeData) -> ChoiceProbs:
-        return ChoiceProbs.from_scores(test.ids, self.scores(test), test.mask)
+    def predict(self, test: ProbeData, standardized: np.ndarray | None = None) -> ChoiceProbs:
+        return ChoiceProbs.from_scores(test.ids, self.scores(test, standardized), test.mask)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to rebuild this scorer exactly (`scorer_from_arrays`)."""
@@ -112,10 +114,22 @@ class MultipleChoiceLinearProbe:
     """The paper penalises the unsquared norm ||w||; True uses ||w||^2 instead."""
     lr: float = 0.05
     epochs: int = 100
-    """Full-batch SGD steps."""
+    """Length of the learning-rate schedule (full-batch SGD steps)."""
     final_lr_fraction: float = 0.1
     max_grad_norm: float = 1.0
     max_refits: int = 5
+    stop: int = 0
+    """Stop after this many steps of the `epochs`-step schedule (0 = run it all): early
+    stopping as a checkpoint of one run, so a grid over steps costs one run per l2."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.stop <= self.epochs:
+            raise ValueError(f"stop must be in 0..epochs ({self.epochs}), got {self.stop}")
+
+    @property
+    def steps(self) -> int:
+        """Steps taken."""
+        return self.stop or self.epochs
 
     def fit(self, train: ProbeData, seed: int) -> LinearScorer:
         return fit_linear_grid([self], [train], [seed])[0][0]
@@ -132,57 +146,77 @@ def fit_linear_grid(
 ) -> list[list[LinearScorer]]:
     """Every probe on every (training set, seed), as one batched tensor program.
 
-    The probes differ only in `l2` and `epochs` (`batch_key` must agree); the training sets
-    share a shape (same item count and choice slots). Returns `[draw][probe]`. A draw's result
-    is what `probes[g].fit(trains[s], seeds[s])` alone gives: each (draw, probe) pair is its
-    own full-batch SGD with its own initialisation, learning-rate schedule and refits; batching
-    only replaces Python loops (and matrix-vector products) by batched matrix products, which is
-    what makes a grid of settings cost about as much as one fit.
+    The probes differ only in `l2`, `epochs` and `stop` (`batch_key` must agree); draws of one
+    shape (items, used choice slots) form one batch. Returns `[draw][probe]`, each what
+    `probes[g].fit(trains[s], seeds[s])` alone gives: every (draw, l2, epochs) is its own
+    full-batch SGD run with its own initialisation, schedule and refits, read at each `stop`;
+    batching only replaces Python loops and matrix-vector products by batched matrix products,
+    which is what makes a grid cost about as much as one fit.
     """
     first = probes[0]
     if any(p.batch_key() != first.batch_key() for p in probes):
-        raise ValueError("probes fitted together must differ only in l2 and epochs")
-    shapes = {t.states.shape for t in trains}
-    if len(shapes) > 1:  # fit each shape on its own
-        fitted: list[list[LinearScorer] | None] = [None] * len(trains)
-        for shape in shapes:
-            idx = [i for i, t in enumerate(trains) if t.states.shape == shape]
-            rows = fit_linear_grid(probes, [trains[i] for i in idx], [seeds[i] for i in idx])
-            for i, row in zip(idx, rows, strict=True):
-                fitted[i] = row
-        return fitted  # type: ignore[return-value]
+        raise ValueError("probes fitted together must differ only in l2, epochs and stop")
     standardizers = [Standardizer.fit(t) for t in trains]
-    x = torch.from_numpy(
-        np.stack([z(t.states) for z, t in zip(standardizers, trains, strict=True)])
-    )
-    mask = torch.from_numpy(np.stack([t.mask for t in trains]))
-    y = torch.from_numpy(np.stack([np.asarray(t.answer_index, np.int64) for t in trains]))
+    # drop choice slots no item of the draw uses (they add nothing to the loss), then fit each
+    # shape of draws as one batch: ARC's rare 5th choice no longer widens every draw
+    slots = [max(1, int(t.mask.sum(1).max())) for t in trains]
+    shapes = [(len(t), c, t.states.shape[-1]) for t, c in zip(trains, slots, strict=True)]
+    fitted: list[list[LinearScorer]] = [[] for _ in trains]
+    for shape in dict.fromkeys(shapes):
+        idx = [i for i, s in enumerate(shapes) if s == shape]
+        c = shape[1]
+        x = torch.from_numpy(np.stack([standardizers[i](trains[i].states)[:, :c] for i in idx]))
+        mask = torch.from_numpy(np.stack([trains[i].mask[:, :c] for i in idx]))
+        y = torch.from_numpy(np.stack([np.asarray(trains[i].answer_index, np.int64) for i in idx]))
+        weights = _fit_batch(probes, x, mask, y, [seeds[i] for i in idx])
+        for j, i in enumerate(idx):
+            z = standardizers[i]
+            fitted[i] = [LinearScorer(z, w.numpy().astype(np.float32)) for w in weights[j]]
+    return fitted
+
+
+def _fit_batch(
+    probes: Sequence[MultipleChoiceLinearProbe],
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+) -> torch.Tensor:
+    """(draws, probes, d) weights of every probe on a batch of same-shape standardised draws."""
+    first = probes[0]
     d = x.shape[-1]
     bound = 1 / np.sqrt(d)  # nn.Linear's default initialisation, one draw per seed
     w0 = torch.stack(
         [(torch.rand(d, generator=torch.Generator().manual_seed(s)) * 2 - 1) * bound for s in seeds]
     )
-    n_draws, n_probes = len(trains), len(probes)
-    l2 = torch.tensor([[p.l2 for p in probes]] * n_draws, dtype=torch.float32)
-    clip = torch.full((n_draws, n_probes), float(first.max_grad_norm))
-    epochs = [p.epochs for p in probes]
-    weights = _sgd(first, x, mask, y, w0[:, None].expand(-1, n_probes, -1), l2, clip, epochs)
-    for _ in range(first.max_refits):  # the paper's recovery from divergence
-        bad = ~torch.isfinite(weights).all(-1)
-        if not bad.any():
-            break
-        l2, clip = torch.where(bad, l2 * 4, l2), torch.where(bad, clip / 4, clip)
-        for s, g in bad.nonzero().tolist():
-            weights[s, g] = _sgd(
-                first, x[s : s + 1], mask[s : s + 1], y[s : s + 1], w0[s : s + 1, None],
-                l2[s : s + 1, g : g + 1], clip[s : s + 1, g : g + 1], [epochs[g]],
-            )[0, 0]  # fmt: skip
-    if not torch.isfinite(weights).all():
-        raise TruthprobeError(f"linear probe diverged after {first.max_refits} refits")
-    return [
-        [LinearScorer(z, weights[s, g].numpy().astype(np.float32)) for g in range(n_probes)]
-        for s, z in enumerate(standardizers)
-    ]
+    runs = list(dict.fromkeys((p.l2, p.epochs) for p in probes))  # one SGD run per (l2, epochs)
+    stops = [sorted({p.steps for p in probes if (p.l2, p.epochs) == r}) for r in runs]
+    n_draws, n_runs = len(seeds), len(runs)
+    l2 = torch.tensor([[v for v, _ in runs]] * n_draws, dtype=torch.float32)
+    clip = torch.full((n_draws, n_runs), float(first.max_grad_norm))
+    epochs = [e for _, e in runs]
+    read = _sgd(first, x, mask, y, w0[:, None].expand(-1, n_runs, -1), l2, clip, epochs, stops)
+    weights = torch.stack([read[runs.index((p.l2, p.epochs)), p.steps] for p in probes], 1)
+    for s, g in (~torch.isfinite(weights).all(-1)).nonzero().tolist():
+        weights[s, g] = _refit(probes[g], x[s : s + 1], mask[s : s + 1], y[s : s + 1], w0[s])
+    return weights
+
+
+def _refit(
+    probe: MultipleChoiceLinearProbe, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, w0
+) -> torch.Tensor:
+    """The paper's recovery from divergence: refit with 4x the penalty and 1/4 the clip."""
+    l2, clip = probe.l2, probe.max_grad_norm
+    for _ in range(probe.max_refits):
+        l2, clip = l2 * 4, clip / 4
+        read = _sgd(
+            probe, x, mask, y, w0[None, None], torch.tensor([[l2]]), torch.tensor([[clip]]),
+            [probe.epochs], [[probe.steps]],
+        )  # fmt: skip
+        weight = read[0, probe.steps][0]
+        if torch.isfinite(weight).all():
+            return weight
+    raise TruthprobeError(f"linear probe diverged after {probe.max_refits} refits")
 
 
 def _sgd(
@@ -194,27 +228,33 @@ def _sgd(
     l2: torch.Tensor,
     clip: torch.Tensor,
     epochs: Sequence[int],
-) -> torch.Tensor:
-    """Full-batch SGD of (draws, settings) linear heads at once, with the closed-form gradient.
+    stops: Sequence[Sequence[int]],
+) -> dict[tuple[int, int], torch.Tensor]:
+    """Full-batch SGD of (draws, runs) linear heads at once, with the closed-form gradient.
 
-    x: (S, N, C, D) standardised states; mask (S, N, C); y (S, N); w0 (S, G, D); l2 and clip
-    (S, G); epochs (G,). The same steps as autograd + `torch.optim.SGD` + `LinearLR` +
-    `clip_grad_norm_` per (draw, setting) (the tests compare them), without their per-step
-    bookkeeping, and with the G settings' matrix-vector products done as one matrix product.
+    x: (S, N, C, D) standardised states; mask (S, N, C); y (S, N); w0 (S, R, D); l2 and clip
+    (S, R); epochs (R,): each run's schedule length; stops[r]: the step counts at which run r's
+    weights are read. Returns {(r, steps): (S, D) weights}. The same steps as autograd +
+    `torch.optim.SGD` + `LinearLR` + `clip_grad_norm_` per (draw, run) (the tests compare
+    them), without their per-step bookkeeping, and with the runs' matrix-vector products done
+    as one batched matrix product.
     """
     n_draws, n, c, d = x.shape
-    # choice-major rows: scores come out (S, G, C, N), so the softmax runs over a long axis
+    # choice-major rows: scores come out (S, R, C, N), so the softmax runs over a long axis
     flat = x.transpose(1, 2).reshape(n_draws, c * n, d)
     blocked = torch.zeros(n_draws, 1, c, n).masked_fill(~mask.transpose(1, 2)[:, None], -torch.inf)
     target = torch.nn.functional.one_hot(y, c).to(x.dtype).transpose(1, 2).reshape(n_draws, 1, -1)
-    order = sorted(range(len(epochs)), key=lambda g: -epochs[g])  # longest runs first, so the
-    w = w0[:, order].clone()  # settings still running at a step are always a prefix
+    last = [max(s) for s in stops]
+    order = sorted(range(len(epochs)), key=lambda r: -last[r])  # longest first, so the runs
+    w = w0[:, order].clone()  # still going at a step are always a prefix
     l2, clip = l2[:, order, None], clip[:, order, None]
-    spans = [max(1, epochs[g] - 1) for g in order]  # steps over which the rate decays
-    ends = [epochs[g] for g in order]
+    spans = [max(1, epochs[r] - 1) for r in order]  # steps over which the rate decays
+    fractions = [[min(step, t) / t for t in spans] for step in range(last[order[0]])]
+    rates = probe.lr * (1 + (probe.final_lr_fraction - 1) * torch.tensor(fractions))  # (T, R)
+    read: dict[tuple[int, int], torch.Tensor] = {}
     with torch.no_grad():
-        for step in range(ends[0]):
-            k = sum(1 for e in ends if step < e)
+        for step in range(last[order[0]]):
+            k = sum(1 for r in order if step < last[r])
             part = w[:, :k]
             scores = torch.bmm(part, flat.transpose(1, 2)).view(n_draws, k, c, n) + blocked
             probs = torch.softmax(scores, dim=2).reshape(n_draws, k, c * n)
@@ -227,15 +267,11 @@ def _sgd(
                 grad += torch.where(norm > 0, l2[:, :k] * part / norm.clamp_min(1e-38), 0.0)
             scale = clip[:, :k] / (torch.linalg.vector_norm(grad, dim=-1, keepdim=True) + 1e-6)
             grad *= scale.clamp(max=1.0)
-            rate = torch.tensor(
-                [
-                    probe.lr * (1 + (probe.final_lr_fraction - 1) * min(step, t) / t)
-                    for t in spans[:k]
-                ]
-            )
-            part -= rate[None, :, None] * grad
-    restore = [order.index(g) for g in range(len(order))]
-    return w[:, restore]
+            part -= rates[step, :k, None] * grad
+            for i, r in enumerate(order[:k]):
+                if step + 1 in stops[r]:
+                    read[r, step + 1] = w[:, i].clone()
+    return read
 
 
 @dataclass(frozen=True)
@@ -369,10 +405,10 @@ def make_probe(kind: str) -> Probe:
 #: How a probe's settings are chosen: `validated` picks one per draw from a grid on easy
 #: validation items; `paper` fixes them (Hase et al.'s for mc_linear, library defaults else).
 PRESETS: tuple[str, ...] = PROBE_PRESETS
-L2_GRID: tuple[float, ...] = (1.0, 0.1, 0.01, 0.001)
+L2_GRID: tuple[float, ...] = (1.0, 0.1, 0.01)
 """mc_linear penalty weights (strongest first: ties on validation go to the first)."""
-EPOCH_GRID: tuple[int, ...] = (50, 100)
-"""mc_linear full-batch SGD steps."""
+STEP_GRID: tuple[int, ...] = (50, 100)
+"""mc_linear steps taken of the paper's 100-step schedule (early stopping; one run per l2)."""
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 """logistic inverse penalty weights (strongest first)."""
 
@@ -390,7 +426,11 @@ def preset_probes(kind: str, preset: str) -> tuple[Probe, ...]:
     if kind == "mc_linear":
         if not validated:
             return (MultipleChoiceLinearProbe(),)
-        return tuple(MultipleChoiceLinearProbe(l2=v, epochs=e) for e in EPOCH_GRID for v in L2_GRID)
+        return tuple(
+            MultipleChoiceLinearProbe(l2=v, stop=0 if n == 100 else n)
+            for n in STEP_GRID
+            for v in L2_GRID
+        )
     if kind == "logistic":
         return tuple(LogisticProbe(c=v) for v in C_GRID) if validated else (LogisticProbe(),)
     return (MassMeanProbe(),) if kind == "mass_mean" else (CCSProbe(),)
@@ -412,7 +452,9 @@ def fit_many(
     return [[p.fit(t, s) for p in probes] for t, s in zip(trains, seeds, strict=True)]
 
 
-def choose(fitted: Sequence[FittedProbe], validation: ProbeData) -> tuple[int, list[float]]:
+def choose(
+    fitted: Sequence[FittedProbe], validation: ProbeData, standardized: np.ndarray | None = None
+) -> tuple[int, list[float]]:
     """The fit that does best on `validation` items, and every fit's validation accuracy.
 
     Best = highest accuracy, as reported; ties (common: on ~100 items accuracy moves in steps of
@@ -420,6 +462,7 @@ def choose(fitted: Sequence[FittedProbe], validation: ProbeData) -> tuple[int, l
     list the strongest regularisation first). Log-loss alone, though a proper score, picks the
     near-uniform probes that risk nothing on weak-signal layers: on the default model's ARC
     cache it gave lower hard-test accuracy than accuracy-based choice at every layer checked.
+    `standardized`: the validation states through the candidates' shared standardizer.
     """
     accuracies, losses = [], []
     gold = np.asarray(validation.answer_index)
@@ -427,7 +470,9 @@ def choose(fitted: Sequence[FittedProbe], validation: ProbeData) -> tuple[int, l
         len({id(p.standardizer) for p in fitted}) == 1  # type: ignore[union-attr]
     )
     if shared:  # one draw's grid: standardise once, score every candidate in one product
-        z = fitted[0].standardizer(validation.states)  # type: ignore[union-attr]
+        z = standardized
+        if z is None:
+            z = fitted[0].standardizer(validation.states)  # type: ignore[union-attr]
         weights = np.stack([p.weight for p in fitted], 1)  # type: ignore[union-attr]
         biases = np.array([p.bias for p in fitted])  # type: ignore[union-attr]
         scores = np.moveaxis(z @ weights + biases, -1, 0)

@@ -31,6 +31,9 @@ from truthprobe.methods.base import (
 from truthprobe.probes import (
     PRESETS,
     FittedProbe,
+    LinearScorer,
+    LogisticProbe,
+    MultipleChoiceLinearProbe,
     Probe,
     choose,
     fit_many,
@@ -102,9 +105,23 @@ class ProbeAtLayer(Method):
             fits["evaluated"] = data.take(rows)
             fits["validation"] = data.take(ctx.task.split.validation)
         evaluated, validation = fits["evaluated"], fits["validation"]
-        best, accuracies = choose(candidates, validation) if len(candidates) > 1 else (0, [])
+        z = z_validation = None
+        shared = all(isinstance(c, LinearScorer) for c in candidates) and (
+            len({id(c.standardizer) for c in candidates}) == 1  # type: ignore[union-attr]
+        )
+        if shared:
+            # a draw's candidates share its standardizer: z-score the items once for the
+            # choice and for both presets' predictions (validation rows close `evaluated`)
+            key = ("z", *_draw_key(train, seed))
+            if key not in fits:
+                fits[key] = candidates[0].standardizer(evaluated.states)  # type: ignore[union-attr]
+            z = fits[key]
+            z_validation = z[len(rows) - len(validation) :]
+        best, accuracies = (0, [])
+        if len(candidates) > 1:
+            best, accuracies = choose(candidates, validation, z_validation)
         fitted = candidates[best]
-        probs = fitted.predict(evaluated)
+        probs = fitted.predict(evaluated, z) if z is not None else fitted.predict(evaluated)
         margin = probs.uniform_margin()
         arrays = fitted.arrays()
         if margin < COLLAPSED_MARGIN and self.family not in ctx.scratch.setdefault("warned", set()):
@@ -132,10 +149,12 @@ class ProbeAtLayer(Method):
 
 
 def _setting(probe: Probe) -> str:
-    """The chosen values of a candidate, as recorded in results (`l2=0.01 epochs=100`)."""
-    names = {"MultipleChoiceLinearProbe": ("l2", "epochs"), "LogisticProbe": ("c",)}
-    fields = names.get(type(probe).__name__, ())
-    return " ".join(f"{f}={getattr(probe, f):g}" for f in fields) or "fixed"
+    """The chosen values of a candidate, as recorded in results (`l2=0.01 steps=50`)."""
+    if isinstance(probe, MultipleChoiceLinearProbe):
+        return f"l2={probe.l2:g} steps={probe.steps}"
+    if isinstance(probe, LogisticProbe):
+        return f"c={probe.c:g}"
+    return "fixed"
 
 
 def build(task, settings, layers) -> list[Method]:
