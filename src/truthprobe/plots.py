@@ -12,6 +12,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = {"easy": "#1f77b4", "hard": "#d62728", "all": "#2ca02c"}
+MID_LAST = -2  # truthprobe.methods.base.MID_LAST: the middle and last layers concatenated
+
+
+def _layer_axis(rows: Sequence[dict]) -> dict[int, float]:
+    """x position of each layer; mid+last sits two steps right of the last layer."""
+    layers = sorted({r["layer"] for r in rows if r["layer"] != MID_LAST})
+    positions = {layer: float(layer) for layer in layers}
+    if any(r["layer"] == MID_LAST for r in rows):
+        positions[MID_LAST] = (layers[-1] if layers else 0) + 2.0
+    return positions
+
+
+def _mark_mid_last(ax, positions: dict[int, float]) -> None:
+    if MID_LAST in positions:
+        x = positions[MID_LAST]
+        ax.axvline(x - 1, color="grey", lw=0.6, ls=":")
+        ticks = [t for t in ax.get_xticks() if 0 <= t <= x - 1.5] + [x]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks[:-1]] + ["mid+last"])
+        ax.set_xlim(-0.7, x + 0.7)
 
 
 def plot_layer_accuracy(
@@ -24,28 +43,38 @@ def plot_layer_accuracy(
         zero_shot: a row with accuracy, accuracy_low, accuracy_high (the unsupervised floor).
     """
     fig, ax = plt.subplots(figsize=(7, 4))
+    x_of = _layer_axis(accuracy_rows)
     for train_on, color in COLORS.items():
         rows = sorted(
-            (r for r in accuracy_rows if r["train_on"] == train_on), key=lambda r: r["layer"]
+            (r for r in accuracy_rows if r["train_on"] == train_on), key=lambda r: x_of[r["layer"]]
         )
-        if not rows:
-            continue
-        layers = [r["layer"] for r in rows]
-        ax.plot(
-            layers,
-            [r["accuracy"] for r in rows],
-            "-o",
-            ms=3,
-            color=color,
-            label=f"trained on {train_on}",
-        )
-        ax.fill_between(
-            layers,
-            [r["accuracy_low"] for r in rows],
-            [r["accuracy_high"] for r in rows],
-            color=color,
-            alpha=0.15,
-        )
+        line = [r for r in rows if r["layer"] != MID_LAST]
+        if line:
+            layers = [x_of[r["layer"]] for r in line]
+            ax.plot(layers, [r["accuracy"] for r in line], "-o", ms=3, color=color)
+            ax.fill_between(
+                layers,
+                [r["accuracy_low"] for r in line],
+                [r["accuracy_high"] for r in line],
+                color=color,
+                alpha=0.15,
+            )
+        for r in rows:  # mid+last: a point with its interval, not joined to the layers
+            if r["layer"] == MID_LAST:
+                ax.errorbar(
+                    [x_of[MID_LAST]],
+                    [r["accuracy"]],
+                    yerr=[
+                        [r["accuracy"] - r["accuracy_low"]],
+                        [r["accuracy_high"] - r["accuracy"]],
+                    ],
+                    fmt="o",
+                    ms=4,
+                    capsize=3,
+                    color=color,
+                )
+        if rows:
+            ax.plot([], [], "-o", ms=3, color=color, label=f"trained on {train_on}")
     ax.axhline(zero_shot["accuracy"], color="black", ls="--", lw=1, label="zero-shot")
     ax.axhspan(zero_shot["accuracy_low"], zero_shot["accuracy_high"], color="grey", alpha=0.15)
     ax.set_xlabel("layer (0 = embeddings)")
@@ -53,39 +82,49 @@ def plot_layer_accuracy(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, mid_last=x_of)
 
 
 def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
     """SGR per layer with its bootstrap interval (1 = easy as good as hard supervision)."""
-    rows = sorted(sgr_rows, key=lambda r: r["layer"])
+    x_of = _layer_axis(sgr_rows)
+    rows = sorted(sgr_rows, key=lambda r: x_of[r["layer"]])
     fig, ax = plt.subplots(figsize=(7, 4))
-    layers = [r["layer"] for r in rows]
-    ax.errorbar(
-        layers,
-        [r["sgr"] for r in rows],
-        yerr=[
-            [max(0.0, r["sgr"] - r["sgr_low"]) for r in rows],
-            [max(0.0, r["sgr_high"] - r["sgr"]) for r in rows],
-        ],
-        fmt="o-",
-        ms=3,
-        capsize=2,
-        color="#9467bd",
-    )
+    for group, fmt in (
+        ([r for r in rows if r["layer"] != MID_LAST], "o-"),
+        ([r for r in rows if r["layer"] == MID_LAST], "o"),
+    ):
+        if not group:
+            continue
+        ax.errorbar(
+            [x_of[r["layer"]] for r in group],
+            [r["sgr"] for r in group],
+            yerr=[
+                [max(0.0, r["sgr"] - r["sgr_low"]) for r in group],
+                [max(0.0, r["sgr_high"] - r["sgr"]) for r in group],
+            ],
+            fmt=fmt,
+            ms=3,
+            capsize=2,
+            color="#9467bd",
+        )
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("SGR = (easy - zero-shot) / (hard - zero-shot)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, mid_last=x_of)
 
 
-def _save(fig, path: Path, integer_x: bool = True) -> Path:
+def _save(
+    fig, path: Path, integer_x: bool = True, mid_last: dict[int, float] | None = None
+) -> Path:
     for ax in fig.axes:
         if integer_x:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if mid_last:
+            _mark_mid_last(ax, mid_last)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
