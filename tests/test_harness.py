@@ -273,3 +273,29 @@ def test_baselines_run_every_method_and_the_report_tabulates_them(
         assert name in out
     results = load_run(summary.run_dir)
     assert set(results.summary["n_test"]) == {3}
+
+
+def test_directions_of_a_sweep_recompute_its_accuracies_from_the_cache(sweep, tmp_path):
+    """`rescaled` rows rebuild each easy / hard probe from its saved arrays and score the hard
+    test items read afresh from the cache: they must equal the run's own accuracies."""
+    import csv
+
+    from truthprobe.directions import write_directions
+
+    config, summary = sweep
+    text = write_directions(summary.run_dir, tmp_path)
+    assert "easy~hard" in text and (tmp_path / summary.run_dir.name / "directions.png").is_file()
+    rows = list(csv.DictReader((summary.run_dir / "directions.csv").open()))
+    table = load_run(summary.run_dir).summary
+    for train_on in ("easy", "hard"):
+        for layer in (0, 2, -2):
+            mine = table[(table.family == "mc_linear") & (table.layer == layer)]
+            expected = mine[mine.train_on == train_on]["accuracy"].mean()
+            got = next(
+                float(r["value"]) for r in rows
+                if r["comparison"] == "rescaled" and r["pair"] == train_on
+                and int(r["layer"]) == layer and r["family"] == "mc_linear"
+            )  # fmt: skip
+            assert abs(got - expected) < 1e-12, (train_on, layer)
+    seeds = [r for r in rows if r["comparison"] == "seeds" and r["family"] == "mc_linear"]
+    assert seeds and all(int(r["n"]) == 1 for r in seeds)  # 2 seeds: one pair

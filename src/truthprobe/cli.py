@@ -243,6 +243,15 @@ def run_harness(config) -> int:
     return 0
 
 
+def run_directions(config) -> int:
+    """`directions`: the sweep (resumed: stored parts are reused), then its probes' directions."""
+    from truthprobe.directions import write_directions
+
+    run_harness(config)
+    print(write_directions(config.harness().run_dir(), config.output.plots_dir))
+    return 0
+
+
 @dataclass(frozen=True)
 class ConfigCommand:
     """A command whose flags come from a config dataclass (imported only when it runs)."""
@@ -270,6 +279,12 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         "SweepConfig",
         run_harness,
         "train probes on easy/hard/all items at every layer; report SGR",
+    ),
+    "directions": ConfigCommand(
+        "truthprobe.transfer",
+        "SweepConfig",
+        run_directions,
+        "the sweep, then cosines of its probe directions across strata, seeds and tasks",
     ),
     "baselines": ConfigCommand(
         "truthprobe.baselines.compare",

@@ -158,3 +158,64 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
     ax.set_title("Supervision Gap Recovered on the hard test set")
     ax.legend(fontsize=8)
     return _save(fig, path, integer_x=False)
+
+
+def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
+    """Per task: cosines of directions trained on different strata per layer, with the
+    seed-to-seed cosine of each stratum as the reference (dashed); across tasks; and the
+    hard-test accuracy of the easy direction as trained and with hard-item scaling."""
+    tasks = sorted({r["task"] for r in rows if r["comparison"] in ("strata", "seeds")})
+    crossed = sorted({r["task"] for r in rows if r["comparison"] == "tasks"})
+    columns = max(1, len(tasks) + (1 if crossed else 0))
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 6.5), squeeze=False)
+    blue, red, green = COLORS["easy"], COLORS["hard"], COLORS["all"]
+    styles = {
+        "easy~hard": (red, "-"), "easy~all": (blue, "-"), "hard~all": (green, "-"),
+        "easy~easy": (blue, "--"), "hard~hard": (red, "--"), "all~all": (green, "--"),
+        "easy": (blue, "-"), "hard": (red, "-"), "all": (green, "-"),
+        "easy_rescaled_on_hard": ("#9467bd", "-"),
+    }  # fmt: skip
+
+    def draw(ax, selected: list[dict], label_of=lambda p: p) -> None:
+        x_of = _layer_axis(selected) if selected else {}
+        for pair in dict.fromkeys(r["pair"] for r in selected):
+            line = sorted(
+                (r for r in selected if r["pair"] == pair), key=lambda r: x_of[r["layer"]]
+            )
+            color, ls = styles.get(pair, ("black", "-"))
+            joined = [r for r in line if r["layer"] != MID_LAST]
+            ax.plot([x_of[r["layer"]] for r in joined], [r["value"] for r in joined], ls,
+                    marker="o", ms=2.5, color=color, label=label_of(pair))  # fmt: skip
+            apart = [r for r in line if r["layer"] == MID_LAST]  # mid+last: not joined
+            ax.plot([x_of[MID_LAST]] * len(apart), [r["value"] for r in apart], "o", ms=4,
+                    color=color)  # fmt: skip
+        if x_of:
+            _mark_mid_last(ax, x_of)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+    for i, task in enumerate(tasks):
+        cos = [r for r in rows if r["task"] == task and r["comparison"] in ("strata", "seeds")]
+        draw(
+            axes[0, i],
+            cos,
+            lambda p: p + (" (seed to seed)" if p.split("~")[0] == p.split("~")[-1] else ""),
+        )
+        axes[0, i].set_title(f"{task}: cosine of directions", fontsize=9)
+        axes[0, i].axhline(0, color="black", lw=0.6)
+        acc = [r for r in rows if r["task"] == task and r["comparison"] == "rescaled"]
+        draw(
+            axes[1, i],
+            acc,
+            lambda p: {"easy_rescaled_on_hard": "easy, hard scaling"}.get(p, f"trained on {p}"),
+        )
+        axes[1, i].set_title(f"{task}: hard-test accuracy", fontsize=9)
+        axes[1, i].set_xlabel("layer")
+    if crossed:
+        ax = axes[0, len(tasks)]
+        draw(ax, [r for r in rows if r["comparison"] == "tasks"], lambda p: f"trained on {p}")
+        ax.set_title(" vs ".join(crossed[0].split("~")) + ": cosine", fontsize=9)
+        ax.axhline(0, color="black", lw=0.6)
+        axes[1, len(tasks)].axis("off")
+    fig.suptitle(f"{family} probe directions (w / sigma)", fontsize=10)
+    return _save(fig, path, integer_x=False)

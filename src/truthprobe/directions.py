@@ -1,0 +1,229 @@
+"""What the probes learned: their directions compared across strata, seeds and datasets.
+
+A fitted linear probe scores a choice by w . (x - mu) / sigma, so its direction in the model's
+activation space is v = w / sigma (mu only shifts every choice of an item alike). Directions of
+probes trained on different data are compared as the cosine of their v's; the cosine of two
+draws of the *same* condition (seed to seed) is the reference line: two easy draws disagree too,
+and a cross-condition cosine means something only against it.
+
+`direction_rows(run_dir)` reads a run's saved probe weights (no model, no cache) and returns
+tidy rows; `rescaled_rows(run_dir)` adds the accuracy on hard test items of the easy direction
+with its standardisation refitted on hard training items (reads the cache's hidden states);
+`write_directions(run_dir)` writes both as one tidy CSV and one figure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations, product
+from pathlib import Path
+
+import numpy as np
+
+from truthprobe.evaluate import TRAIN_ON
+from truthprobe.runstore import PartKey, RunStore
+
+
+def raw_direction(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """A saved probe's unit direction in activation space (`w / sigma`, normalised)."""
+    v = np.asarray(arrays["probe_weight"], np.float64) / np.asarray(arrays["probe_std"])
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+def mean_cosine(a: Sequence[np.ndarray], b: Sequence[np.ndarray] | None = None) -> tuple:
+    """Mean, standard deviation and count of cosines between unit vectors.
+
+    With `b`, every pair (a_i, b_j); without, every pair a_i, a_j with i < j (seed to seed).
+    """
+    pairs = product(a, b) if b is not None else combinations(a, 2)
+    values = np.array([float(x @ y) for x, y in pairs])
+    if not len(values):
+        return float("nan"), float("nan"), 0
+    return float(values.mean()), float(values.std()), len(values)
+
+
+@dataclass
+class Directions:
+    """Unit directions by (task, family, layer, train_on), one per seed (seed order)."""
+
+    vectors: dict[tuple[str, str, int, str], list[np.ndarray]]
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> Directions:
+        store = RunStore(run_dir)
+        found: dict[tuple[str, str, int, str], dict[int, np.ndarray]] = defaultdict(dict)
+        for slug in store.task_slugs():
+            task = store.task(slug)["task"]
+            for key in store.keys(slug):
+                part = store.read(key)
+                arrays = part.probe_arrays
+                if arrays is None or part.meta["family"].startswith("ccs"):
+                    continue  # CCS's sign is arbitrary: not comparable as a direction
+                slot = (task, part.meta["family"], int(part.meta["layer"]), key.train_on)
+                found[slot][key.seed] = raw_direction(arrays)
+        return cls({k: [v[s] for s in sorted(v)] for k, v in found.items()})
+
+    def keys(self) -> list[tuple[str, str, int]]:
+        return sorted({k[:3] for k in self.vectors})
+
+
+def direction_rows(run_dir: str | Path) -> list[dict]:
+    """Tidy cosine rows of a run: per task, probe family and layer, every pair of training
+    strata (`easy~hard`), every stratum against itself across seeds (`easy~easy`, the reference),
+    and every pair of tasks on the same stratum (`arc:grade~mmlu:level`, comparison `tasks`)."""
+    directions = Directions.read(run_dir)
+    rows = []
+    for task, family, layer in directions.keys():
+        got = {t: directions.vectors.get((task, family, layer, t)) for t in TRAIN_ON}
+        for a, b in combinations([t for t in TRAIN_ON if got[t]], 2):
+            rows.append(_row(task, family, layer, "strata", f"{a}~{b}", got[a], got[b]))
+        for a in [t for t in TRAIN_ON if got[t]]:
+            rows.append(_row(task, family, layer, "seeds", f"{a}~{a}", got[a], None))
+    tasks = sorted({k[0] for k in directions.vectors})
+    for (first, second), (family, layer) in product(
+        combinations(tasks, 2), sorted({k[1:3] for k in directions.vectors})
+    ):
+        for train_on in TRAIN_ON:
+            a = directions.vectors.get((first, family, layer, train_on))
+            b = directions.vectors.get((second, family, layer, train_on))
+            if a and b:
+                name = f"{first}~{second}"
+                rows.append(_row(name, family, layer, "tasks", train_on, a, b))
+    return rows
+
+
+def _row(task, family, layer, comparison, pair, a, b) -> dict:
+    mean, sd, n = mean_cosine(a, b)
+    return dict(
+        task=task, family=family, layer=layer, comparison=comparison, pair=pair,
+        cosine=mean, cosine_sd=sd, n_pairs=n,
+    )  # fmt: skip
+
+
+def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
+    """Hard-test accuracy, per task and layer, of easy-trained directions as trained, and with
+    their standardisation (mu, sigma) refitted on the same seed's hard training items; beside
+    the hard-trained probe. The easy direction is kept; only its per-feature scale and centre
+    move to the hard items', so a gap that closes says the direction transfers and the scale
+    does not. (A multiple-choice softmax ignores a bias and a single scale leaves the argmax
+    unchanged, so per-feature statistics are what can be refitted.)"""
+    from truthprobe.activations import ActivationCache
+    from truthprobe.methods.base import answer_end_features
+    from truthprobe.probes import Standardizer
+
+    store = RunStore(run_dir)
+    rows = []
+    for slug in store.task_slugs():
+        task = store.task(slug)
+        if not task.get("cache"):
+            continue
+        items = task["items"]
+        roles = np.array(items["role"])
+        answers = np.array(items["answer_index"])
+        test = np.flatnonzero(roles == "test")
+        keys = [k for k in store.keys(slug) if k.method.startswith(f"{family}@")]
+        with ActivationCache(task["cache"]["path"]) as cache:
+            cache_rows = cache.rows_of(items["id"])
+            mask = cache.item("choice_mask")[cache_rows]
+            for method in sorted({k.method for k in keys}):
+                layer = int(store.read(next(k for k in keys if k.method == method)).meta["layer"])
+                states = answer_end_features(cache, layer, cache_rows)
+                for seed in sorted({k.seed for k in keys if k.method == method}):
+                    easy = store.read(PartKey(slug, method, "easy", seed))
+                    hard = store.read(PartKey(slug, method, "hard", seed))
+                    hard_train = hard.arrays["train"]
+                    refit = Standardizer.fit(_data(states, mask, answers, hard_train))
+                    w = easy.arrays["probe_weight"]
+                    rows.append(
+                        dict(
+                            task=task["task"], family=family, layer=layer, seed=seed,
+                            easy=_accuracy(states, mask, answers, test, easy.arrays),
+                            easy_rescaled_on_hard=_accuracy(
+                                states, mask, answers, test,
+                                {"probe_mean": refit.mean, "probe_std": refit.std,
+                                 "probe_weight": w, "probe_bias": np.float64(0)},
+                            ),
+                            hard=_accuracy(states, mask, answers, test, hard.arrays),
+                        )
+                    )  # fmt: skip
+    return rows
+
+
+def _data(states, mask, answers, rows):
+    from truthprobe.probes import ProbeData
+
+    return ProbeData(
+        tuple(str(r) for r in rows), states[rows], mask[rows], np.asarray(answers)[rows]
+    )
+
+
+def _accuracy(states, mask, answers, rows, arrays) -> float:
+    from truthprobe.probes import scorer_from_arrays
+
+    data = _data(states, mask, answers, rows)
+    return scorer_from_arrays("mc_linear", arrays).predict(data).accuracy(data.answer_index)
+
+
+def write_directions(run_dir: str | Path, plots_dir: str | Path, family: str = "mc_linear") -> str:
+    """`directions.csv` in the run directory and `directions.png` in `plots_dir`; a summary.
+
+    CSV columns: task, family, layer, comparison (`strata`, `seeds`, `tasks`: cosines;
+    `rescaled`: accuracies), pair, value, sd, n (seed pairs, or seeds).
+    """
+    import csv
+
+    from truthprobe.plots import plot_directions
+
+    run_dir = Path(run_dir)
+    rows = [
+        dict(task=r["task"], family=r["family"], layer=r["layer"], comparison=r["comparison"],
+             pair=r["pair"], value=r["cosine"], sd=r["cosine_sd"], n=r["n_pairs"])
+        for r in direction_rows(run_dir)
+    ]  # fmt: skip
+    by_layer: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rescaled_rows(run_dir, family):
+        by_layer[(r["task"], r["layer"])].append(r)
+    for (task, layer), seeds in sorted(by_layer.items()):
+        for pair in ("easy", "easy_rescaled_on_hard", "hard"):
+            values = np.array([r[pair] for r in seeds])
+            rows.append(
+                dict(task=task, family=family, layer=layer, comparison="rescaled", pair=pair,
+                     value=float(values.mean()), sd=float(values.std()), n=len(values))
+            )  # fmt: skip
+    if not rows:
+        from truthprobe.errors import TruthprobeError
+
+        raise TruthprobeError(f"{run_dir}: no saved linear probes to compare")
+    path = run_dir / "directions.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figure = Path(plots_dir) / run_dir.name / "directions.png"
+    plot_directions([r for r in rows if r["family"] == family], family, figure)
+    lines = [
+        f"{family} directions (cosine of w / sigma, mean over seed pairs; median over layers):"
+    ]
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task and r["family"] == family]
+        cos = defaultdict(list)
+        for r in mine:
+            if r["comparison"] != "rescaled":
+                cos[r["pair"]].append(r["value"])
+        text = ", ".join(f"{p} {np.median(v):.2f}" for p, v in cos.items())
+        shift = defaultdict(dict)
+        for r in mine:
+            if r["comparison"] == "rescaled":
+                shift[r["layer"]][r["pair"]] = r["value"]
+        gains = [v["easy_rescaled_on_hard"] - v["easy"] for v in shift.values() if len(v) == 3]
+        if gains:
+            text += (
+                f"; hard scaling changes the easy direction's hard-test accuracy by "
+                f"{np.mean(gains):+.3f} on average ({min(gains):+.3f}..{max(gains):+.3f})"
+            )
+        lines.append(f"  {task}: {text}")
+    lines.append(f"table: {path}; figure: {figure}")
+    return "\n".join(lines)
