@@ -248,7 +248,8 @@ def run_directions(config) -> int:
     from truthprobe.directions import write_directions
 
     run_harness(config)
-    print(write_directions(config.harness().run_dir(), config.output.plots_dir))
+    run_dir, plots = config.harness().run_dir(), config.output.plots_dir
+    print(write_directions(run_dir, plots, n_train=config.split.n_train))
     return 0
 
 

@@ -152,6 +152,61 @@ def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
     return rows
 
 
+def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dict]:
+    """The seed-to-seed reference without shared items: per task and layer, the cosine of
+    validated probes fitted on two *disjoint* draws of `n_train` easy pool items (as the run
+    chooses their setting, on its easy validation items). Seeded draws of one pool share
+    about n_train / pool of their items, and their cosine tracks that share; this is what two
+    draws that share nothing agree on, the fair reference for easy~hard (disjoint pools)."""
+    from truthprobe.activations import ActivationCache
+    from truthprobe.methods.base import answer_end_features
+    from truthprobe.probes import choose, fit_many, preset_probes
+
+    store = RunStore(run_dir)
+    grid = preset_probes("mc_linear", "validated")
+    rows = []
+    for slug in store.task_slugs():
+        task = store.task(slug)
+        if not task.get("cache"):
+            continue
+        items = task["items"]
+        roles, strata = np.array(items["role"]), np.array(items["stratum"])
+        answers = np.array(items["answer_index"])
+        pool = np.flatnonzero((roles == "pool") & (strata == "easy"))
+        validation = np.flatnonzero(roles == "validation")
+        if len(pool) < 2 * n_train:
+            continue
+        layers = sorted(
+            {int(store.read(k).meta["layer"]) for k in store.keys(slug) if "@" in k.method}
+        )
+        with ActivationCache(task["cache"]["path"]) as cache:
+            cache_rows = cache.rows_of(items["id"])
+            mask = cache.item("choice_mask")[cache_rows]
+            for layer in layers:
+                states = answer_end_features(cache, layer, cache_rows)
+                halves, seeds = [], []
+                for k in range(draws):
+                    order = np.random.default_rng([k, 2024]).permutation(pool)
+                    halves += [np.sort(order[:n_train]), np.sort(order[n_train : 2 * n_train])]
+                    seeds += [2 * k, 2 * k + 1]
+                fits = fit_many(grid, [_data(states, mask, answers, h) for h in halves], seeds)
+                check = _data(states, mask, answers, validation)
+                chosen = [f[choose(f, check)[0]] for f in fits]
+                cosines = [
+                    float(
+                        raw_direction(chosen[2 * k].arrays())
+                        @ raw_direction(chosen[2 * k + 1].arrays())
+                    )
+                    for k in range(draws)
+                ]
+                rows.append(
+                    dict(task=task["task"], family="mc_linear", layer=layer, comparison="seeds",
+                         pair="easy~easy disjoint", cosine=float(np.mean(cosines)),
+                         cosine_sd=float(np.std(cosines)), n_pairs=draws)
+                )  # fmt: skip
+    return rows
+
+
 def _data(states, mask, answers, rows):
     from truthprobe.probes import ProbeData
 
@@ -167,7 +222,9 @@ def _accuracy(states, mask, answers, rows, arrays) -> float:
     return scorer_from_arrays("mc_linear", arrays).predict(data).accuracy(data.answer_index)
 
 
-def write_directions(run_dir: str | Path, plots_dir: str | Path, family: str = "mc_linear") -> str:
+def write_directions(
+    run_dir: str | Path, plots_dir: str | Path, family: str = "mc_linear", n_train: int = 160
+) -> str:
     """`directions.csv` in the run directory and `directions.png` in `plots_dir`; a summary.
 
     CSV columns: task, family, layer, comparison (`strata`, `seeds`, `tasks`: cosines;
@@ -181,7 +238,7 @@ def write_directions(run_dir: str | Path, plots_dir: str | Path, family: str = "
     rows = [
         dict(task=r["task"], family=r["family"], layer=r["layer"], comparison=r["comparison"],
              pair=r["pair"], value=r["cosine"], sd=r["cosine_sd"], n=r["n_pairs"])
-        for r in direction_rows(run_dir)
+        for r in direction_rows(run_dir) + disjoint_rows(run_dir, n_train)
     ]  # fmt: skip
     by_layer: dict[tuple, list[dict]] = defaultdict(list)
     for r in rescaled_rows(run_dir, family):

@@ -172,6 +172,7 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
     styles = {
         "easy~hard": (red, "-"), "easy~all": (blue, "-"), "hard~all": (green, "-"),
         "easy~easy": (blue, "--"), "hard~hard": (red, "--"), "all~all": (green, "--"),
+        "easy~easy disjoint": ("black", ":"),
         "easy": (blue, "-"), "hard": (red, "-"), "all": (green, "-"),
         "easy_rescaled_on_hard": ("#9467bd", "-"),
     }  # fmt: skip
