@@ -15,10 +15,11 @@ with its standardisation refitted on hard training items (reads the cache's hidd
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations, product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,45 +111,34 @@ def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
     move to the hard items', so a gap that closes says the direction transfers and the scale
     does not. (A multiple-choice softmax ignores a bias and a single scale leaves the argmax
     unchanged, so per-feature statistics are what can be refitted.)"""
-    from truthprobe.activations import ActivationCache
     from truthprobe.methods.base import answer_end_features
     from truthprobe.probes import Standardizer
 
-    store = RunStore(run_dir)
     rows = []
-    for slug in store.task_slugs():
-        task = store.task(slug)
-        if not task.get("cache"):
-            continue
-        items = task["items"]
-        roles = np.array(items["role"])
-        answers = np.array(items["answer_index"])
-        test = np.flatnonzero(roles == "test")
+    for view in _cached_tasks(run_dir):
+        store, slug, cache = view.store, view.slug, view.cache
+        states_of, mask, answers = view.cache_rows, view.mask, view.answers
+        test = np.flatnonzero(view.roles == "test")
         keys = [k for k in store.keys(slug) if k.method.startswith(f"{family}@")]
-        with ActivationCache(task["cache"]["path"]) as cache:
-            cache_rows = cache.rows_of(items["id"])
-            mask = cache.item("choice_mask")[cache_rows]
-            for method in sorted({k.method for k in keys}):
-                layer = int(store.read(next(k for k in keys if k.method == method)).meta["layer"])
-                states = answer_end_features(cache, layer, cache_rows)
-                for seed in sorted({k.seed for k in keys if k.method == method}):
-                    easy = store.read(PartKey(slug, method, "easy", seed))
-                    hard = store.read(PartKey(slug, method, "hard", seed))
-                    hard_train = hard.arrays["train"]
-                    refit = Standardizer.fit(_data(states, mask, answers, hard_train))
-                    w = easy.arrays["probe_weight"]
-                    rows.append(
-                        dict(
-                            task=task["task"], family=family, layer=layer, seed=seed,
-                            easy=_accuracy(states, mask, answers, test, easy.arrays),
-                            easy_rescaled_on_hard=_accuracy(
-                                states, mask, answers, test,
-                                {"probe_mean": refit.mean, "probe_std": refit.std,
-                                 "probe_weight": w, "probe_bias": np.float64(0)},
-                            ),
-                            hard=_accuracy(states, mask, answers, test, hard.arrays),
-                        )
-                    )  # fmt: skip
+        for method in sorted({k.method for k in keys}):
+            layer = int(store.read(next(k for k in keys if k.method == method)).meta["layer"])
+            states = answer_end_features(cache, layer, states_of)
+            for seed in sorted({k.seed for k in keys if k.method == method}):
+                easy = store.read(PartKey(slug, method, "easy", seed))
+                hard = store.read(PartKey(slug, method, "hard", seed))
+                refit = Standardizer.fit(_data(states, mask, answers, hard.arrays["train"]))
+                rescaled = {
+                    "probe_mean": refit.mean, "probe_std": refit.std,
+                    "probe_weight": easy.arrays["probe_weight"], "probe_bias": np.float64(0),
+                }  # fmt: skip
+                rows.append(
+                    dict(
+                        task=view.task, family=family, layer=layer, seed=seed,
+                        easy=_accuracy(states, mask, answers, test, easy.arrays),
+                        easy_rescaled_on_hard=_accuracy(states, mask, answers, test, rescaled),
+                        hard=_accuracy(states, mask, answers, test, hard.arrays),
+                    )
+                )  # fmt: skip
     return rows
 
 
@@ -158,53 +148,71 @@ def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dic
     chooses their setting, on its easy validation items). Seeded draws of one pool share
     about n_train / pool of their items, and their cosine tracks that share; this is what two
     draws that share nothing agree on, the fair reference for easy~hard (disjoint pools)."""
-    from truthprobe.activations import ActivationCache
     from truthprobe.methods.base import answer_end_features
     from truthprobe.probes import choose, fit_many, preset_probes
 
-    store = RunStore(run_dir)
     grid = preset_probes("mc_linear", "validated")
     rows = []
+    for view in _cached_tasks(run_dir):
+        pool = np.flatnonzero((view.roles == "pool") & (view.strata == "easy"))
+        if len(pool) < 2 * n_train:
+            continue
+        check_rows = np.flatnonzero(view.roles == "validation")
+        keys = [k for k in view.store.keys(view.slug) if "@" in k.method]
+        layers = sorted({int(view.store.read(k).meta["layer"]) for k in keys})
+        for layer in layers:
+            states = answer_end_features(view.cache, layer, view.cache_rows)
+
+            def data(rows, states=states, view=view):
+                return _data(states, view.mask, view.answers, rows)
+
+            halves, seeds = [], []
+            for k in range(draws):
+                order = np.random.default_rng([k, 2024]).permutation(pool)
+                halves += [np.sort(order[:n_train]), np.sort(order[n_train : 2 * n_train])]
+                seeds += [2 * k, 2 * k + 1]
+            fits = fit_many(grid, [data(h) for h in halves], seeds)
+            chosen = [raw_direction(f[choose(f, data(check_rows))[0]].arrays()) for f in fits]
+            cosines = [float(chosen[2 * k] @ chosen[2 * k + 1]) for k in range(draws)]
+            rows.append(
+                dict(task=view.task, family="mc_linear", layer=layer, comparison="seeds",
+                     pair="easy~easy disjoint", cosine=float(np.mean(cosines)),
+                     cosine_sd=float(np.std(cosines)), n_pairs=draws)
+            )  # fmt: skip
+    return rows
+
+
+@dataclass
+class _TaskView:
+    """A stored task of a run, with its open cache and its items' cache rows."""
+
+    store: RunStore
+    slug: str
+    task: str
+    roles: np.ndarray
+    strata: np.ndarray
+    answers: np.ndarray
+    cache: Any
+    cache_rows: np.ndarray
+    mask: np.ndarray
+
+
+def _cached_tasks(run_dir: str | Path) -> Iterator[_TaskView]:
+    """Each multiple-choice task of a run, its cache open while the caller works on it."""
+    from truthprobe.activations import ActivationCache
+
+    store = RunStore(run_dir)
     for slug in store.task_slugs():
         task = store.task(slug)
         if not task.get("cache"):
             continue
         items = task["items"]
-        roles, strata = np.array(items["role"]), np.array(items["stratum"])
-        answers = np.array(items["answer_index"])
-        pool = np.flatnonzero((roles == "pool") & (strata == "easy"))
-        validation = np.flatnonzero(roles == "validation")
-        if len(pool) < 2 * n_train:
-            continue
-        layers = sorted(
-            {int(store.read(k).meta["layer"]) for k in store.keys(slug) if "@" in k.method}
-        )
         with ActivationCache(task["cache"]["path"]) as cache:
-            cache_rows = cache.rows_of(items["id"])
-            mask = cache.item("choice_mask")[cache_rows]
-            for layer in layers:
-                states = answer_end_features(cache, layer, cache_rows)
-                halves, seeds = [], []
-                for k in range(draws):
-                    order = np.random.default_rng([k, 2024]).permutation(pool)
-                    halves += [np.sort(order[:n_train]), np.sort(order[n_train : 2 * n_train])]
-                    seeds += [2 * k, 2 * k + 1]
-                fits = fit_many(grid, [_data(states, mask, answers, h) for h in halves], seeds)
-                check = _data(states, mask, answers, validation)
-                chosen = [f[choose(f, check)[0]] for f in fits]
-                cosines = [
-                    float(
-                        raw_direction(chosen[2 * k].arrays())
-                        @ raw_direction(chosen[2 * k + 1].arrays())
-                    )
-                    for k in range(draws)
-                ]
-                rows.append(
-                    dict(task=task["task"], family="mc_linear", layer=layer, comparison="seeds",
-                         pair="easy~easy disjoint", cosine=float(np.mean(cosines)),
-                         cosine_sd=float(np.std(cosines)), n_pairs=draws)
-                )  # fmt: skip
-    return rows
+            rows = cache.rows_of(items["id"])
+            yield _TaskView(
+                store, slug, task["task"], np.array(items["role"]), np.array(items["stratum"]),
+                np.array(items["answer_index"]), cache, rows, cache.item("choice_mask")[rows],
+            )  # fmt: skip
 
 
 def _data(states, mask, answers, rows):
