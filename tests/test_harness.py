@@ -185,7 +185,9 @@ def test_resume_recomputes_only_missing_and_stale_parts(sweep, monkeypatch):
     config, summary = sweep
     store = RunStore(summary.run_dir)
     keys = list(store.keys())
-    missing, stale = keys[5], keys[9]
+    probe_parts = [k for k in keys if "@" in k.method]
+    missing, stale = probe_parts[5], probe_parts[9]  # two probes fitted with other draws
+    before = store.read(missing).arrays
     store.path(missing).unlink()
     part = store.read(stale)
     store.put(stale, part.arrays, {**part.meta, "fingerprint": "made-by-other-code"})
@@ -193,6 +195,9 @@ def test_resume_recomputes_only_missing_and_stale_parts(sweep, monkeypatch):
     again = layer_sweep(config)
     assert (again.computed, again.stale, again.reused) == (2, 1, len(keys) - 2)
     assert all(store.path(k).stat().st_mtime_ns == t for k, t in stamps.items())
+    after = store.read(missing).arrays  # refitted on resume: the same bytes
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
     import truthprobe.provenance
 
