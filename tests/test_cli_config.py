@@ -43,7 +43,7 @@ INVALID = [
     ("sweep", "--tasks", "nope:grade"),
     ("sweep", "--tasks", "arc:nope"),
     ("sweep", "--tasks", "arc:level"),
-    ("sweep", "--tasks", "arc:mdl"),
+    ("sweep", "--tasks", "gsm8k:mdl"),
     ("sweep", "--batch-size", "0"),
     ("sweep", "--batch-size", "x"),
     ("sweep", "--n-train", "0"),
@@ -87,7 +87,7 @@ def test_errors_name_the_flag_and_the_valid_values(no_model_env):
     err = truthprobe("sweep", "--tasks", "arc", env=env).stderr
     assert "needs a hardness measure" in err and "arc:grade" in err
     err = truthprobe("sweep", "--tasks", "arc:level", env=env).stderr
-    assert "does not apply to arc" in err and "grade, bloom" in err and "mdl" not in err
+    assert "does not apply to arc" in err and "grade, bloom" in err and "probe_mdl" in err
     assert (
         "--test-fraction must be between 0 and 1"
         in truthprobe("sweep", "--test-fraction", "1.5", env=env).stderr

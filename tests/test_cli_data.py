@@ -8,9 +8,9 @@ import pytest
 
 from truthprobe.cli import main
 from truthprobe.data import DATASET_NAMES
-from truthprobe.hardness import measures_for
+from truthprobe.hardness import MEASURES, measures_for
 
-PAIRS = [(d, m) for d in DATASET_NAMES for m in measures_for(d) if m != "mdl"]
+PAIRS = [(d, m) for d in DATASET_NAMES for m in measures_for(d) if not MEASURES[m].needs_model]
 
 
 @pytest.mark.parametrize(("dataset", "measure"), PAIRS)
@@ -64,3 +64,9 @@ def test_baselines_flags_build_the_config():
     assert custom.tasks == ("strategyqa:steps",) and custom.cot.cot == ()
     assert custom.cot.max_new_tokens == 50
     assert custom.harness().run_hash() != default.harness().run_hash()
+
+
+def test_summary_of_a_model_based_measure_says_how_to_compute_it(capsys):
+    assert main(["data", "summary", "--dataset", "arc", "--measure", "probe_mdl"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truthprobe sweep --tasks arc:probe_mdl" in err[0]

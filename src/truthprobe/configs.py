@@ -185,18 +185,20 @@ def check_task(text: str) -> tuple[str, str]:
         if not Path(dataset).is_file():
             raise ConfigError(f"task {text!r}: no such file {dataset}")
 
-    def human(names):
-        return [m for m in names if not MEASURES[m].needs_model]
+    from truthprobe.mdl import MODEL_MEASURES
+
+    def human(names):  # or computed by truthprobe.mdl
+        return [m for m in names if not MEASURES[m].needs_model or m in MODEL_MEASURES]
 
     if measure not in MEASURES:
         valid = human(measures_for(dataset) if dataset in DATASET_NAMES else list(MEASURES))
         raise ConfigError(
             f"task {text!r}: unknown hardness measure {measure!r}; valid: {', '.join(valid)}"
         )
-    if MEASURES[measure].needs_model:
+    if MEASURES[measure].needs_model and measure not in MODEL_MEASURES:
         raise ConfigError(
             f"task {text!r}: {measure!r} is model-based and needs per-item scores, which the "
-            "command line cannot compute yet; use a human measure"
+            f"command line cannot compute; it computes {', '.join(MODEL_MEASURES)}"
         )
     if dataset in DATASET_NAMES and not MEASURES[measure].applies_to(dataset):
         raise ConfigError(

@@ -217,9 +217,16 @@ for _measure in (
     ),
     HardnessMeasure(
         "mdl",
-        "model-based MDL hardness, 1 - mean label confidence (30th / 70th percentile); "
-        "needs per-item scores from a model",
+        "model-based: zero-shot MDL, 1 - p(gold) under the model (30th / 70th percentile)",
         None,
+        excluded=("gsm8k",),  # scores choices: free-form answers have none
+    ),
+    HardnessMeasure(
+        "probe_mdl",
+        "model-based: probe MDL, 1 - held-out probe confidence along a learning curve, "
+        "cross-fitted (30th / 70th percentile)",
+        None,
+        excluded=("gsm8k",),
     ),
 ):
     register_measure(_measure)
@@ -253,9 +260,11 @@ def hardness_values(
     if measure.value is not None:
         return [_checked(record, measure, measure.value) for record in records]
     if scores is None:
+        dataset = records[0].dataset if records else "DATASET"
         raise HardnessError(
-            f"hardness measure {measure.name!r} is model-based: compute per-item scores first "
-            "and pass them as scores={item_id: hardness}"
+            f"hardness measure {measure.name!r} is model-based: `truthprobe sweep --tasks "
+            f"{dataset}:{measure.name}` computes its per-item scores with the model (stored "
+            "beside the activation cache); from Python pass scores={item_id: hardness}"
         )
 
     def score(record: Question) -> float | None:

@@ -30,6 +30,7 @@ from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfi
 from truthprobe.data import Dataset, load_dataset
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, SplitConfig
+from truthprobe.hardness import get_measure
 from truthprobe.locks import Lock
 from truthprobe.methods import (
     Method,
@@ -150,6 +151,40 @@ def _prepare_cache(
     return TaskStates(Path(identity["path"]), rows, task), layers, identity
 
 
+def _model_rated_task(
+    spec: TaskSpec,
+    datasets: dict[str, Dataset],
+    models: Models,
+    config: HarnessConfig,
+    summary: RunSummary,
+    verified: dict[str, set[int]],
+) -> Task:
+    """A task under a model-based measure: the dataset's whole cache is filled, the measure's
+    per-item scores are read from beside it (or computed there), then the task is resolved."""
+    from truthprobe.activations import fill_rows, open_cache
+    from truthprobe.activations.extraction import resolve_template
+    from truthprobe.mdl import model_scores
+    from truthprobe.tasks import choice_records
+
+    dataset = datasets[spec.dataset]
+    pool = choice_records(dataset)
+    if not pool:
+        raise TruthprobeError(f"{spec.name}: model-based hardness needs answer choices")
+    loaded = models.base
+    template = resolve_template(None, pool)
+    started = time.perf_counter()
+    with open_cache(dataset.name, pool, loaded, template, None, config.cache) as cache:
+        filled = fill_rows(
+            cache, pool, None, loaded, template, progress=config.output.progress,
+            max_prompt_tokens=config.cache.max_prompt_tokens,
+            verified=verified.setdefault(str(cache.path), set()),
+        )  # fmt: skip
+        scores = model_scores(cache, spec.measure)
+    summary.extract_seconds += time.perf_counter() - started
+    summary.rows_extracted[f"{spec.name} (rating)"] = filled.rows_extracted
+    return load_task(spec, config.data, config.split, dataset, scores)
+
+
 def part_fingerprint(
     task: Task,
     method: Method,
@@ -229,11 +264,14 @@ def run(config: HarnessConfig) -> RunSummary:
             message names task, method, train_on and seed); nothing half-written is left.
     """
     datasets: dict[str, Dataset] = {}  # several measures of one dataset read it once
-    tasks = []
+    tasks: list[Task | TaskSpec] = []  # model-rated tasks are resolved once the model is there
     for text in config.tasks:
         spec = TaskSpec.parse(text)
         if spec.dataset not in datasets:
             datasets[spec.dataset] = load_dataset(spec.dataset, source=config.data.source)
+        if get_measure(spec.measure).needs_model:
+            tasks.append(spec)
+            continue
         tasks.append(load_task(spec, config.data, config.split, datasets[spec.dataset]))
     run_dir = config.run_dir()
     made = [p for p in (run_dir.parent, run_dir) if not p.exists()]
@@ -242,7 +280,7 @@ def run(config: HarnessConfig) -> RunSummary:
     )
     summary = RunSummary(run_dir)
     try:
-        return _run(config, tasks, run_dir, summary)
+        return _run(config, tasks, datasets, run_dir, summary)
     except BaseException:
         if made and summary.computed == 0:  # a failed first attempt leaves no empty folder
             shutil.rmtree(made[0], ignore_errors=True)
@@ -251,7 +289,13 @@ def run(config: HarnessConfig) -> RunSummary:
         lock.release()
 
 
-def _run(config: HarnessConfig, tasks: list[Task], run_dir: Path, summary: RunSummary):
+def _run(
+    config: HarnessConfig,
+    tasks: list[Task | TaskSpec],
+    datasets: dict[str, Dataset],
+    run_dir: Path,
+    summary: RunSummary,
+):
     store = RunStore(run_dir)
     models = Models(config.model)
     started = time.perf_counter()
@@ -262,8 +306,14 @@ def _run(config: HarnessConfig, tasks: list[Task], run_dir: Path, summary: RunSu
 
         # before anything is extracted: a layer the model does not have is a setting error
         resolve_layers(config.settings.probe.layers, models.base.n_layers)
-    _write_config(config, run_dir, tasks, models)
     verified: dict[str, set[int]] = {}
+    tasks = [
+        t
+        if isinstance(t, Task)
+        else _model_rated_task(t, datasets, models, config, summary, verified)
+        for t in tasks
+    ]
+    _write_config(config, run_dir, tasks, models)
     for task in tasks:
         states, layers, cache = None, (), None
         if not task.free_form:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -145,15 +146,19 @@ def load_task(
     data: DataConfig,
     split: SplitConfig,
     dataset: Dataset | None = None,
+    scores: Mapping[str, float] | None = None,
 ) -> Task:
     """Read the data of `spec` and resolve its items, strata and split.
+
+    `scores` (item id -> hardness) rate the items under a model-based measure
+    (`truthprobe.mdl`); human measures read the records.
 
     Raises:
         TruthprobeError: bad records, a measure that rates nothing here, or too few items.
     """
     dataset = dataset or load_dataset(spec.dataset, source=data.source)
     pool = choice_records(dataset) or dataset.records
-    all_strata = stratify(pool, spec.measure)
+    all_strata = stratify(pool, spec.measure, scores)
     items = select_items(all_strata, data)
     if not len(items):
         raise TruthprobeError(

@@ -1,0 +1,142 @@
+"""Model-based hardness: how hard the *model* finds each item, as a hardness measure.
+
+Two scores per item, higher = harder, both "one minus the label's confidence" (the paper's MDL
+view: an item whose label the model codes cheaply is easy):
+
+- `mdl`: zero-shot MDL, 1 - p(gold) from the cached zero-shot choice log-likelihoods (the
+  zero-shot method's own scoring, so no extra forward pass);
+- `probe_mdl`: probe MDL, 1 - the mean gold probability of held-out linear probes along a
+  learning curve (`CURVE` shares of the training folds) at the middle layer, cross-fitted over
+  `FOLDS` folds: an item's score only ever comes from probes that never saw it (the online-code
+  view of description length).
+
+Scores cover every record of the dataset's cache and are stored beside it
+(`<cache>.hardness.npz`), keyed by the cache's content: they are recomputed only when the cache
+changes. `truthprobe.harness` fills the whole cache and reads them for `--tasks arc:mdl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.errors import TruthprobeError
+
+MODEL_MEASURES: tuple[str, ...] = ("mdl", "probe_mdl")
+FOLDS = 5
+CURVE: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
+"""Shares of the other folds' items each learning-curve probe trains on (nested)."""
+SCORES_FORMAT = 1
+
+
+def zero_shot_mdl(logprob: np.ndarray, mask: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """1 - p(gold) under zero-shot scoring (softmax of summed log-likelihoods over choices)."""
+    ids = tuple(map(str, range(len(answers))))
+    return 1.0 - ChoiceProbs.from_scores(ids, logprob, mask).gold_probability(answers)
+
+
+def probe_mdl(
+    states: np.ndarray,
+    mask: np.ndarray,
+    answers: np.ndarray,
+    folds: int = FOLDS,
+    curve: Sequence[float] = CURVE,
+    seed: int = 0,
+) -> np.ndarray:
+    """1 - mean held-out gold probability along a cross-fitted learning curve.
+
+    Items are dealt into `folds` folds (seeded); for each fold, probes (l2 = 0.1, 100 steps:
+    a middle setting of the validated grid) train on nested shares `curve` of the other folds
+    and score the fold. No item's score comes from a probe trained on it.
+    """
+    from truthprobe.probes import MultipleChoiceLinearProbe, ProbeData, fit_many
+
+    n = len(answers)
+    if n < 2 * folds:
+        raise TruthprobeError(f"probe MDL needs at least {2 * folds} items, got {n}")
+    rng = np.random.default_rng(seed)
+    fold_of = fold_assignment(n, folds, rng)
+    ids = tuple(map(str, range(n)))
+    data = ProbeData(ids, states, mask, np.asarray(answers))
+    trains, held_out = [], []
+    for f in range(folds):
+        rest = rng.permutation(np.flatnonzero(fold_of != f))  # nested prefixes: a curve
+        for share in curve:
+            size = max(folds, int(round(share * len(rest))))
+            trains.append(np.sort(rest[:size]))
+            held_out.append(np.flatnonzero(fold_of == f))
+    probe = MultipleChoiceLinearProbe(l2=0.1)
+    fitted = fit_many([probe], [data.take(t) for t in trains], list(range(len(trains))))
+    confidence = np.zeros(n)
+    for (fit,), rows in zip(fitted, held_out, strict=True):
+        test = data.take(rows)
+        confidence[rows] += fit.predict(test).gold_probability(test.answer_index)
+    return 1.0 - confidence / len(curve)
+
+
+def fold_assignment(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold of each item: a seeded deal, so fold sizes differ by at most one."""
+    return rng.permutation(n) % folds
+
+
+def middle_layer(layers: Sequence[int]) -> int:
+    return max(layers) // 2
+
+
+def _cache_state(cache) -> str:
+    """A hash of everything the scores are computed from: identity, items and written blocks."""
+    h = hashlib.sha256()
+    h.update(cache.key.encode())
+    h.update(str(cache.attrs.get("items_sha256")).encode())
+    h.update(cache.done_batches().tobytes())
+    h.update(cache._file["batches/digest"][:].tobytes())
+    return h.hexdigest()[:16]
+
+
+def scores_path(cache_path: str | Path) -> Path:
+    path = Path(cache_path)
+    return path.with_name(path.stem + ".hardness.npz")
+
+
+def model_scores(cache, measure: str) -> dict[str, float]:
+    """Per-item `measure` scores of every record in a complete cache, read from beside it or
+    computed (and stored) when the cache changed since."""
+    if measure not in MODEL_MEASURES:
+        raise TruthprobeError(f"{measure!r} is not model-based; model-based: {MODEL_MEASURES}")
+    if not cache.is_complete:
+        raise TruthprobeError(
+            f"{cache.path}: {measure} needs every record's states ({cache.rows_done} of "
+            f"{cache.n_items} rows written); extract the whole dataset first"
+        )
+    state = _cache_state(cache)
+    path = scores_path(cache.path)
+    stored: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                if str(f["state"]) == state and int(f["format"]) == SCORES_FORMAT:
+                    stored = {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError):
+            stored = {}  # unreadable: recomputed
+    ids = cache.item("id").astype(str)
+    if measure not in stored:
+        mask = cache.item("choice_mask")
+        answers = cache.item("answer_index")
+        if measure == "mdl":
+            values = zero_shot_mdl(cache.score("choice_logprob"), mask, answers)
+        else:
+            states = cache.answer_end(middle_layer(cache.layers))
+            values = probe_mdl(states, mask, answers)
+        stored = {k: v for k, v in stored.items() if k not in ("state", "format")}
+        stored[measure] = values
+        if measure == "probe_mdl":
+            stored["probe_mdl_layer"] = np.int64(middle_layer(cache.layers))
+        staging = path.with_name(f"{path.stem}.partial-{os.getpid()}.npz")
+        np.savez(staging, state=np.array(state), format=np.int64(SCORES_FORMAT), **stored)
+        staging.replace(path)
+    return dict(zip(ids, stored[measure].astype(float).tolist(), strict=True))
