@@ -82,3 +82,10 @@ def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
     assert second.returncode == 0 and "0 computed" in second.stdout
     assert stored.stat().st_mtime_ns == stamp
     assert "arc-sample" in first.stdout and ":mdl" in first.stdout and ":probe_mdl" in first.stdout
+    assert "probe_mdl ~ grade" in first.stdout and "mdl ~ bloom" in first.stdout  # per dataset
+    summary = truthprobe(
+        "data", "summary", "--dataset", str(arc_sample), "--measure", "probe_mdl",
+        "--cache-dir", str(tmp_path / "act"),
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr
+    assert "Spearman with grade" in summary.stdout and "hard" in summary.stdout

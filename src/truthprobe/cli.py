@@ -44,7 +44,19 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     if args.split:
         dataset = dataset.select(splits=args.split)
         records = dataset.records
-    strata = stratify(records, args.measure)
+    scores = None
+    if MEASURES[args.measure].needs_model:  # scores stored beside a cache by a run
+        from truthprobe.mdl import rank_correlations, stored_scores
+
+        cache_path, scores = stored_scores(args.dataset, args.measure, args.cache_dir)
+        records = [r for r in records if r.id in scores]
+        print(f"{args.measure} scores of {cache_path}")
+        for row in rank_correlations(records, args.measure, scores):
+            print(
+                f"  Spearman with {row['human_measure']}: {row['spearman']:+.3f} "
+                f"({row['n']} records)"
+            )
+    strata = stratify(records, args.measure, scores)
     groups = group_by_stratum(records, strata)
     measure = MEASURES[args.measure]
     print(
@@ -147,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--measure", required=True, choices=sorted(MEASURES))
     summary.add_argument("--split", action="append", help="restrict to split(s); repeatable")
     summary.add_argument("--examples", type=int, default=3, help="example ids per stratum")
+    summary.add_argument(
+        "--cache-dir",
+        default="activations",
+        help="where runs stored model-based scores (mdl, probe_mdl) beside their caches",
+    )
     summary.set_defaults(func=cmd_data_summary)
 
     validate = data_commands.add_parser("validate", help="check a JSONL file in the schema")

@@ -92,6 +92,8 @@ class RunSummary:
     stale: int = 0
     """Stored parts made by other code or data, recomputed."""
     rows_extracted: dict[str, int] = field(default_factory=dict)
+    correlations: dict[str, list[dict]] = field(default_factory=dict)
+    """Per model-rated task: Spearman correlation of its measure with each human measure."""
     rows_repaired: int = 0
     """Rows of damaged cache batches found by verification and extracted again."""
     caches: dict[str, str] = field(default_factory=dict)
@@ -163,7 +165,7 @@ def _model_rated_task(
     per-item scores are read from beside it (or computed there), then the task is resolved."""
     from truthprobe.activations import fill_rows, open_cache
     from truthprobe.activations.extraction import resolve_template
-    from truthprobe.mdl import model_scores
+    from truthprobe.mdl import model_scores, rank_correlations
     from truthprobe.tasks import choice_records
 
     dataset = datasets[spec.dataset]
@@ -182,6 +184,7 @@ def _model_rated_task(
         scores = model_scores(cache, spec.measure)
     summary.extract_seconds += time.perf_counter() - started
     summary.rows_extracted[f"{spec.name} (rating)"] = filled.rows_extracted
+    summary.correlations[spec.name] = rank_correlations(pool, spec.measure, scores)
     return load_task(spec, config.data, config.split, dataset, scores)
 
 
@@ -328,6 +331,7 @@ def _run(
                 "fingerprint": task.fingerprint,
                 "cache": cache,
                 "items": task.table(),
+                "hardness_correlations": summary.correlations.get(task.name, []),
             },
         )
         ctx = MethodContext(task, models, states, run_dir, config.output.progress)

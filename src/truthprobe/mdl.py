@@ -140,3 +140,54 @@ def model_scores(cache, measure: str) -> dict[str, float]:
         np.savez(staging, state=np.array(state), format=np.int64(SCORES_FORMAT), **stored)
         staging.replace(path)
     return dict(zip(ids, stored[measure].astype(float).tolist(), strict=True))
+
+
+def rank_correlations(records: Sequence, measure: str, scores: dict[str, float]) -> list[dict]:
+    """Spearman rank correlation of a model-based measure with every human measure that rates
+    these records (on the records both rate): does the model find hard what people do?"""
+    from scipy.stats import spearmanr
+
+    from truthprobe.hardness import MEASURES, hardness_values, measures_for
+
+    dataset = records[0].dataset
+    rows = []
+    for name in measures_for(dataset):
+        if MEASURES[name].needs_model:
+            continue
+        values = hardness_values(records, name)
+        pairs = [
+            (v, scores[r.id])
+            for r, v in zip(records, values, strict=True)
+            if v is not None and r.id in scores
+        ]
+        if len(pairs) < 3 or len({v for v, _ in pairs}) < 2:
+            continue
+        rho = spearmanr([v for v, _ in pairs], [m for _, m in pairs]).statistic
+        rows.append(dict(dataset=dataset, model_measure=measure, human_measure=name,
+                         n=len(pairs), spearman=float(rho)))  # fmt: skip
+    return rows
+
+
+def stored_scores(dataset: str, measure: str, cache_dir: str | Path) -> tuple[Path, dict]:
+    """Scores of `measure` stored beside the one cache of `dataset` under `cache_dir` that has
+    them (`truthprobe data summary` reads them without a model)."""
+    from truthprobe.activations import ActivationCache
+
+    found = []
+    for path in sorted(Path(cache_dir).glob(f"*/{Path(dataset).stem}-*.hardness.npz")):
+        with np.load(path) as f:
+            if measure in f.files:
+                found.append(path)
+    if not found:
+        raise TruthprobeError(
+            f"no stored {measure} scores for {dataset} under {cache_dir}: `truthprobe sweep "
+            f"--tasks {dataset}:{measure}` computes them with the model"
+        )
+    if len(found) > 1:
+        raise TruthprobeError(
+            f"{len(found)} caches under {cache_dir} hold {measure} scores for {dataset} (one per "
+            f"model or template): pass --cache-dir of one model, e.g. {found[0].parent}"
+        )
+    cache_path = found[0].with_name(found[0].name.replace(".hardness.npz", ".h5"))
+    with ActivationCache(cache_path) as cache:
+        return cache_path, model_scores(cache, measure)

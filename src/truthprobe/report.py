@@ -119,6 +119,12 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
     return results
 
 
+def collect_tasks(run_dir: str | Path) -> list[dict]:
+    """Every stored task description of a run (`task.json`)."""
+    store = RunStore(run_dir)
+    return [store.task(slug) for slug in store.task_slugs()]
+
+
 def best_layer(family: FamilyResults) -> int:
     """The layer whose easy-trained probes do best on easy validation items (ties: lowest)."""
     scores = {
@@ -287,12 +293,22 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
     if chosen_settings:
         lines += ["", "probe settings at the reported layer (chosen per part on easy validation):"]
         lines += [f"  {r['task']} {r['label']}: {r['setting']}" for r in chosen_settings]
+    correlations = [
+        row for task in collect_tasks(run_dir) for row in task.get("hardness_correlations", [])
+    ]
+    if correlations:
+        lines += ["", "model-based hardness vs human measures (Spearman, records both rate):"]
+        lines += [
+            f"  {r['dataset']} {r['model_measure']} ~ {r['human_measure']}: {r['spearman']:+.3f} "
+            f"(n = {r['n']})"
+            for r in correlations
+        ]
     if any(r["collapsed"] for r in table):
         lines += [
             "",
             "collapsed: mean (max choice probability - 1/choices) below "
-            f"{COLLAPSED_MARGIN} on test items; such a probe's argmax may still rank choices, "
-            "but its probabilities carry nothing",
+            f"{COLLAPSED_MARGIN} on the items it scored; such a probe's argmax may still rank "
+            "choices, but its probabilities carry nothing",
         ]
     lines += [
         "",
