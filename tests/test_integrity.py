@@ -54,7 +54,8 @@ def filled(extracted, tiny_model_dir, arc_sample, tmp_path):
     sweep = [
         "sweep", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
         "--n-train", "12", "--seeds", "2", "--validation-size", "10", "--max-per-stratum", "0",
-        "--n-boot", "100", "--cache-dir", str(tmp_path / "act"),
+        "--n-boot", "100", "--probe-preset", "paper", "--no-mid-last",
+        "--cache-dir", str(tmp_path / "act"),
         "--plots-dir", str(tmp_path / "plots"), "--no-progress",
     ]  # fmt: skip
     return path, extracted, sweep, tmp_path

@@ -287,7 +287,7 @@ class ConfigCommand:
 
 CONFIG_COMMANDS: dict[str, ConfigCommand] = {
     "extract": ConfigCommand(
-        "truthprobe.activations.extraction",
+        "truthprobe.configs",
         "ExtractConfig",
         run_extract,
         "cache per-layer hidden states of a model to HDF5",

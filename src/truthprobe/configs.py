@@ -21,6 +21,7 @@ import tyro
 from truthprobe.errors import TruthprobeError
 
 Quantization = Literal["none", "4bit", "8bit"]
+Backend = Literal["hf", "nnsight", "transformer_lens"]
 ProbeKind = Literal["mc_linear", "logistic", "mass_mean", "ccs"]
 PROBE_KINDS: tuple[str, ...] = ("mc_linear", "logistic", "mass_mean", "ccs")
 ProbePreset = Literal["validated", "paper"]
@@ -214,3 +215,54 @@ def check_tasks(tasks: tuple[str, ...]) -> None:
         check_task(task)
     duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
     require(not duplicated, "tasks", f"lists {duplicated[0] if duplicated else ''} twice")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract and where. `truthprobe extract --help` is built from these fields."""
+
+    dataset: str = "arc"
+    """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""
+    model: ModelConfig = ModelConfig()
+    cache: CacheConfig = CacheConfig()
+    template: str | None = None
+    """Prompt template (mc, qa); default: the paper's template for the dataset."""
+    layers: tuple[int, ...] | None = None
+    """Hidden-state indices to keep (0 = embeddings); default: every layer."""
+    measure: str | None = None
+    """Only items this hardness measure rates (with --max-per-stratum: a balanced subset)."""
+    data: DataConfig = DataConfig(max_per_stratum=0)
+    limit: int = 0
+    """Only the first N selected items (0 = all), for quick looks."""
+    cache_path: str | None = None
+    """An explicit cache file instead of the one under --cache-dir."""
+    backend: Backend = "hf"
+    """hf = the fast KV-cached path; nnsight / transformer_lens = per-sequence cross-checks."""
+    progress: bool = True
+    """A progress bar while extracting."""
+
+    def __post_init__(self) -> None:
+        from truthprobe.data import DATASET_NAMES
+        from truthprobe.prompts import TEMPLATES
+
+        if self.measure is not None:
+            check_task(f"{self.dataset}:{self.measure}")
+        elif self.dataset not in DATASET_NAMES and not (
+            self.dataset.endswith(".jsonl") and Path(self.dataset).is_file()
+        ):
+            raise ConfigError(
+                f"--dataset {self.dataset!r}: give one of {', '.join(DATASET_NAMES)} or the "
+                "path of an existing .jsonl file"
+            )
+        require(
+            self.measure is not None or self.data.max_per_stratum == 0,
+            "max_per_stratum",
+            "needs --measure (it caps the strata of a hardness measure)",
+        )
+        require(
+            self.template is None or self.template in TEMPLATES,
+            "template",
+            f"must be one of {', '.join(TEMPLATES)}, got {self.template!r}",
+        )
+        require_non_negative(self.limit, "limit", "every item")
+        require_layers(self.layers)

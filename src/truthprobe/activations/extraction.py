@@ -22,21 +22,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from truthprobe.activations.cache import ActivationCache, CacheError, CacheSpec, Damage
-from truthprobe.backends import Backend, get_runner
-from truthprobe.configs import (
-    CacheConfig,
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    check_task,
-    require,
-    require_layers,
-    require_non_negative,
-)
-from truthprobe.data import DATASET_NAMES, Question, content_hash
+from truthprobe.backends import get_runner
+from truthprobe.configs import CacheConfig, ExtractConfig
+from truthprobe.data import Question, content_hash
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
-from truthprobe.prompts import TEMPLATES, PromptTemplate, default_template, get_template
+from truthprobe.prompts import PromptTemplate, default_template, get_template
 from truthprobe.scoring import (
     EncodedItem,
     encode,
@@ -50,54 +41,6 @@ log = logging.getLogger(__name__)
 
 class ExtractError(TruthprobeError, ValueError):
     """An extraction request that cannot be carried out (bad layer index, no choices, ...)."""
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """What to extract and where. `truthprobe extract --help` is built from these fields."""
-
-    dataset: str = "arc"
-    """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""
-    model: ModelConfig = ModelConfig()
-    cache: CacheConfig = CacheConfig()
-    template: str | None = None
-    """Prompt template (mc, qa); default: the paper's template for the dataset."""
-    layers: tuple[int, ...] | None = None
-    """Hidden-state indices to keep (0 = embeddings); default: every layer."""
-    measure: str | None = None
-    """Only items this hardness measure rates (with --max-per-stratum: a balanced subset)."""
-    data: DataConfig = DataConfig(max_per_stratum=0)
-    limit: int = 0
-    """Only the first N selected items (0 = all), for quick looks."""
-    cache_path: str | None = None
-    """An explicit cache file instead of the one under --cache-dir."""
-    backend: Backend = "hf"
-    """hf = the fast KV-cached path; nnsight / transformer_lens = per-sequence cross-checks."""
-    progress: bool = True
-    """A progress bar while extracting."""
-
-    def __post_init__(self) -> None:
-        if self.measure is not None:
-            check_task(f"{self.dataset}:{self.measure}")
-        elif self.dataset not in DATASET_NAMES and not (
-            self.dataset.endswith(".jsonl") and Path(self.dataset).is_file()
-        ):
-            raise ConfigError(
-                f"--dataset {self.dataset!r}: give one of {', '.join(DATASET_NAMES)} or the "
-                "path of an existing .jsonl file"
-            )
-        require(
-            self.measure is not None or self.data.max_per_stratum == 0,
-            "max_per_stratum",
-            "needs --measure (it caps the strata of a hardness measure)",
-        )
-        require(
-            self.template is None or self.template in TEMPLATES,
-            "template",
-            f"must be one of {', '.join(TEMPLATES)}, got {self.template!r}",
-        )
-        require_non_negative(self.limit, "limit", "every item")
-        require_layers(self.layers)
 
 
 @dataclass

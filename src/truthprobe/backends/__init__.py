@@ -10,14 +10,13 @@ imports from the scoring engine or the extraction dispatcher: they import this.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 
+from truthprobe.configs import Backend  # one definition, re-exported here
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 
-Backend = Literal["hf", "nnsight", "transformer_lens"]
 BACKENDS: tuple[str, ...] = ("hf", "nnsight", "transformer_lens")
 
 #: Runs one full sequence (1, T) and returns (hidden states 0..L each (T, d_model), logits (T, V)).
