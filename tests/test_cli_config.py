@@ -45,6 +45,8 @@ INVALID = [
     ("sweep", "--tasks", "arc:level"),
     ("sweep", "--tasks", "gsm8k:mdl"),
     ("sweep", "--batch-size", "0"),
+    ("sweep", "--probe-preset", "tuned"),
+    ("directions", "--n-train", "0"),
     ("sweep", "--batch-size", "x"),
     ("sweep", "--n-train", "0"),
     ("sweep", "--seeds", "0"),
