@@ -66,8 +66,14 @@ def test_baselines_flags_build_the_config():
     assert custom.harness().run_hash() != default.harness().run_hash()
 
 
-def test_summary_of_a_model_based_measure_says_how_to_compute_it(capsys, tmp_path):
-    argv = ["data", "summary", "--dataset", "arc", "--measure", "probe_mdl"]
-    assert main([*argv, "--cache-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_summary_of_a_model_based_measure_says_how_to_compute_it(tmp_path):
+    from test_cli_config import truthprobe
+
+    result = truthprobe(
+        "data", "summary", "--dataset", "arc", "--measure", "probe_mdl", "--cache-dir",
+        str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "truthprobe sweep --tasks arc:probe_mdl" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing written

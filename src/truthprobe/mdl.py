@@ -17,7 +17,6 @@ changes. `truthprobe.harness` fills the whole cache and reads them for `--tasks 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,16 +87,6 @@ def middle_layer(layers: Sequence[int]) -> int:
     return max(layers) // 2
 
 
-def _cache_state(cache) -> str:
-    """A hash of everything the scores are computed from: identity, items and written blocks."""
-    h = hashlib.sha256()
-    h.update(cache.key.encode())
-    h.update(str(cache.attrs.get("items_sha256")).encode())
-    h.update(cache.done_batches().tobytes())
-    h.update(cache._file["batches/digest"][:].tobytes())
-    return h.hexdigest()[:16]
-
-
 def scores_path(cache_path: str | Path) -> Path:
     path = Path(cache_path)
     return path.with_name(path.stem + ".hardness.npz")
@@ -113,7 +102,7 @@ def model_scores(cache, measure: str) -> dict[str, float]:
             f"{cache.path}: {measure} needs every record's states ({cache.rows_done} of "
             f"{cache.n_items} rows written); extract the whole dataset first"
         )
-    state = _cache_state(cache)
+    state = cache.content_hash()
     path = scores_path(cache.path)
     stored: dict[str, np.ndarray] = {}
     if path.is_file():

@@ -11,8 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from truthprobe.methods.base import MID_LAST  # noqa: E402
+
 COLORS = {"easy": "#1f77b4", "hard": "#d62728", "all": "#2ca02c"}
-MID_LAST = -2  # truthprobe.methods.base.MID_LAST: the middle and last layers concatenated
 
 
 def _layer_axis(rows: Sequence[dict]) -> dict[int, float]:

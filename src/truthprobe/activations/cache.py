@@ -545,6 +545,16 @@ class ActivationCache:
         """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`)."""
         return self._read_rows(f"scores/{name}", rows)
 
+    def content_hash(self) -> str:
+        """A hash of what the file holds: identity, items, which batches are written and their
+        digests. Anything derived from the cache (model-based hardness) is keyed by it."""
+        h = hashlib.sha256()
+        h.update(self.key.encode())
+        h.update(str(self.attrs.get("items_sha256")).encode())
+        h.update(self.done_batches().tobytes())
+        h.update(self._file["batches/digest"][:].tobytes())
+        return h.hexdigest()[:16]
+
     def verify(
         self, rows: np.ndarray | Sequence[int] | None = None, skip: set[int] | None = None
     ) -> list[Damage]:

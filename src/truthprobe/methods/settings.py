@@ -21,6 +21,18 @@ from truthprobe.configs import (
 )
 
 
+def _require_choices(values: tuple, valid: tuple[str, ...], name: str, noun: str) -> None:
+    """At least one value, each one of `valid`, none twice (one error line naming the flag)."""
+    require(len(values) > 0, name, f"needs at least one {noun}")
+    unknown = [v for v in values if v not in valid]
+    require(
+        not unknown,
+        name,
+        f"has unknown {noun} {unknown[0] if unknown else ''!r}; valid: {', '.join(valid)}",
+    )
+    require(len(set(values)) == len(values), name, f"lists a {noun} twice")
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """Which probes the `probe` method fits, and at which layers."""
@@ -37,26 +49,8 @@ class ProbeSettings:
     items) and/or paper (Hase et al.'s fixed settings; reported as `<kind>-paper`)."""
 
     def __post_init__(self) -> None:
-        require(len(self.probes) > 0, "probes", "needs at least one probe kind")
-        unknown = [p for p in self.probes if p not in PROBE_KINDS]
-        require(
-            not unknown,
-            "probes",
-            f"has unknown kind {unknown[0] if unknown else ''!r}; valid: {', '.join(PROBE_KINDS)}",
-        )
-        require(len(set(self.probes)) == len(self.probes), "probes", "lists a kind twice")
-        require(len(self.probe_preset) > 0, "probe_preset", "needs at least one preset")
-        bad = [p for p in self.probe_preset if p not in PROBE_PRESETS]
-        require(
-            not bad,
-            "probe_preset",
-            f"has unknown preset {bad[0] if bad else ''!r}; valid: {', '.join(PROBE_PRESETS)}",
-        )
-        require(
-            len(set(self.probe_preset)) == len(self.probe_preset),
-            "probe_preset",
-            "lists a preset twice",
-        )
+        _require_choices(self.probes, PROBE_KINDS, "probes", "kind")
+        _require_choices(self.probe_preset, PROBE_PRESETS, "probe_preset", "preset")
         require_layers(self.layers)
 
 
