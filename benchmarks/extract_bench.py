@@ -6,9 +6,11 @@
     the full LM head over every position, as the paper's code does;
 (b) truthprobe: `forward_batch` (prefix once per question, head only at continuation tokens,
     length-sorted batches, bf16 where the CPU has it);
-(c) the machine's roofline: a plain bf16 and fp32 2048x2048 matmul.
+(c) the machine's roofline: a plain bf16 and fp32 2048x2048 matmul;
+(d) (b) plus the Min-K% scores of each question (the LM head over every question token), which
+    is what `truthprobe extract` runs: its cost against (b).
 Reports items/s, tokens/s, the speed-up (b)/(a), the fraction of the bf16 roofline that (b)'s
-necessary FLOPs reach, and peak RSS. Ratios, not absolute times, are what to compare.
+necessary FLOPs reach, (d)/(b), and peak RSS. Ratios, not absolute times, are what to compare.
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def main() -> None:
         f"{fast_tokens / fast_s:.0f} tokens/s ({len(items)} items)"
     )
     print(f"speed-up (b)/(a): {fast_rate / naive_rate:.1f}x")
+    start = time.perf_counter()
+    for lo in range(0, len(items), args.batch_size):
+        forward_batch(fast_model, items[lo : lo + args.batch_size], layers, 5, question_scores=True)
+    scored_s = time.perf_counter() - start
+    head_rows = sum(it.question[1] - it.question[0] for it in items)
+    print(
+        f"(d) with Min-K% scores ({head_rows} question tokens through the LM head): "
+        f"{len(items) / scored_s:.2f} items/s, (d)/(b) time {scored_s / fast_s:.2f}"
+    )
     print(
         f"(b) necessary work {flops / 1e9:.0f} GFLOP at {flops / fast_s / 1e9:.0f} GFLOP/s = "
         f"{flops / fast_s / 1e9 / bf16:.0%} of the bf16 matmul roofline"

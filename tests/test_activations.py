@@ -13,6 +13,7 @@ from truthprobe.activations import ActivationCache, ExtractConfig, extract
 from truthprobe.activations.cache import from_storage, to_storage
 from truthprobe.configs import CacheConfig, ModelConfig
 from truthprobe.data import load_dataset
+from truthprobe.min_k import min_k_rows
 from truthprobe.prompts import MULTIPLE_CHOICE
 from truthprobe.scoring import encode, forward_batch, forward_per_sequence
 
@@ -33,9 +34,16 @@ def mixed(gemma_fp32, mixed_arc_file):
 def test_batched_equals_one_by_one(gemma_fp32, mixed):
     """KV-cached, padded batch == one full forward per (question, choice) with the LM head."""
     _, items = mixed
-    fast = forward_batch(gemma_fp32, items, LAYERS, 5)
-    reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5)
+    fast = forward_batch(gemma_fp32, items, LAYERS, 5, question_scores=True)
+    reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5, question_scores=True)
     for i, item in enumerate(items):
+        # Min-K% inputs: from the prefix pass (only question rows through the LM head) against
+        # the full vocabulary at every position of a full forward
+        assert len(fast.question_logprob[i]) == item.question[1] - item.question[0] > 3
+        np.testing.assert_allclose(
+            fast.question_logprob[i], reference.question_logprob[i], atol=1e-3
+        )
+        np.testing.assert_allclose(fast.question_zscore[i], reference.question_zscore[i], atol=1e-3)
         n = len(item.choices)
         _close(fast.answer_end[:, i, :n], reference.answer_end[:, i, :n], 1e-5)
         _close(fast.question_end[:, i], reference.question_end[:, i], 1e-5)
@@ -83,7 +91,7 @@ def _config(tmp_path, mixed_arc_file, **changes) -> ExtractConfig:
 def test_cached_equals_freshly_computed(gemma_fp32, mixed, mixed_arc_file, tmp_path):
     records, items = mixed
     result = extract(_config(tmp_path, mixed_arc_file), loaded=gemma_fp32)
-    reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5)
+    reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5, question_scores=True)
     with ActivationCache(result.path) as cache:
         assert cache.is_complete and cache.n_items == len(records)
         rows = cache.item("row")
@@ -99,6 +107,13 @@ def test_cached_equals_freshly_computed(gemma_fp32, mixed, mixed_arc_file, tmp_p
         np.testing.assert_allclose(
             cache.score("choice_logprob")[mask], reference.logprob[rows][mask], atol=1e-4
         )
+        want = min_k_rows([reference.question_logprob[r] for r in rows], cache.min_k_percents)
+        np.testing.assert_allclose(cache.score("min_k"), want, atol=1e-3)
+        want = min_k_rows([reference.question_zscore[r] for r in rows], cache.min_k_percents)
+        np.testing.assert_allclose(cache.score("min_k_pp"), want, atol=1e-3)
+        assert (
+            cache.score("question_tokens") == [len(reference.question_logprob[r]) for r in rows]
+        ).all()
         chars = cache.score("choice_chars")
         assert chars[0, 0] == len(" " + records[rows[0]].choices[0])
         assert [r.id for r in cache.records()] == cache.ids  # opens without the dataset

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument(
         "--cache-dir",
         default="activations",
-        help="where runs stored model-based scores (mdl, probe_mdl) beside their caches",
+        help="the runs' activation caches: model-based scores (mdl, probe_mdl) lie beside "
+        "them, min_k and min_k_pp inside them",
     )
     summary.set_defaults(func=cmd_data_summary)
 
@@ -265,8 +266,13 @@ def run_directions(config) -> int:
     from truthprobe.directions import write_directions
 
     run_harness(config)
+    versus = None
+    if config.versus_quantization is not None:
+        twin = config.twin()
+        run_harness(twin)
+        versus = twin.harness().run_dir()
     run_dir, plots = config.harness().run_dir(), config.output.plots_dir
-    print(write_directions(run_dir, plots, n_train=config.split.n_train))
+    print(write_directions(run_dir, plots, n_train=config.split.n_train, versus=versus))
     return 0
 
 
@@ -300,9 +306,10 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
     ),
     "directions": ConfigCommand(
         "truthprobe.transfer",
-        "SweepConfig",
+        "DirectionsConfig",
         run_directions,
-        "the sweep, then cosines of its probe directions across strata, seeds and tasks",
+        "the sweep, then cosines of its probe directions across strata, seeds, tasks and "
+        "quantizations",
     ),
     "baselines": ConfigCommand(
         "truthprobe.baselines.compare",

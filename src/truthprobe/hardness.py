@@ -228,6 +228,20 @@ for _measure in (
         None,
         excluded=("gsm8k",),
     ),
+    HardnessMeasure(
+        "min_k",
+        "model-based contamination: minus Min-K% (k = 20) of the question's tokens; easy = "
+        "likely seen in pretraining, hard = likely unseen (30th / 70th percentile)",
+        None,
+        excluded=("gsm8k",),  # read from the activation cache, which needs answer choices
+    ),
+    HardnessMeasure(
+        "min_k_pp",
+        "model-based contamination: minus Min-K%++ (k = 20) of the question's tokens; easy = "
+        "likely seen, hard = likely unseen (30th / 70th percentile)",
+        None,
+        excluded=("gsm8k",),
+    ),
 ):
     register_measure(_measure)
 

@@ -13,6 +13,8 @@ view: an item whose label the model codes cheaply is easy):
 Scores cover every record of the dataset's cache and are stored beside it
 (`<cache>.hardness.npz`), keyed by the cache's content: they are recomputed only when the cache
 changes. `truthprobe.harness` fills the whole cache and reads them for `--tasks arc:mdl`.
+`model_scores` also serves the contamination measures (`min_k`, `min_k_pp`, see
+`truthprobe.min_k`), which the extraction pass stores in the cache itself.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import numpy as np
 
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.errors import TruthprobeError
+from truthprobe.min_k import DEFAULT_PERCENT, hardness_column
+from truthprobe.min_k import MEASURE_SCORES as MIN_K_MEASURES
 
-MODEL_MEASURES: tuple[str, ...] = ("mdl", "probe_mdl")
+MODEL_MEASURES: tuple[str, ...] = ("mdl", "probe_mdl", *MIN_K_MEASURES)
 FOLDS = 5
 CURVE: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
 """Shares of the other folds' items each learning-curve probe trains on (nested)."""
@@ -102,6 +106,11 @@ def model_scores(cache, measure: str) -> dict[str, float]:
             f"{cache.path}: {measure} needs every record's states ({cache.rows_done} of "
             f"{cache.n_items} rows written); extract the whole dataset first"
         )
+    ids = cache.item("id").astype(str)
+    if measure in MIN_K_MEASURES:  # stored in the cache by the extraction pass
+        column = cache.score(MIN_K_MEASURES[measure])
+        values = hardness_column(column, cache.min_k_percents, DEFAULT_PERCENT)
+        return {i: float(v) for i, v in zip(ids, values, strict=True) if np.isfinite(v)}
     state = cache.content_hash()
     path = scores_path(cache.path)
     stored: dict[str, np.ndarray] = {}
@@ -112,7 +121,6 @@ def model_scores(cache, measure: str) -> dict[str, float]:
                     stored = {k: f[k] for k in f.files}
         except (OSError, ValueError, KeyError):
             stored = {}  # unreadable: recomputed
-    ids = cache.item("id").astype(str)
     if measure not in stored:
         mask = cache.item("choice_mask")
         answers = cache.item("answer_index")
@@ -163,6 +171,14 @@ def stored_scores(dataset: str, measure: str, cache_dir: str | Path) -> tuple[Pa
     from truthprobe.activations import ActivationCache
 
     found = []
+    if measure in MIN_K_MEASURES:  # in every complete cache of the dataset
+        for path in sorted(Path(cache_dir).glob(f"*/{Path(dataset).stem}-*.h5")):
+            try:
+                with ActivationCache(path) as cache:
+                    if cache.is_complete:
+                        found.append(scores_path(path))
+            except TruthprobeError:
+                continue  # another version's or a damaged file: not a source of scores
     for path in sorted(Path(cache_dir).glob(f"*/{Path(dataset).stem}-*.hardness.npz")):
         with np.load(path) as f:
             if measure in f.files:

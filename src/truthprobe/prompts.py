@@ -48,6 +48,12 @@ class PromptTemplate:
                 text += self.choice_format.format(label=label, choice=choice)
         return text + self.answer_format
 
+    def question_span(self, record: Question) -> tuple[int, int]:
+        """Character span of the question text inside `prefix(record)` (Min-K% scores it)."""
+        before = self.question_format.split("{question}", 1)[0]
+        start = len(before.replace("{{", "{").replace("}}", "}"))
+        return start, start + len(record.question)
+
     def continuations(self, record: Question) -> list[str]:
         """One continuation per answer choice (the text whose tokens are scored)."""
         if not record.choices:

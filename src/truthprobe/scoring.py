@@ -6,7 +6,9 @@
   is repeated per choice and only the short continuations run on top. The LM head (262k
   vocabulary on Gemma 3: more work than the transformer body) runs only at the positions that
   predict continuation tokens. Returns hidden states at each choice's last token and at the
-  prompt's last token, and each choice's summed log-likelihood.
+  prompt's last token, and each choice's summed log-likelihood; with `question_scores`, also
+  every question token's log-probability and its Min-K%++ z-score from the same prefix pass
+  (`truthprobe.min_k`).
 - `score_continuations`: `forward_batch` over many items in length-sorted batches, scores only
   (zero-shot with k demonstrations: ICL, and evaluation of a QLoRA-adapted model).
 - `choice_log_likelihoods`: the same log-likelihoods, differentiable (QLoRA trains through it).
@@ -50,6 +52,8 @@ class EncodedItem:
     choices: list[list[int]]
     choice_chars: list[int]
     item_id: str = ""
+    question: tuple[int, int] = (0, 0)
+    """Prefix token range [start, stop) of the question text (what Min-K% scores)."""
 
     @property
     def n_tokens(self) -> int:
@@ -66,6 +70,7 @@ class EncodedItem:
         if excess <= 0:
             return self
         keep = len(self.prefix) - excess
+        start, stop = (0 if i == 0 else max(1, i - excess) for i in self.question)
         if keep < 2:
             raise ScoringError(
                 f"item {self.item_id!r}: its longest choice alone needs "
@@ -76,6 +81,7 @@ class EncodedItem:
             self.choices,
             self.choice_chars,
             self.item_id,
+            (start, stop),
         )
 
 
@@ -87,27 +93,62 @@ class BatchOutput:
     question_end: np.ndarray  # (layers, batch, d_model)
     logprob: np.ndarray  # (batch, choices); 0 where a choice does not exist
     tokens: np.ndarray  # (batch, choices) int
+    question_logprob: list[np.ndarray] | None = None
+    """Per question: log p of each question token given what precedes it."""
+    question_zscore: list[np.ndarray] | None = None
+    """Per question: the same, standardised by the next-token distribution (Min-K%++)."""
 
 
 def encode(tokenizer, template: PromptTemplate, record: Question) -> EncodedItem:
     """Tokenise a record's prompt prefix and its choices' continuations."""
     return encode_texts(
-        tokenizer, template.prefix(record), template.continuations(record), record.id
+        tokenizer,
+        template.prefix(record),
+        template.continuations(record),
+        record.id,
+        template.question_span(record),
     )
 
 
-def encode_texts(tokenizer, prefix: str, continuations: Sequence[str], item_id: str) -> EncodedItem:
+def encode_texts(
+    tokenizer,
+    prefix: str,
+    continuations: Sequence[str],
+    item_id: str,
+    span: tuple[int, int] | None = None,
+) -> EncodedItem:
     """Tokenise prefix (with special tokens) and continuations (without) separately.
 
     Tokenising separately guarantees that the prefix tokens are identical for every choice,
-    which is what lets the prefix run once.
+    which is what lets the prefix run once. `span` (characters of the prefix) marks the question
+    text: its tokens are those overlapping the span, by the fast tokenizer's offsets (a token
+    such as "▁What" that carries the space before the question counts), or, for a tokenizer
+    without offsets, by tokenising the text up to each end of the span.
     """
-    prefix_ids = tokenizer(prefix, add_special_tokens=True).input_ids
+    question = (0, 0)
+    if span is not None and getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(prefix, add_special_tokens=True, return_offsets_mapping=True)
+        prefix_ids = encoded.input_ids
+        inside = [
+            i
+            for i, (a, b) in enumerate(encoded.offset_mapping)
+            if b > a and a < span[1] and b > span[0]
+        ]
+        question = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    else:
+        prefix_ids = tokenizer(prefix, add_special_tokens=True).input_ids
+        if span is not None:
+            start, stop = (
+                len(tokenizer(prefix[:end], add_special_tokens=True).input_ids) for end in span
+            )
+            question = (start, stop)
+    if question[0] == 0 and question[1] > 0:  # the first token has nothing to predict it
+        question = (1, max(1, question[1]))
     choices = [tokenizer(t, add_special_tokens=False).input_ids for t in continuations]
     for text, ids in zip(continuations, choices, strict=True):
         if not ids:
             raise ScoringError(f"record {item_id!r}: choice {text!r} tokenises to nothing")
-    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations], item_id)
+    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations], item_id, question)
 
 
 def max_positions(loaded: LoadedModel) -> int:
@@ -138,26 +179,60 @@ def _cache_argument(decoder) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def _head_log_softmax(model, states: torch.Tensor):
+    """(row offset, log-softmax over the vocabulary) for chunks of `HEAD_CHUNK` state rows."""
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    for start in range(0, states.shape[0], HEAD_CHUNK):
+        logits = head(states[start : start + HEAD_CHUNK]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        yield start, torch.log_softmax(logits, dim=-1)
+
+
 def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) for each row of final (post-norm) hidden states, in row chunks.
 
     Differentiable (QLoRA trains through it); only these rows go through the LM head.
     """
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    out = []
-    for start in range(0, states.shape[0], HEAD_CHUNK):
-        logits = head(states[start : start + HEAD_CHUNK]).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        logp = torch.log_softmax(logits, dim=-1)
-        out.append(logp.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0])
+    out = [
+        logp.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0]
+        for start, logp in _head_log_softmax(model, states)
+    ]
     return torch.cat(out) if out else states.new_zeros(0, dtype=torch.float32)
+
+
+def token_statistics(
+    model, states: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) and its Min-K%++ z-score (log p(target) - mu) / sigma per state row, where
+    mu and sigma are the mean and standard deviation of log p(z) for z drawn from the row's
+    next-token distribution (Zhang et al., 2024)."""
+    logps, zscores = [], []
+    for start, logp in _head_log_softmax(model, states):
+        target = logp.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0]
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+        logps.append(target)
+        zscores.append((target - mu) / sigma)
+    if not logps:
+        empty = states.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat(logps), torch.cat(zscores)
+
+
+def _split(values: torch.Tensor, counts: Sequence[int]) -> list[np.ndarray]:
+    return [part.numpy() for part in torch.split(values.float().cpu(), list(counts))]
 
 
 @torch.inference_mode()
 def forward_batch(
-    loaded: LoadedModel, items: Sequence[EncodedItem], layers: Sequence[int], n_choices: int
+    loaded: LoadedModel,
+    items: Sequence[EncodedItem],
+    layers: Sequence[int],
+    n_choices: int,
+    question_scores: bool = False,
 ) -> BatchOutput:
     """Hidden states and choice log-likelihoods for a batch, prefix computed once per question.
 
@@ -199,6 +274,20 @@ def forward_batch(
     empty = first.hidden_states[-1].new_zeros((0, b, d))  # no layers asked: scores only (ICL)
     question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers]) if layers else empty
     prefix_last = first.hidden_states[-1][:, -1]  # post-norm: predicts each first choice token
+    question_logprob = question_zscore = None
+    if question_scores:  # question token t is predicted by prefix position t - 1
+        at = [
+            (i, prefix_len - len(it.prefix) + t - 1, it.prefix[t])
+            for i, it in enumerate(items)
+            for t in range(*it.question)
+        ]
+        rows_q = torch.tensor([a[0] for a in at], dtype=torch.long)
+        cols_q = torch.tensor([a[1] for a in at], dtype=torch.long)
+        targets_q = torch.tensor([a[2] for a in at], dtype=torch.long, device=device)
+        states_q = first.hidden_states[-1][rows_q.to(device), cols_q.to(device)]
+        logp_q, z_q = token_statistics(model, states_q, targets_q)
+        counts = [it.question[1] - it.question[0] for it in items]
+        question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
     cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
     cache.batch_repeat_interleave(c)
     second = decoder(
@@ -235,6 +324,8 @@ def forward_batch(
         question_end=question_end.float().cpu().numpy(),
         logprob=logprob.numpy().reshape(b, c),
         tokens=tokens.numpy().reshape(b, c),
+        question_logprob=question_logprob,
+        question_zscore=question_zscore,
     )
 
 
@@ -304,6 +395,7 @@ def forward_per_sequence(
     layers: Sequence[int],
     n_choices: int,
     runner: SequenceRunner | None = None,
+    question_scores: bool = False,
 ) -> BatchOutput:
     """Reference path: one full forward per (question, choice), as the paper's code does.
 
@@ -316,6 +408,8 @@ def forward_per_sequence(
     question = np.zeros((n_layers, b, loaded.d_model), np.float32)
     logprob = np.zeros((b, n_choices), np.float32)
     tokens = np.zeros((b, n_choices), np.int64)
+    question_logprob: list[np.ndarray] = []
+    question_zscore: list[np.ndarray] = []
     for i, item in enumerate(items):
         p = len(item.prefix)
         for j, ch in enumerate(item.choices):
@@ -324,10 +418,22 @@ def forward_per_sequence(
             answer[:, i, j] = torch.stack([hidden[k][-1] for k in layers]).float().cpu().numpy()
             if j == 0:
                 question[:, i] = torch.stack([hidden[k][p - 1] for k in layers]).float().cpu()
+            if j == 0 and question_scores:  # from the full vocabulary at every position
+                lo, hi = item.question
+                full = torch.log_softmax(logits.float(), -1)[lo - 1 : hi - 1]
+                target = full.gather(
+                    1, torch.tensor(item.prefix[lo:hi], device=full.device)[:, None]
+                )
+                mu = (full.exp() * full).sum(-1, keepdim=True)
+                sigma = ((full.exp() * (full - mu).square()).sum(-1, keepdim=True)).sqrt()
+                question_logprob.append(target[:, 0].cpu().numpy())
+                question_zscore.append(((target - mu) / sigma)[:, 0].cpu().numpy())
             logp = torch.log_softmax(logits.float(), -1)[p - 1 : p - 1 + len(ch)]
             logprob[i, j] = logp.gather(1, torch.tensor(ch, device=logp.device)[:, None]).sum()
             tokens[i, j] = len(ch)
-    return BatchOutput(answer, question, logprob, tokens)
+    if not question_scores:
+        return BatchOutput(answer, question, logprob, tokens)
+    return BatchOutput(answer, question, logprob, tokens, question_logprob, question_zscore)
 
 
 @torch.inference_mode()

@@ -6,7 +6,7 @@ measures, per-stratum caps and splits pick rows when results are computed and ne
 which file is used. Rows are filled on demand: a run that needs rows the file lacks extracts
 just those rows' batches into the same file.
 
-Layout (format 2; documented API, keys are stable):
+Layout (format 4; documented API, keys are stable):
 
     hidden/answer_end      (layers, items, choices, d_model)  16-bit words, see `storage`
     hidden/question_end    (layers, items, d_model)
@@ -19,7 +19,13 @@ Layout (format 2; documented API, keys are stable):
     scores/choice_logprob  (items, choices) float32  summed log-likelihood of the continuation
     scores/choice_tokens   (items, choices) int32    continuation length in tokens
     scores/choice_chars    (items, choices) int32    continuation length in characters
+    scores/min_k           (items, k) float32        Min-K% of the question's tokens, one column
+                                                     per attribute `min_k_percents` (NaN: the
+                                                     question was truncated away)
+    scores/min_k_pp        (items, k) float32        Min-K%++ (see `truthprobe.min_k`)
+    scores/question_tokens (items,) int32            question tokens those scores cover
     batches/done           (batches,) uint8          1 once a batch's rows are written
+    batches/digest         (batches, 16) uint8       BLAKE2b of the batch's stored words
 
 Why fixed batches: in bfloat16 the padding of a batch (which other questions share it) changes
 a row's hidden states by up to a few percent, so a row's values may not depend on which rows a
@@ -56,11 +62,13 @@ from truthprobe import __version__
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.locks import InUseError, Lock, describe, holder
+from truthprobe.min_k import PERCENTS as MIN_K_PERCENTS
 
 Storage = Literal["bfloat16", "float32"]
 #: Layout version written by this code; older files are refused with rebuild instructions.
-#: 1: truthprobe 0.1 (keyed by hardness measure); 2: one cache per dataset; 3: batch digests.
-FORMAT = 3
+#: 1: truthprobe 0.1 (keyed by hardness measure); 2: one cache per dataset; 3: batch digests;
+#: 4: Min-K% scores of each question from the extraction pass.
+FORMAT = 4
 #: Datasets every batch writes rows of, and whose stored words its digest covers.
 DIGESTED = (
     "hidden/answer_end",
@@ -68,7 +76,12 @@ DIGESTED = (
     "scores/choice_logprob",
     "scores/choice_tokens",
     "scores/choice_chars",
+    "scores/min_k",
+    "scores/min_k_pp",
+    "scores/question_tokens",
 )
+#: Digested datasets that may hold NaN by design (a question truncated away has no Min-K%).
+MAY_BE_NAN = ("scores/min_k", "scores/min_k_pp")
 DIGEST_BYTES = 16
 #: Batches read at once by `verify` (bounds its memory on large models).
 VERIFY_BATCHES = 64
@@ -344,6 +357,11 @@ class ActivationCache:
                 ("choice_chars", np.int32),
             ):
                 f.create_dataset(f"scores/{name}", (n, c), dtype, chunks=(b, c), **checked)
+            k = len(MIN_K_PERCENTS)
+            for name in ("min_k", "min_k_pp"):
+                f.create_dataset(f"scores/{name}", (n, k), np.float32, chunks=(b, k), **checked)
+            f.create_dataset("scores/question_tokens", (n,), np.int32, chunks=(b,), **checked)
+            f.attrs["min_k_percents"] = json.dumps(list(MIN_K_PERCENTS))
             f["batches/done"] = np.zeros(-(-n // b), np.uint8)
             f["batches/digest"] = np.zeros((-(-n // b), DIGEST_BYTES), np.uint8)
             f.attrs.update(spec.attrs())
@@ -367,6 +385,9 @@ class ActivationCache:
         logprob: np.ndarray,
         tokens: np.ndarray,
         chars: np.ndarray,
+        min_k: np.ndarray,
+        min_k_pp: np.ndarray,
+        question_tokens: np.ndarray,
     ) -> None:
         """Write every row of batch `batch`, then mark it done.
 
@@ -374,6 +395,7 @@ class ActivationCache:
             answer_end: (layers, batch rows, choices, d_model) float32.
             question_end: (layers, batch rows, d_model) float32.
             logprob, tokens, chars: (batch rows, choices).
+            min_k, min_k_pp: (batch rows, len(min_k_percents)); question_tokens: (batch rows,).
         """
         rows = self.batch_rows(batch)
         if answer_end.shape[1] != len(rows):
@@ -394,6 +416,9 @@ class ActivationCache:
             "scores/choice_logprob": np.asarray(logprob, np.float32),
             "scores/choice_tokens": np.asarray(tokens, np.int32),
             "scores/choice_chars": np.asarray(chars, np.int32),
+            "scores/min_k": np.asarray(min_k, np.float32),
+            "scores/min_k_pp": np.asarray(min_k_pp, np.float32),
+            "scores/question_tokens": np.asarray(question_tokens, np.int32),
         }
         for name, words in stored.items():
             f[name][(slice(None), sl) if name.startswith("hidden/") else sl] = words
@@ -541,8 +566,14 @@ class ActivationCache:
         """Hidden states at the question prompt's last token: (rows, d_model) float32."""
         return self._states("hidden/question_end", layer, rows)
 
+    @property
+    def min_k_percents(self) -> tuple[int, ...]:
+        """k of the columns of `score("min_k")` and `score("min_k_pp")`."""
+        return tuple(json.loads(self.attrs["min_k_percents"]))
+
     def score(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`)."""
+        """A `scores/...` array (`choice_logprob`, `choice_tokens`, `choice_chars`, `min_k`,
+        `min_k_pp`, `question_tokens`)."""
         return self._read_rows(f"scores/{name}", rows)
 
     def content_hash(self) -> str:
@@ -632,7 +663,7 @@ class ActivationCache:
             return None
         for name, part in words.items():
             values = from_storage(part, self.storage) if name.startswith("hidden/") else part
-            if not np.isfinite(values).all():
+            if name not in MAY_BE_NAN and not np.isfinite(values).all():
                 return self._where(name, k, values), "non-finite values"
         return "batch contents", "they do not hash to what was written"
 

@@ -26,6 +26,7 @@ from truthprobe.backends import get_runner
 from truthprobe.configs import CacheConfig, ExtractConfig
 from truthprobe.data import Question, content_hash
 from truthprobe.errors import TruthprobeError
+from truthprobe.min_k import min_k_rows
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate, default_template, get_template
 from truthprobe.scoring import (
@@ -269,11 +270,17 @@ def fill_rows(
                 encode_within(loaded, template, records[record_of_row[i]], limit, truncate_to > 0)
                 for i in cache.batch_rows(k)
             ]
-            out = forward(loaded, batch, layers, n_choices)
+            out = forward(loaded, batch, layers, n_choices, question_scores=True)
             chars = np.zeros((len(batch), n_choices), dtype=np.int32)
             for i, it in enumerate(batch):
                 chars[i, : len(it.choice_chars)] = it.choice_chars
-            cache.write_batch(k, out.answer_end, out.question_end, out.logprob, out.tokens, chars)
+            percents = cache.min_k_percents
+            cache.write_batch(
+                k, out.answer_end, out.question_end, out.logprob, out.tokens, chars,
+                min_k_rows(out.question_logprob or [], percents),
+                min_k_rows(out.question_zscore or [], percents),
+                np.array([it.question[1] - it.question[0] for it in batch], np.int32),
+            )  # fmt: skip
             tokens += sum(it.n_tokens for it in batch)
             bar.update(len(batch))
         bar.close()
