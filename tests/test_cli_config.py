@@ -47,6 +47,7 @@ INVALID = [
     ("sweep", "--batch-size", "0"),
     ("sweep", "--probe-preset", "tuned"),
     ("directions", "--n-train", "0"),
+    ("directions", "--versus-quantization", "none"),
     ("sweep", "--batch-size", "x"),
     ("sweep", "--n-train", "0"),
     ("sweep", "--seeds", "0"),

@@ -4,8 +4,11 @@ and the seed-to-seed reference is what two draws of one condition agree on."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
+from test_cli_config import truthprobe
 
 from truthprobe.directions import direction_rows, mean_cosine, raw_direction
 from truthprobe.probes import ProbeData, fit_many, preset_probes
@@ -80,3 +83,32 @@ def test_mean_cosine_counts_pairs():
     assert mean_cosine(a) == (0.0, 0.0, 1)
     mean, sd, n = mean_cosine(a, [np.array([1.0, 0.0])])
     assert (mean, sd, n) == (0.5, 0.5, 2)
+
+
+def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
+    tiny_model_dir, arc_sample, tmp_path
+):
+    """bitsandbytes quantization runs on CPU: the same sweep under NF4 weights lands in its own
+    cache and run, and the two runs' probes are compared item for item."""
+    args = [
+        "directions", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
+        "--versus-quantization", "4bit",
+        "--n-train", "6", "--seeds", "2", "--validation-size", "4",
+        "--max-per-stratum", "20", "--n-boot", "50", "--layers", "1", "2", "--no-mid-last",
+        "--probe-preset", "validated", "--cache-dir", str(tmp_path / "act"),
+        "--runs-dir", str(tmp_path / "runs"), "--plots-dir", str(tmp_path / "plots"),
+        "--no-progress",
+    ]  # fmt: skip
+    run = truthprobe(*args)
+    assert run.returncode == 0, run.stderr
+    assert "two quantizations" in run.stdout
+    models = {p.name.split("-")[-2]: p.name for p in (tmp_path / "act").iterdir()}
+    assert set(models) == {"none", "4bit"}, models  # one cache folder per quantization
+    (csv_path,) = [p for p in (tmp_path / "runs").rglob("directions.csv")]
+    rows = list(csv.DictReader(csv_path.open()))
+    cosines = [r for r in rows if r["comparison"] == "quantization"]
+    assert {int(r["layer"]) for r in cosines} == {1, 2} and all(int(r["n"]) == 2 for r in cosines)
+    assert all(-1 <= float(r["value"]) <= 1 for r in cosines)
+    accuracy = {r["pair"] for r in rows if r["comparison"] == "quantization_accuracy"}
+    own = models["none"].split("-")[-1]  # the unquantized run is named by its dtype
+    assert accuracy == {f"{a} on {b}" for a in (own, "4bit") for b in (own, "4bit")}

@@ -304,3 +304,19 @@ def test_directions_of_a_sweep_recompute_its_accuracies_from_the_cache(sweep, tm
             assert abs(got - expected) < 1e-12, (train_on, layer)
     seeds = [r for r in rows if r["comparison"] == "seeds" and r["family"] == "mc_linear"]
     assert seeds and all(int(r["n"]) == 1 for r in seeds)  # 2 seeds: one pair
+
+
+def test_a_run_against_itself_across_quantizations_is_identical(sweep):
+    """Known answer for the quantization comparison: a run compared with itself has cosine 1
+    and its probes' accuracy on the "other" states equals their own, which equals the table's."""
+    from truthprobe.directions import quantization_rows
+
+    _, summary = sweep
+    rows = quantization_rows(summary.run_dir, summary.run_dir)
+    table = load_run(summary.run_dir).summary
+    cosines = [r for r in rows if r["comparison"] == "quantization"]
+    assert cosines and all(abs(r["value"] - 1) < 1e-9 for r in cosines)
+    assert {r["pair"].split(":")[0] for r in cosines} == {"easy", "hard", "all"}
+    for r in (r for r in rows if r["comparison"] == "quantization_accuracy"):
+        mine = table[(table.family == "mc_linear") & (table.layer == r["layer"])]
+        assert abs(r["value"] - mine[mine.train_on == "easy"]["accuracy"].mean()) < 1e-12

@@ -9,7 +9,9 @@ and a cross-condition cosine means something only against it.
 `direction_rows(run_dir)` reads a run's saved probe weights (no model, no cache) and returns
 tidy rows; `rescaled_rows(run_dir)` adds the accuracy on hard test items of the easy direction
 with its standardisation refitted on hard training items (reads the cache's hidden states);
-`write_directions(run_dir)` writes both as one tidy CSV and one figure.
+`quantization_rows(run_dir, other_dir)` compares the probes of the same sweep run under two
+quantizations of the model; `write_directions(run_dir)` writes all of it as one tidy CSV and
+one figure.
 """
 
 from __future__ import annotations
@@ -182,6 +184,87 @@ def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dic
     return rows
 
 
+def quantization_rows(
+    run_dir: str | Path, other_dir: str | Path, family: str = "mc_linear"
+) -> list[dict]:
+    """The same model under two quantizations: two runs of the same tasks, items and seeds whose
+    caches differ only in the model's precision (`truthprobe directions --versus-quantization`).
+
+    Per task and layer: the cosine of the directions each run fitted on the same training items
+    (same stratum and seed; comparison `quantization`, pair `easy: bfloat16~8bit`), and the
+    hard-test accuracy of easy-trained probes on their own run's states and applied to the other
+    run's states of the same items (comparison `quantization_accuracy`, pair `8bit on bfloat16`).
+    """
+    from truthprobe.errors import TruthprobeError
+
+    rows: list[dict] = []
+    for mine in _cached_tasks(run_dir):
+        for theirs in _cached_tasks(other_dir):
+            if theirs.task == mine.task:
+                rows += _twin_rows(mine, theirs, family, (run_dir, other_dir))
+    if not rows:
+        raise TruthprobeError(f"{run_dir} and {other_dir} share no {family} probes to compare")
+    return rows
+
+
+def _twin_rows(mine: _TaskView, theirs: _TaskView, family: str, where: tuple) -> list[dict]:
+    """`quantization_rows` of one task stored in two runs."""
+    from truthprobe.errors import TruthprobeError
+    from truthprobe.methods.base import answer_end_features
+
+    ids = [view.store.task(view.slug)["items"]["id"] for view in (mine, theirs)]
+    if ids[0] != ids[1] or not np.array_equal(mine.roles, theirs.roles):
+        raise TruthprobeError(
+            f"{mine.task}: {where[0]} and {where[1]} split different items; compare runs made "
+            "with the same data, split and seeds"
+        )
+    names = (_precision(mine.cache), _precision(theirs.cache))
+    test = np.flatnonzero(mine.roles == "test")
+    stored = set(theirs.store.keys(theirs.slug))
+    keys = [k for k in mine.store.keys(mine.slug) if k.method.startswith(f"{family}@")]
+    rows = []
+    for method in sorted({k.method for k in keys}):
+        layer = int(mine.store.read(next(k for k in keys if k.method == method)).meta["layer"])
+        states = [answer_end_features(v.cache, layer, v.cache_rows) for v in (mine, theirs)]
+        for train_on in TRAIN_ON:
+            cosines, accuracy = [], defaultdict(list)
+            for key in (k for k in keys if k.method == method and k.train_on == train_on):
+                twin = PartKey(theirs.slug, method, train_on, key.seed)
+                if twin not in stored:
+                    continue
+                fits = (mine.store.read(key).arrays, theirs.store.read(twin).arrays)
+                cosines.append(float(raw_direction(fits[0]) @ raw_direction(fits[1])))
+                for (a, fit), (b, on) in product(
+                    zip(names, fits, strict=True), zip(names, states, strict=True)
+                ):
+                    if train_on == "easy":
+                        accuracy[f"{a} on {b}"].append(
+                            _accuracy(on, mine.mask, mine.answers, test, fit)
+                        )
+            pair = f"{train_on}: {names[0]}~{names[1]}"
+            if cosines:
+                rows.append(_summary(mine.task, family, layer, "quantization", pair, cosines))
+            for pair, values in accuracy.items():
+                rows.append(
+                    _summary(mine.task, family, layer, "quantization_accuracy", pair, values)
+                )
+    return rows
+
+
+def _precision(cache) -> str:
+    """A cache's model precision: its quantization, or its dtype when not quantized."""
+    import json
+
+    model = json.loads(cache.attrs["model"])
+    return model["dtype"] if model["quantization"] == "none" else model["quantization"]
+
+
+def _summary(task, family, layer, comparison, pair, values) -> dict:
+    values = np.asarray(values, dtype=float)
+    return dict(task=task, family=family, layer=layer, comparison=comparison, pair=pair,
+                value=float(values.mean()), sd=float(values.std()), n=len(values))  # fmt: skip
+
+
 @dataclass
 class _TaskView:
     """A stored task of a run, with its open cache and its items' cache rows."""
@@ -231,12 +314,17 @@ def _accuracy(states, mask, answers, rows, arrays) -> float:
 
 
 def write_directions(
-    run_dir: str | Path, plots_dir: str | Path, family: str = "mc_linear", n_train: int = 160
+    run_dir: str | Path,
+    plots_dir: str | Path,
+    family: str = "mc_linear",
+    n_train: int = 160,
+    versus: str | Path | None = None,
 ) -> str:
     """`directions.csv` in the run directory and `directions.png` in `plots_dir`; a summary.
 
-    CSV columns: task, family, layer, comparison (`strata`, `seeds`, `tasks`: cosines;
-    `rescaled`: accuracies), pair, value, sd, n (seed pairs, or seeds).
+    CSV columns: task, family, layer, comparison (`strata`, `seeds`, `tasks`, `quantization`:
+    cosines; `rescaled`, `quantization_accuracy`: accuracies), pair, value, sd, n (seed pairs,
+    or seeds). `versus`: the run of the same sweep under another quantization, compared.
     """
     import csv
 
@@ -258,6 +346,8 @@ def write_directions(
                 dict(task=task, family=family, layer=layer, comparison="rescaled", pair=pair,
                      value=float(values.mean()), sd=float(values.std()), n=len(values))
             )  # fmt: skip
+    if versus is not None:
+        rows += quantization_rows(run_dir, versus, family)
     if not rows:
         from truthprobe.errors import TruthprobeError
 
@@ -276,7 +366,7 @@ def write_directions(
         mine = [r for r in rows if r["task"] == task and r["family"] == family]
         cos = defaultdict(list)
         for r in mine:
-            if r["comparison"] != "rescaled":
+            if r["comparison"] in ("strata", "seeds", "tasks"):
                 cos[r["pair"]].append(r["value"])
         text = ", ".join(f"{p} {np.median(v):.2f}" for p, v in cos.items())
         shift = defaultdict(dict)
@@ -290,5 +380,12 @@ def write_directions(
                 f"{np.mean(gains):+.3f} on average ({min(gains):+.3f}..{max(gains):+.3f})"
             )
         lines.append(f"  {task}: {text}")
+        quantized = defaultdict(list)
+        for r in mine:
+            if r["comparison"].startswith("quantization"):
+                quantized[r["pair"]].append(r["value"])
+        if quantized:
+            text = ", ".join(f"{p} {np.median(v):.3f}" for p, v in quantized.items())
+            lines.append(f"  {task}, two quantizations (cosine; hard-test accuracy): {text}")
     lines.append(f"table: {path}; figure: {figure}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -198,6 +199,8 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization == "8bit":  # LLM.int8 casts inputs to float16 by design: said on every call
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     if quantization != "none":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=quantization == "4bit",

@@ -167,7 +167,8 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
     hard-test accuracy of the easy direction as trained and with hard-item scaling."""
     tasks = sorted({r["task"] for r in rows if r["comparison"] in ("strata", "seeds")})
     crossed = sorted({r["task"] for r in rows if r["comparison"] == "tasks"})
-    columns = max(1, len(tasks) + (1 if crossed else 0))
+    quantized = [r for r in rows if r["comparison"].startswith("quantization")]
+    columns = max(1, len(tasks) + (1 if crossed else 0) + (1 if quantized else 0))
     fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 6.5), squeeze=False)
     blue, red, green = COLORS["easy"], COLORS["hard"], COLORS["all"]
     styles = {
@@ -178,19 +179,29 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
         "easy_rescaled_on_hard": ("#9467bd", "-"),
     }  # fmt: skip
 
+    def style_of(pair: str) -> tuple[str, str]:
+        if pair in styles:
+            return styles[pair]
+        if ": " in pair:  # `easy: bfloat16~8bit`: the stratum's colour
+            return styles.get(pair.split(": ")[0], ("black", "-"))
+        probe, _, states = pair.partition(" on ")  # `8bit on bfloat16`: own solid, other dashed
+        first = quantized[0]["pair"].split(": ")[-1].split("~")[0] if quantized else probe
+        return (blue if probe == first else "#e69f00", "-" if probe == states else "--")
+
     def draw(ax, selected: list[dict], label_of=lambda p: p) -> None:
         x_of = _layer_axis(selected) if selected else {}
         for pair in dict.fromkeys(r["pair"] for r in selected):
             line = sorted(
                 (r for r in selected if r["pair"] == pair), key=lambda r: x_of[r["layer"]]
             )
-            color, ls = styles.get(pair, ("black", "-"))
+            color, ls = style_of(pair)
             joined = [r for r in line if r["layer"] != MID_LAST]
             ax.plot([x_of[r["layer"]] for r in joined], [r["value"] for r in joined], ls,
                     marker="o", ms=2.5, color=color, label=label_of(pair))  # fmt: skip
             apart = [r for r in line if r["layer"] == MID_LAST]  # mid+last: not joined
-            ax.plot([x_of[MID_LAST]] * len(apart), [r["value"] for r in apart], "o", ms=4,
-                    color=color)  # fmt: skip
+            if apart:
+                ax.plot([x_of[MID_LAST]] * len(apart), [r["value"] for r in apart], "o", ms=4,
+                        color=color)  # fmt: skip
         if x_of:
             _mark_mid_last(ax, x_of)
         ax.grid(alpha=0.3)
@@ -219,5 +230,15 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
         ax.set_title(" vs ".join(crossed[0].split("~")) + ": cosine", fontsize=9)
         ax.axhline(0, color="black", lw=0.6)
         axes[1, len(tasks)].axis("off")
+    if quantized:
+        top, bottom = axes[0, columns - 1], axes[1, columns - 1]
+        names = ", ".join(sorted({r["task"] for r in quantized}))
+        draw(top, [r for r in quantized if r["comparison"] == "quantization"],
+             lambda p: f"trained on {p.replace(': ', ', ')}")  # fmt: skip
+        top.set_title(f"{names}: cosine across quantizations", fontsize=9)
+        draw(bottom, [r for r in quantized if r["comparison"] == "quantization_accuracy"],
+             lambda p: f"easy probe of {p.replace(' on ', ' on states of ')}")  # fmt: skip
+        bottom.set_title(f"{names}: hard-test accuracy", fontsize=9)
+        bottom.set_xlabel("layer")
     fig.suptitle(f"{family} probe directions (w / sigma)", fontsize=10)
     return _save(fig, path, integer_x=False)

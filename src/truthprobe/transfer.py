@@ -9,15 +9,17 @@ into SGR tables and per-layer plots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from truthprobe.configs import (
     CacheConfig,
     DataConfig,
     ModelConfig,
     OutputConfig,
+    Quantization,
     check_tasks,
 )
+from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
 from truthprobe.harness import HarnessConfig, RunSummary, run
 from truthprobe.methods.settings import MethodSettings, ProbeSettings
@@ -51,6 +53,31 @@ class SweepConfig:
             split=self.split,
             settings=MethodSettings(probe=self.probe),
             output=self.output,
+        )
+
+
+@dataclass(frozen=True)
+class DirectionsConfig(SweepConfig):
+    """The sweep, then its probes' directions. `truthprobe directions --help` lists the flags."""
+
+    versus_quantization: Quantization | None = None
+    """Also run the sweep with the model under this quantization (same items and seeds) and
+    compare: cosine of the two runs' directions, accuracy of each run's probes on the other's
+    states. bitsandbytes 8bit / 4bit run on CPU too, several times slower than bfloat16."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.versus_quantization == self.model.quantization:
+            raise TruthprobeError(
+                f"--versus-quantization {self.versus_quantization} is the model's own "
+                "quantization; pick another (none, 4bit, 8bit)"
+            )
+
+    def twin(self) -> SweepConfig:
+        """The same sweep with the model under `versus_quantization`."""
+        model = replace(self.model, quantization=self.versus_quantization or "none")
+        return SweepConfig(
+            self.tasks, model, self.probe, self.split, self.data, self.cache, self.output
         )
 
 
