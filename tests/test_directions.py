@@ -47,12 +47,15 @@ def store_probes(run_dir, task: str, by_stratum: dict[str, np.ndarray], seeds=(0
     slug = task.replace(":", "-")
     store.write_task(slug, {"task": task, "items": {"id": [], "role": []}})
     grid = preset_probes("mc_linear", "validated")
-    for stratum, direction in by_stratum.items():
-        for seed in seeds:
-            data = planted(direction, 1500, seed=hash((task, stratum, seed)) % 2**32)
-            fitted = fit_many(grid[-1:], [data], [seed])[0][0]  # l2 = 0.01, 100 steps
-            meta = {"family": "mc_linear", "layer": 3, "train_on": stratum, "seed": seed}
-            store.put(PartKey(slug, "mc_linear@3", stratum, seed), fitted.arrays(), meta)
+    draws = [(stratum, seed) for stratum in by_stratum for seed in seeds]
+    data = [
+        planted(by_stratum[stratum], 1500, seed=hash((task, stratum, seed)) % 2**32)
+        for stratum, seed in draws
+    ]
+    fits = fit_many(grid[-1:], data, [seed for _, seed in draws])  # l2 = 0.01, 100 steps, batched
+    for (stratum, seed), (fitted,) in zip(draws, fits, strict=True):
+        meta = {"family": "mc_linear", "layer": 3, "train_on": stratum, "seed": seed}
+        store.put(PartKey(slug, "mc_linear@3", stratum, seed), fitted.arrays(), meta)
 
 
 def test_the_raw_direction_undoes_standardisation(directions):

@@ -8,6 +8,8 @@ from test_cli_config import truthprobe
 
 from truthprobe.activations import ActivationCache
 from truthprobe.data import load_dataset
+from truthprobe.hardness import stratify
+from truthprobe.mdl import model_scores
 from truthprobe.min_k import DEFAULT_PERCENT, hardness_column, min_k, min_k_rows
 from truthprobe.prompts import MULTIPLE_CHOICE, YES_NO
 from truthprobe.scoring import encode, encode_texts, forward_batch
@@ -87,6 +89,16 @@ def test_a_sweep_stratifies_by_min_k_read_from_the_cache(tiny_model_dir, arc_sam
         "--cache-dir", str(tmp_path / "act"),
     )  # fmt: skip
     assert summary.returncode == 0, summary.stderr
-    assert "Spearman with grade" in summary.stdout and "hard" in summary.stdout
+    assert "Spearman with grade" in summary.stdout and "zero-shot" in summary.stdout
+    # each stratum's zero-shot accuracy, recomputed here from the cached log-likelihoods
+    with ActivationCache(cache) as opened:
+        logprob = opened.score("choice_logprob")
+        logprob[~opened.item("choice_mask")] = -np.inf
+        right = dict(zip(opened.ids, logprob.argmax(1) == opened.item("answer_index"), strict=True))
+        scores = model_scores(opened, "min_k")
     records = load_dataset(sample).records
-    assert len(records) == 120
+    strata = stratify(records, "min_k", scores)
+    for stratum in ("easy", "hard"):
+        hits = [right[r.id] for r, s in zip(records, strata, strict=True) if s == stratum]
+        line = next(x for x in summary.stdout.splitlines() if x.startswith(stratum))
+        assert line.split()[1:3] == [str(len(hits)), f"{np.mean(hits):.3f}"], line

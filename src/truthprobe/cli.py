@@ -44,11 +44,14 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     if args.split:
         dataset = dataset.select(splits=args.split)
         records = dataset.records
-    scores = None
+    scores, correct = None, None
     if MEASURES[args.measure].needs_model:  # scores stored beside a cache by a run
-        from truthprobe.mdl import rank_correlations, stored_scores
+        from truthprobe.activations import ActivationCache
+        from truthprobe.mdl import rank_correlations, stored_scores, zero_shot_correct
 
         cache_path, scores = stored_scores(args.dataset, args.measure, args.cache_dir)
+        with ActivationCache(cache_path) as cache:
+            correct = zero_shot_correct(cache)
         records = [r for r in records if r.id in scores]
         print(f"{args.measure} scores of {cache_path}")
         for row in rank_correlations(records, args.measure, scores):
@@ -64,9 +67,13 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
         f"(content sha256 {dataset.content_hash[:12]})"
     )
     print(f"measure {measure.name}: {measure.description}")
-    print(f"{'stratum':<8} {'count':>6}  example ids")
+    zero_shot = "  zero-shot" if correct else ""
+    print(f"{'stratum':<8} {'count':>6}{zero_shot}  example ids")
     for stratum in STRATA:
         ids = ", ".join(r.id for r in groups[stratum][: args.examples])
+        if correct:  # accuracy of the model's own zero-shot answers in this stratum
+            hits = [correct[r.id] for r in groups[stratum]]
+            ids = f"{sum(hits) / len(hits) if hits else float('nan'):>9.3f}  {ids}"
         print(f"{stratum:<8} {len(groups[stratum]):>6}  {ids}")
     unrated = sum(1 for s in strata if s is None)
     if unrated:

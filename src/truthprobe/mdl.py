@@ -139,6 +139,15 @@ def model_scores(cache, measure: str) -> dict[str, float]:
     return dict(zip(ids, stored[measure].astype(float).tolist(), strict=True))
 
 
+def zero_shot_correct(cache) -> dict[str, bool]:
+    """Whether zero-shot scoring (the cached choice log-likelihoods) gets each item right: the
+    per-stratum accuracy `truthprobe data summary` shows beside model-based strata (under
+    `min_k`, the direct test of contamination: are likely-seen items answered better?)."""
+    logprob = np.where(cache.item("choice_mask"), cache.score("choice_logprob"), -np.inf)
+    right = logprob.argmax(1) == cache.item("answer_index")
+    return dict(zip(cache.item("id").astype(str), right.tolist(), strict=True))
+
+
 def rank_correlations(records: Sequence, measure: str, scores: dict[str, float]) -> list[dict]:
     """Spearman rank correlation of a model-based measure with every human measure that rates
     these records (on the records both rate): does the model find hard what people do?"""
