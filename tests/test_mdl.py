@@ -3,6 +3,8 @@ scores stored beside a cache and used by `truthprobe sweep --tasks FILE:mdl`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from test_cli_config import truthprobe
 
@@ -61,20 +63,41 @@ def test_probe_mdl_is_cross_fitted():
     assert not np.array_equal(before[~same], after[~same])
 
 
-def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
-    tiny_model_dir, arc_sample, tmp_path
-):
-    lines = arc_sample.read_text().splitlines()[:150]  # every record is extracted: keep it small
-    arc_sample = tmp_path / "arc-sample.jsonl"
-    arc_sample.write_text("\n".join(lines) + "\n")
+def model_rated_sweep(
+    measures: tuple[str, ...], source: Path, n: int, model: Path, tmp_path: Path
+) -> tuple[Path, list[str]]:
+    """The first `n` records of `source` as a file (a model-based measure rates every record of
+    the cache: keep it small) and the tiny-model sweep arguments for its `measures`."""
+    lines = source.read_text().splitlines()[:n]
+    sample = tmp_path / "arc-sample.jsonl"
+    sample.write_text("\n".join(lines) + "\n")
     args = [
-        "sweep", "--tasks", f"{arc_sample}:mdl", f"{arc_sample}:probe_mdl",
-        "--model", str(tiny_model_dir), "--n-train", "12", "--seeds", "2",
+        "sweep", "--tasks", *(f"{sample}:{m}" for m in measures),
+        "--model", str(model), "--n-train", "12", "--seeds", "2",
         "--validation-size", "10", "--max-per-stratum", "0", "--n-boot", "100",
         "--layers", "1", "--no-mid-last", "--probe-preset", "validated",
         "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(tmp_path / "runs"),
         "--plots-dir", str(tmp_path / "plots"), "--no-progress",
     ]  # fmt: skip
+    return sample, args
+
+
+def data_summary(sample: Path, measure: str, cache_dir: Path):
+    """`truthprobe data summary` of a model-based measure, which must succeed."""
+    summary = truthprobe(
+        "data", "summary", "--dataset", str(sample), "--measure", measure,
+        "--cache-dir", str(cache_dir),
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr
+    return summary
+
+
+def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
+    tiny_model_dir, arc_sample, tmp_path
+):
+    arc_sample, args = model_rated_sweep(
+        ("mdl", "probe_mdl"), arc_sample, 150, tiny_model_dir, tmp_path
+    )
     first = truthprobe(*args)
     assert first.returncode == 0, first.stderr
     cache = next((tmp_path / "act").rglob("*.h5"))
@@ -87,9 +110,5 @@ def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
     assert stored.stat().st_mtime_ns == stamp and len(again) == 150
     assert "arc-sample" in first.stdout and ":mdl" in first.stdout and ":probe_mdl" in first.stdout
     assert "probe_mdl ~ grade" in first.stdout and "mdl ~ bloom" in first.stdout  # per dataset
-    summary = truthprobe(
-        "data", "summary", "--dataset", str(arc_sample), "--measure", "probe_mdl",
-        "--cache-dir", str(tmp_path / "act"),
-    )  # fmt: skip
-    assert summary.returncode == 0, summary.stderr
+    summary = data_summary(arc_sample, "probe_mdl", tmp_path / "act")
     assert "Spearman with grade" in summary.stdout and "hard" in summary.stdout

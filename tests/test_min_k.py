@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_cli_config import truthprobe
+from test_mdl import data_summary, model_rated_sweep
 
 from truthprobe.activations import ActivationCache
 from truthprobe.data import load_dataset
@@ -63,17 +64,9 @@ def test_a_memorised_text_scores_higher_than_its_words_shuffled(gemma_fp32):
 
 
 def test_a_sweep_stratifies_by_min_k_read_from_the_cache(tiny_model_dir, arc_sample, tmp_path):
-    lines = arc_sample.read_text().splitlines()[:120]  # every record is extracted: keep it small
-    sample = tmp_path / "arc-sample.jsonl"
-    sample.write_text("\n".join(lines) + "\n")
-    args = [
-        "sweep", "--tasks", f"{sample}:min_k", f"{sample}:min_k_pp",
-        "--model", str(tiny_model_dir), "--n-train", "12", "--seeds", "2",
-        "--validation-size", "10", "--max-per-stratum", "0", "--n-boot", "100",
-        "--layers", "1", "--no-mid-last", "--probe-preset", "validated",
-        "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(tmp_path / "runs"),
-        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
-    ]  # fmt: skip
+    sample, args = model_rated_sweep(
+        ("min_k", "min_k_pp"), arc_sample, 120, tiny_model_dir, tmp_path
+    )
     run = truthprobe(*args)
     assert run.returncode == 0, run.stderr
     assert ":min_k " in run.stdout and ":min_k_pp" in run.stdout and "min_k ~ grade" in run.stdout
@@ -84,11 +77,7 @@ def test_a_sweep_stratifies_by_min_k_read_from_the_cache(tiny_model_dir, arc_sam
         assert (np.diff(scores, axis=1) >= -1e-6).all()  # more tokens averaged: never lower
         assert (opened.score("question_tokens") > 0).all()
     assert not list((tmp_path / "act").rglob("*.hardness.npz"))  # nothing stored beside
-    summary = truthprobe(
-        "data", "summary", "--dataset", str(sample), "--measure", "min_k",
-        "--cache-dir", str(tmp_path / "act"),
-    )  # fmt: skip
-    assert summary.returncode == 0, summary.stderr
+    summary = data_summary(sample, "min_k", tmp_path / "act")
     assert "Spearman with grade" in summary.stdout and "zero-shot" in summary.stdout
     # each stratum's zero-shot accuracy, recomputed here from the cached log-likelihoods
     with ActivationCache(cache) as opened:
