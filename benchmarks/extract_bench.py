@@ -91,12 +91,15 @@ def main() -> None:
     fast_rate = len(items) / fast_s
     fast_tokens = sum(it.n_tokens for it in items)
     flops = required_flops(fast_model, items)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
         f"(b) truthprobe {fast_model.fingerprint.dtype}: {fast_rate:.2f} items/s, "
         f"{fast_tokens / fast_s:.0f} tokens/s ({len(items)} items)"
     )
     print(f"speed-up (b)/(a): {fast_rate / naive_rate:.1f}x")
+    print(
+        f"(b) necessary work {flops / 1e9:.0f} GFLOP at {flops / fast_s / 1e9:.0f} GFLOP/s = "
+        f"{flops / fast_s / 1e9 / bf16:.0%} of the bf16 matmul roofline"
+    )
     start = time.perf_counter()
     for lo in range(0, len(items), args.batch_size):
         forward_batch(fast_model, items[lo : lo + args.batch_size], layers, 5, question_scores=True)
@@ -106,10 +109,7 @@ def main() -> None:
         f"(d) with Min-K% scores ({head_rows} question tokens through the LM head): "
         f"{len(items) / scored_s:.2f} items/s, (d)/(b) time {scored_s / fast_s:.2f}"
     )
-    print(
-        f"(b) necessary work {flops / 1e9:.0f} GFLOP at {flops / fast_s / 1e9:.0f} GFLOP/s = "
-        f"{flops / fast_s / 1e9 / bf16:.0%} of the bf16 matmul roofline"
-    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS (whole benchmark process): {peak:.2f} GiB")
 
 
