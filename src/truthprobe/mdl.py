@@ -139,13 +139,14 @@ def model_scores(cache, measure: str) -> dict[str, float]:
     return dict(zip(ids, stored[measure].astype(float).tolist(), strict=True))
 
 
-def zero_shot_correct(cache) -> dict[str, bool]:
-    """Whether zero-shot scoring (the cached choice log-likelihoods) gets each item right: the
+def zero_shot_correct(cache) -> dict[str, float]:
+    """1.0 where zero-shot scoring (the cached choice log-likelihoods) gets an item right: the
     per-stratum accuracy `truthprobe data summary` shows beside model-based strata (under
     `min_k`, the direct test of contamination: are likely-seen items answered better?)."""
-    logprob = np.where(cache.item("choice_mask"), cache.score("choice_logprob"), -np.inf)
-    right = logprob.argmax(1) == cache.item("answer_index")
-    return dict(zip(cache.item("id").astype(str), right.tolist(), strict=True))
+    ids = cache.item("id").astype(str)
+    probs = ChoiceProbs.from_scores(ids, cache.score("choice_logprob"), cache.item("choice_mask"))
+    right = probs.correct(cache.item("answer_index"))
+    return dict(zip(ids, right.tolist(), strict=True))
 
 
 def rank_correlations(records: Sequence, measure: str, scores: dict[str, float]) -> list[dict]:

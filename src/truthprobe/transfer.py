@@ -73,12 +73,10 @@ class DirectionsConfig(SweepConfig):
                 "quantization; pick another (none, 4bit, 8bit)"
             )
 
-    def twin(self) -> SweepConfig:
-        """The same sweep with the model under `versus_quantization`."""
+    def twin(self) -> DirectionsConfig:
+        """The same sweep with the model under `versus_quantization` (and no twin of its own)."""
         model = replace(self.model, quantization=self.versus_quantization or "none")
-        return SweepConfig(
-            self.tasks, model, self.probe, self.split, self.data, self.cache, self.output
-        )
+        return replace(self, model=model, versus_quantization=None)
 
 
 def layer_sweep(config: SweepConfig) -> RunSummary:
