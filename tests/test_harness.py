@@ -18,6 +18,7 @@ from truthprobe.methods import ProbeSettings, QLoRASettings
 from truthprobe.methods.base import answer_end_features
 from truthprobe.methods.settings import CoTSettings, ICLSettings
 from truthprobe.probes import ProbeData
+from truthprobe.report import collect
 from truthprobe.runstore import PartKey, RunStore, load_run
 from truthprobe.transfer import SweepConfig, layer_sweep
 
@@ -244,6 +245,12 @@ def test_report_renders_a_sweep(sweep, capsys, tmp_path):
         ]
         + ["sgr-bars.png"]
     )
+    (results,) = collect(summary.run_dir)  # the chance line: mean 1 / choices over test items
+    items = RunStore(summary.run_dir).task(slug)["items"]
+    test = [n for n, role in zip(items["n_choices"], items["role"], strict=True) if role == "test"]
+    assert test and abs(results.chance - np.mean([1 / n for n in test])) < 1e-12
+    pdfs = sorted(p.name for p in (tmp_path / summary.run_dir.name).glob("*.pdf"))
+    assert pdfs == [name.replace(".png", ".pdf") for name in pngs]  # vector copies beside
 
 
 def test_baselines_run_every_method_and_the_report_tabulates_them(

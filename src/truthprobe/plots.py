@@ -1,4 +1,8 @@
-"""Figures, drawn from result tables only (lists of row dicts), never from models or caches."""
+"""Figures, drawn from result tables only (lists of row dicts), never from models or caches.
+
+Colours are Okabe and Ito's colour-blind-safe palette; every figure is written as a PNG (for
+the README and quick looks) and a PDF beside it (vector, for papers).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from truthprobe.methods.base import MID_LAST  # noqa: E402
 
-COLORS = {"easy": "#1f77b4", "hard": "#d62728", "all": "#2ca02c"}
+#: Okabe-Ito: distinguishable under the common colour-vision deficiencies, and in greyscale.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442")
+COLORS = {"easy": OKABE_ITO[0], "hard": OKABE_ITO[1], "all": OKABE_ITO[2]}
+#: Lines that are none of the strata (SGR, a rescaled direction, a second quantization).
+ACCENT, OTHER = OKABE_ITO[4], OKABE_ITO[3]
 
 
 def _layer_axis(rows: Sequence[dict]) -> dict[int, float]:
@@ -35,13 +43,19 @@ def _mark_mid_last(ax, positions: dict[int, float]) -> None:
 
 
 def plot_layer_accuracy(
-    accuracy_rows: Sequence[dict], zero_shot: dict, title: str, path: Path
+    accuracy_rows: Sequence[dict],
+    zero_shot: dict,
+    title: str,
+    path: Path,
+    chance: float | None = None,
 ) -> Path:
     """Hard-test accuracy per layer for easy-, hard- and all-trained probes, with CI bands.
 
     Args:
         accuracy_rows: rows with layer, train_on, accuracy, accuracy_low, accuracy_high.
         zero_shot: a row with accuracy, accuracy_low, accuracy_high (the unsupervised floor).
+        chance: uniform guessing's expected accuracy on the test items, drawn as a line: a
+            probe near it has learned nothing, whatever its SGR says.
     """
     fig, ax = plt.subplots(figsize=(7, 4))
     x_of = _layer_axis(accuracy_rows)
@@ -78,6 +92,8 @@ def plot_layer_accuracy(
             ax.plot([], [], "-o", ms=3, color=color, label=f"trained on {train_on}")
     ax.axhline(zero_shot["accuracy"], color="black", ls="--", lw=1, label="zero-shot")
     ax.axhspan(zero_shot["accuracy_low"], zero_shot["accuracy_high"], color="grey", alpha=0.15)
+    if chance is not None and chance == chance:  # not NaN
+        ax.axhline(chance, color="black", ls=":", lw=1, label=f"chance ({chance:.3f})")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("accuracy on the hard test set")
     ax.set_title(title)
@@ -107,7 +123,7 @@ def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
             fmt=fmt,
             ms=3,
             capsize=2,
-            color="#9467bd",
+            color=ACCENT,
         )
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
@@ -129,6 +145,7 @@ def _save(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path
 
@@ -151,7 +168,8 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
             ys.append(row["sgr"])
             lo.append(max(0.0, row["sgr"] - row["sgr_low"]))
             hi.append(max(0.0, row["sgr_high"] - row["sgr"]))
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=method)
+        color = OKABE_ITO[m % len(OKABE_ITO)]
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=method, color=color)
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(range(len(tasks)), tasks)
@@ -176,7 +194,7 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
         "easy~easy": (blue, "--"), "hard~hard": (red, "--"), "all~all": (green, "--"),
         "easy~easy disjoint": ("black", ":"),
         "easy": (blue, "-"), "hard": (red, "-"), "all": (green, "-"),
-        "easy_rescaled_on_hard": ("#9467bd", "-"),
+        "easy_rescaled_on_hard": (ACCENT, "-"),
     }  # fmt: skip
 
     def style_of(pair: str) -> tuple[str, str]:
@@ -186,7 +204,7 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
             return styles.get(pair.split(": ")[0], ("black", "-"))
         probe, _, states = pair.partition(" on ")  # `8bit on bfloat16`: own solid, other dashed
         first = quantized[0]["pair"].split(": ")[-1].split("~")[0] if quantized else probe
-        return (blue if probe == first else "#e69f00", "-" if probe == states else "--")
+        return (blue if probe == first else OTHER, "-" if probe == states else "--")
 
     def draw(ax, selected: list[dict], label_of=lambda p: p) -> None:
         x_of = _layer_axis(selected) if selected else {}

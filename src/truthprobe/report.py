@@ -83,6 +83,8 @@ class TaskResults:
     """Safe file-name stem of the task (never a path)."""
     families: dict[str, FamilyResults]
     n_test: int
+    chance: float = float("nan")
+    """Expected accuracy of uniform guessing on the test items (mean of 1 / choices)."""
 
 
 def collect(run_dir: str | Path) -> list[TaskResults]:
@@ -115,7 +117,9 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
             family.seconds += float(meta["seconds"])
-        results.append(TaskResults(task["task"], slug, dict(families), len(test_rows)))
+        choices = np.asarray(task["items"]["n_choices"], dtype=float)[test_rows]
+        chance = float((1.0 / choices).mean()) if len(test_rows) else float("nan")
+        results.append(TaskResults(task["task"], slug, dict(families), len(test_rows), chance))
     return results
 
 
@@ -254,7 +258,9 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
             if len(layers) > 1:
                 stem = f"{task.slug}-{name}"
                 title = f"{task.name}: {name} probe, hard test set ({model['name']})"
-                plot_layer_accuracy(family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png")
+                plot_layer_accuracy(
+                    family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png", task.chance
+                )
                 plot_layer_sgr(
                     family_sgr, f"{task.name}: {name} probe, SGR", plots_dir / f"{stem}-sgr.png"
                 )
