@@ -104,7 +104,7 @@ def main() -> None:
     for lo in range(0, len(items), args.batch_size):
         forward_batch(fast_model, items[lo : lo + args.batch_size], layers, 5, question_scores=True)
     scored_s = time.perf_counter() - start
-    head_rows = sum(it.question[1] - it.question[0] for it in items)
+    head_rows = sum(it.n_question_tokens for it in items)
     print(
         f"(d) with Min-K% scores ({head_rows} question tokens through the LM head): "
         f"{len(items) / scored_s:.2f} items/s, (d)/(b) time {scored_s / fast_s:.2f}"

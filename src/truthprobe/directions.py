@@ -234,13 +234,14 @@ def _twin_rows(mine: _TaskView, theirs: _TaskView, family: str, where: tuple) ->
                     continue
                 fits = (mine.store.read(key).arrays, theirs.store.read(twin).arrays)
                 cosines.append(float(raw_direction(fits[0]) @ raw_direction(fits[1])))
+                if train_on != "easy":
+                    continue  # accuracies of easy-trained probes only: easy-to-hard transfer
                 for (a, fit), (b, on) in product(
                     zip(names, fits, strict=True), zip(names, states, strict=True)
                 ):
-                    if train_on == "easy":
-                        accuracy[f"{a} on {b}"].append(
-                            _accuracy(on, mine.mask, mine.answers, test, fit)
-                        )
+                    accuracy[f"{a} on {b}"].append(
+                        _accuracy(on, mine.mask, mine.answers, test, fit)
+                    )
             pair = f"{train_on}: {names[0]}~{names[1]}"
             if cosines:
                 rows.append(_summary(mine.task, family, layer, "quantization", pair, cosines))
@@ -341,11 +342,7 @@ def write_directions(
         by_layer[(r["task"], r["layer"])].append(r)
     for (task, layer), seeds in sorted(by_layer.items()):
         for pair in ("easy", "easy_rescaled_on_hard", "hard"):
-            values = np.array([r[pair] for r in seeds])
-            rows.append(
-                dict(task=task, family=family, layer=layer, comparison="rescaled", pair=pair,
-                     value=float(values.mean()), sd=float(values.std()), n=len(values))
-            )  # fmt: skip
+            rows.append(_summary(task, family, layer, "rescaled", pair, [r[pair] for r in seeds]))
     if versus is not None:
         rows += quantization_rows(run_dir, versus, family)
     if not rows:

@@ -6,6 +6,7 @@ the README and quick looks) and a PDF beside it (vector, for papers).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def plot_layer_accuracy(
             ax.plot([], [], "-o", ms=3, color=color, label=f"trained on {train_on}")
     ax.axhline(zero_shot["accuracy"], color="black", ls="--", lw=1, label="zero-shot")
     ax.axhspan(zero_shot["accuracy_low"], zero_shot["accuracy_high"], color="grey", alpha=0.15)
-    if chance is not None and chance == chance:  # not NaN
+    if chance is not None and math.isfinite(chance):
         ax.axhline(chance, color="black", ls=":", lw=1, label=f"chance ({chance:.3f})")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("accuracy on the hard test set")

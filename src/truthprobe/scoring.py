@@ -59,6 +59,10 @@ class EncodedItem:
     """Prefix token range [start, stop) of the question text (what Min-K% scores)."""
 
     @property
+    def n_question_tokens(self) -> int:
+        return self.question[1] - self.question[0]
+
+    @property
     def n_tokens(self) -> int:
         return len(self.prefix) + sum(len(c) for c in self.choices)
 
@@ -289,7 +293,7 @@ def forward_batch(
         targets_q = torch.tensor([a[2] for a in at], dtype=torch.long, device=device)
         states_q = first.hidden_states[-1][rows_q.to(device), cols_q.to(device)]
         logp_q, z_q = token_statistics(model, states_q, targets_q)
-        counts = [it.question[1] - it.question[0] for it in items]
+        counts = [it.n_question_tokens for it in items]
         question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
     cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
     cache.batch_repeat_interleave(c)
@@ -421,9 +425,10 @@ def forward_per_sequence(
             answer[:, i, j] = torch.stack([hidden[k][-1] for k in layers]).float().cpu().numpy()
             if j == 0:
                 question[:, i] = torch.stack([hidden[k][p - 1] for k in layers]).float().cpu()
-            if j == 0 and question_scores:  # from the full vocabulary at every position
+            every = torch.log_softmax(logits.float(), -1)  # the full head at every position
+            if j == 0 and question_scores:
                 lo, hi = item.question
-                full = torch.log_softmax(logits.float(), -1)[lo - 1 : hi - 1]
+                full = every[lo - 1 : hi - 1]
                 target = full.gather(
                     1, torch.tensor(item.prefix[lo:hi], device=full.device)[:, None]
                 )
@@ -431,12 +436,11 @@ def forward_per_sequence(
                 sigma = ((full.exp() * (full - mu).square()).sum(-1, keepdim=True)).sqrt()
                 question_logprob.append(target[:, 0].cpu().numpy())
                 question_zscore.append(((target - mu) / sigma)[:, 0].cpu().numpy())
-            logp = torch.log_softmax(logits.float(), -1)[p - 1 : p - 1 + len(ch)]
+            logp = every[p - 1 : p - 1 + len(ch)]
             logprob[i, j] = logp.gather(1, torch.tensor(ch, device=logp.device)[:, None]).sum()
             tokens[i, j] = len(ch)
-    if not question_scores:
-        return BatchOutput(answer, question, logprob, tokens)
-    return BatchOutput(answer, question, logprob, tokens, question_logprob, question_zscore)
+    scored = (question_logprob, question_zscore) if question_scores else (None, None)
+    return BatchOutput(answer, question, logprob, tokens, *scored)
 
 
 @torch.inference_mode()

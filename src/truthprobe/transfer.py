@@ -18,8 +18,8 @@ from truthprobe.configs import (
     OutputConfig,
     Quantization,
     check_tasks,
+    require,
 )
-from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
 from truthprobe.harness import HarnessConfig, RunSummary, run
 from truthprobe.methods.settings import MethodSettings, ProbeSettings
@@ -67,11 +67,12 @@ class DirectionsConfig(SweepConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.versus_quantization == self.model.quantization:
-            raise TruthprobeError(
-                f"--versus-quantization {self.versus_quantization} is the model's own "
-                "quantization; pick another (none, 4bit, 8bit)"
-            )
+        require(
+            self.versus_quantization != self.model.quantization,
+            "versus_quantization",
+            f"{self.versus_quantization} is the model's own quantization; pick another "
+            "(none, 4bit, 8bit)",
+        )
 
     def twin(self) -> DirectionsConfig:
         """The same sweep with the model under `versus_quantization` (and no twin of its own)."""

@@ -257,7 +257,7 @@ def fill_rows(
     limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")
     forward = _forward(backend, loaded)
-    layers, n_choices = cache.layers, cache.n_choices_max
+    layers, n_choices, percents = cache.layers, cache.n_choices_max, cache.min_k_percents
     began = time.perf_counter()
     tokens = 0
     name = Path(str(cache.attrs["dataset"])).stem
@@ -274,12 +274,12 @@ def fill_rows(
             chars = np.zeros((len(batch), n_choices), dtype=np.int32)
             for i, it in enumerate(batch):
                 chars[i, : len(it.choice_chars)] = it.choice_chars
-            percents = cache.min_k_percents
+            assert out.question_logprob is not None and out.question_zscore is not None
             cache.write_batch(
                 k, out.answer_end, out.question_end, out.logprob, out.tokens, chars,
-                min_k_rows(out.question_logprob or [], percents),
-                min_k_rows(out.question_zscore or [], percents),
-                np.array([it.question[1] - it.question[0] for it in batch], np.int32),
+                min_k_rows(out.question_logprob, percents),
+                min_k_rows(out.question_zscore, percents),
+                np.array([it.n_question_tokens for it in batch], np.int32),
             )  # fmt: skip
             tokens += sum(it.n_tokens for it in batch)
             bar.update(len(batch))
