@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,46 @@ def test_zero_denominator_warns_and_gives_nan():
         result = bootstrap_sgr(unsup, np.array([1, 1, 0, 0]), unsup.copy(), n_boot=200)
     assert np.isnan(result.sgr.estimate)
     assert result.denominator.estimate == 0 and result.warning
+    # hard == unsupervised item by item: every resample's denominator is exactly 0
+    assert result.no_gap and result.zero_denominators == 200 and result.text() == "no gap"
+
+
+@pytest.mark.parametrize(
+    ("hard", "no_gap"),
+    [
+        # one item of 3 right: P(a resample draws none of it) = (2/3)^3 = 30% > 2.5%
+        ((1, 0, 0), True),
+        # 2 of 3 right: P(none) = (1/3)^3 = 3.7% > 2.5%: the interval still reaches 0
+        ((1, 1, 0), True),
+        # 3 of 4 right: P(none) = (1/4)^4 = 0.4% < 2.5%: the lower end is 1/4, a real gap
+        ((1, 1, 1, 0), False),
+        ((1, 1, 1, 1), False),
+    ],
+)
+def test_no_gap_fires_exactly_when_the_difference_interval_includes_zero(hard, no_gap):
+    """Known distributions: unsupervised all wrong, so the denominator of a resample is the
+    share of hard-right items it drew, 0 with the probability given beside each case."""
+    hard = np.array(hard)
+    unsup, easy = np.zeros(len(hard)), hard.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bootstrap_sgr(unsup, easy, hard, n_boot=20_000)
+    assert result.no_gap is no_gap
+    assert (result.denominator.low <= 0) is no_gap
+    p_zero = (1 - hard.mean()) ** len(hard)
+    assert result.zero_denominators / 20_000 == pytest.approx(p_zero, abs=0.01)
+    assert (result.text() == "no gap") is no_gap
+    if not no_gap:
+        assert result.text() == "1.00 [1.00, 1.00]"  # easy == hard in every resample
+
+
+def test_a_negative_gap_is_no_gap():
+    """Hard training below zero-shot in every resample: no gap, though 0 is outside the CI."""
+    unsup = np.ones((40, 1))
+    hard = np.zeros((40, 2))
+    with pytest.warns(UserWarning, match="lies below 0"):
+        result = bootstrap_sgr(unsup, hard.copy(), hard, n_boot=300)
+    assert result.denominator.high < 0 and result.no_gap and result.zero_denominators == 0
 
 
 def test_bootstrap_matches_a_plain_loop():

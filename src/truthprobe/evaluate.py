@@ -152,6 +152,19 @@ class SGRResult:
     n_seeds: int
     n_boot: int
     warning: str | None = None
+    zero_denominators: int = 0
+    """Resamples in which acc_hard - acc_unsup was exactly 0 (their SGR is undefined and left
+    out of the interval)."""
+
+    @property
+    def no_gap(self) -> bool:
+        """True when hard supervision has no measurable gap to recover: the interval of
+        acc_hard - acc_unsup includes 0 or lies below it. SGR is then reported as "no gap"."""
+        return not self.denominator.low > 0
+
+    def text(self) -> str:
+        """`0.67 [-1.72, 3.11]`, or `no gap` where there is none to recover."""
+        return sgr_text(self.to_dict())
 
     def to_dict(self) -> dict[str, float | int | str | None]:
         out: dict[str, float | int | str | None] = {}
@@ -163,9 +176,23 @@ class SGRResult:
                 interval.high,
             )
         out.update(
-            n_test=self.n_test, n_seeds=self.n_seeds, n_boot=self.n_boot, warning=self.warning
+            n_test=self.n_test,
+            n_seeds=self.n_seeds,
+            n_boot=self.n_boot,
+            no_gap=self.no_gap,
+            zero_denominators=self.zero_denominators,
+            warning=self.warning,
         )
         return out
+
+
+def sgr_text(row: dict) -> str:
+    """How an SGR row (`SGRResult.to_dict()`) is printed: `no gap` where the interval of
+    acc_hard - acc_unsup includes 0 or lies below it (a ratio over a gap that may not exist is
+    noise), else `estimate [low, high]`."""
+    if row["no_gap"]:
+        return "no gap"
+    return f"{row['sgr']:.2f} [{row['sgr_low']:.2f}, {row['sgr_high']:.2f}]"
 
 
 def _as_matrix(correct: np.ndarray) -> np.ndarray:
@@ -243,12 +270,14 @@ def bootstrap_sgr(
         sgr_samples = (be - bu) / (bh - bu)
     acc_u, acc_e, acc_h = float(u.mean()), float(e.mean()), float(h.mean())
     denominator = _interval(acc_h - acc_u, bh - bu, level)
+    zero = int(np.count_nonzero(bh == bu))
     warning = None
-    if not denominator.low > 0 and not denominator.high < 0:
+    if not denominator.low > 0:
         warning = (
-            f"the denominator acc_hard - acc_unsup = {acc_h - acc_u:+.3f} has a {level:.0%} "
-            f"interval [{denominator.low:+.3f}, {denominator.high:+.3f}] that includes 0: "
-            "SGR is not meaningful here"
+            f"no gap: the denominator acc_hard - acc_unsup = {acc_h - acc_u:+.3f} has a "
+            f"{level:.0%} interval [{denominator.low:+.3f}, {denominator.high:+.3f}] that "
+            f"{'lies below' if denominator.high < 0 else 'includes'} 0 ({zero} of {n_boot} "
+            "resamples had a zero denominator): SGR is not meaningful here"
         )
         warnings.warn(warning, stacklevel=2)
     return SGRResult(
@@ -261,4 +290,5 @@ def bootstrap_sgr(
         n_seeds=e.shape[1],
         n_boot=n_boot,
         warning=warning,
+        zero_denominators=zero,
     )

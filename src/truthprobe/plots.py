@@ -49,6 +49,8 @@ def plot_layer_accuracy(
     title: str,
     path: Path,
     chance: float | None = None,
+    chosen: int | None = None,
+    bands: str = "",
 ) -> Path:
     """Hard-test accuracy per layer for easy-, hard- and all-trained probes, with CI bands.
 
@@ -57,8 +59,10 @@ def plot_layer_accuracy(
         zero_shot: a row with accuracy, accuracy_low, accuracy_high (the unsupervised floor).
         chance: uniform guessing's expected accuracy on the test items, drawn as a line: a
             probe near it has learned nothing, whatever its SGR says.
+        chosen: the layer the report reads (chosen on validation items), marked.
+        bands: what the bands are (`bands_note`), shown in the legend.
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     x_of = _layer_axis(accuracy_rows)
     for train_on, color in COLORS.items():
         rows = sorted(
@@ -95,23 +99,58 @@ def plot_layer_accuracy(
     ax.axhspan(zero_shot["accuracy_low"], zero_shot["accuracy_high"], color="grey", alpha=0.15)
     if chance is not None and math.isfinite(chance):
         ax.axhline(chance, color="black", ls=":", lw=1, label=f"chance ({chance:.3f})")
+    _mark_chosen(ax, x_of, chosen, bands)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("accuracy on the hard test set")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path, mid_last=x_of)
 
 
-def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
-    """SGR per layer with its bootstrap interval (1 = easy as good as hard supervision)."""
+def _legend_outside(ax) -> None:
+    """The legend beside the axes, where it hides no line."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def bands_note(n_test: int, n_seeds: int, n_train: int | str) -> str:
+    """What a figure's bands and bars are, for its legend."""
+    return (
+        f"bands: 95% CI, bootstrap over\n{n_test} test items and {n_seeds} seeds; n_train {n_train}"
+    )
+
+
+def _mark_chosen(ax, x_of: dict[int, float], chosen: int | None, bands: str) -> None:
+    """A vertical line at the layer chosen on validation items, and the bands' meaning."""
+    if chosen is not None and chosen in x_of:
+        name = "mid+last" if chosen == MID_LAST else str(chosen)
+        ax.axvline(x_of[chosen], color="grey", lw=6, alpha=0.25,
+                   label=f"chosen on easy validation (layer {name})")  # fmt: skip
+    if bands:
+        ax.plot([], [], " ", label=bands)
+
+
+def plot_layer_sgr(
+    sgr_rows: Sequence[dict],
+    title: str,
+    path: Path,
+    chosen: int | None = None,
+    bands: str = "",
+) -> Path:
+    """SGR per layer with its bootstrap interval (1 = easy as good as hard supervision).
+
+    Layers with no gap to recover (`no_gap`: the interval of hard - zero-shot includes 0) are
+    hollow and greyed: their SGR is a ratio over noise.
+    """
     x_of = _layer_axis(sgr_rows)
     rows = sorted(sgr_rows, key=lambda r: x_of[r["layer"]])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for group, fmt in (
-        ([r for r in rows if r["layer"] != MID_LAST], "o-"),
-        ([r for r in rows if r["layer"] == MID_LAST], "o"),
-    ):
+    fig, ax = plt.subplots(figsize=(9.5, 4))
+    joined = [r for r in rows if r["layer"] != MID_LAST]
+    if joined:
+        ax.plot([x_of[r["layer"]] for r in joined], [r["sgr"] for r in joined], "-",
+                color=ACCENT, lw=0.8, alpha=0.5)  # fmt: skip
+    for no_gap in (False, True):
+        group = [r for r in rows if bool(r.get("no_gap", False)) is no_gap]
         if not group:
             continue
         ax.errorbar(
@@ -121,16 +160,20 @@ def plot_layer_sgr(sgr_rows: Sequence[dict], title: str, path: Path) -> Path:
                 [max(0.0, r["sgr"] - r["sgr_low"]) for r in group],
                 [max(0.0, r["sgr_high"] - r["sgr"]) for r in group],
             ],
-            fmt=fmt,
-            ms=3,
+            fmt="o",
+            ms=4,
             capsize=2,
-            color=ACCENT,
+            color="grey" if no_gap else ACCENT,
+            mfc="white" if no_gap else ACCENT,
+            label="no gap (hard - zero-shot CI includes 0)" if no_gap else "SGR with 95% CI",
         )
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
+    _mark_chosen(ax, x_of, chosen, bands)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("SGR = (easy - zero-shot) / (hard - zero-shot)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path, mid_last=x_of)
 
@@ -151,8 +194,9 @@ def _save(
     return path
 
 
-def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
-    """SGR per method (bars) for each task (groups), with bootstrap intervals."""
+def plot_sgr_bars(rows: Sequence[dict], path: Path, title: str = "") -> Path:
+    """SGR per method (bars) for each task (groups), with bootstrap intervals; a row with no
+    gap to recover gets the words "no gap" instead of a bar."""
     import numpy as np
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -163,9 +207,13 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
         xs, ys, lo, hi = [], [], [], []
         for t, task in enumerate(tasks):
             row = next((r for r in rows if r["task"] == task and r["method"] == method), None)
-            if row is None or not np.isfinite(row["sgr"]):
+            if row is None:
                 continue
-            xs.append(t + (m - (len(methods) - 1) / 2) * width)
+            x = t + (m - (len(methods) - 1) / 2) * width
+            if row.get("no_gap") or not np.isfinite(row["sgr"]):
+                ax.text(x, 0.02, "no gap", rotation=90, ha="center", va="bottom", fontsize=7)
+                continue
+            xs.append(x)
             ys.append(row["sgr"])
             lo.append(max(0.0, row["sgr"] - row["sgr_low"]))
             hi.append(max(0.0, row["sgr_high"] - row["sgr"]))
@@ -175,7 +223,8 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path) -> Path:
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("SGR (1 = easy as good as hard)")
-    ax.set_title("Supervision Gap Recovered on the hard test set")
+    ax.set_title(title or "Supervision Gap Recovered on the hard test set", fontsize=10)
+    ax.plot([], [], " ", label="bars: 95% CI over test items and seeds")
     ax.legend(fontsize=8)
     return _save(fig, path, integer_x=False)
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from truthprobe.choice_probs import COLLAPSED_MARGIN
 from truthprobe.errors import TruthprobeError
-from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy, bootstrap_sgr
+from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy, bootstrap_sgr, sgr_text
 from truthprobe.methods.base import layer_name
-from truthprobe.plots import plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
+from truthprobe.plots import bands_note, plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
 from truthprobe.runstore import RunStore
 
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
@@ -85,6 +85,8 @@ class TaskResults:
     n_test: int
     chance: float = float("nan")
     """Expected accuracy of uniform guessing on the test items (mean of 1 / choices)."""
+    chance_items: np.ndarray | None = None
+    """Per test item 1 / choices: the floor of SGR against chance, resampled like the rest."""
 
 
 def collect(run_dir: str | Path) -> list[TaskResults]:
@@ -119,7 +121,9 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             family.seconds += float(meta["seconds"])
         choices = np.asarray(task["items"]["n_choices"], dtype=float)[test_rows]
         chance = float((1.0 / choices).mean()) if len(test_rows) else float("nan")
-        results.append(TaskResults(task["task"], slug, dict(families), len(test_rows), chance))
+        results.append(
+            TaskResults(task["task"], slug, dict(families), len(test_rows), chance, 1.0 / choices)
+        )
     return results
 
 
@@ -232,6 +236,22 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
             acc = {r["train_on"]: r["accuracy"] for r in family_acc if r["layer"] == best}
             if chosen is None or "all" not in acc:
                 continue  # a part is missing (interrupted run): no row rather than a wrong one
+            versus_chance: dict = dict(
+                sgr_vs_chance=float("nan"), sgr_vs_chance_low=float("nan"),
+                sgr_vs_chance_high=float("nan"), no_gap_vs_chance="", sgr_vs_chance_text="",
+            )  # fmt: skip
+            if floor_acc.estimate < task.chance and task.chance_items is not None:
+                # zero-shot below guessing: SGR against chance as well (the floor a probe
+                # must beat to have learned anything)
+                easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
+                versus = _sgr(task.chance_items, easy, hard, n_boot)
+                versus_chance = dict(
+                    sgr_vs_chance=versus.sgr.estimate,
+                    sgr_vs_chance_low=versus.sgr.low,
+                    sgr_vs_chance_high=versus.sgr.high,
+                    no_gap_vs_chance=versus.no_gap,
+                    sgr_vs_chance_text=versus.text(),
+                )
             table.append(
                 dict(
                     task=task.name,
@@ -249,7 +269,16 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     sgr_high=chosen["sgr_high"],
                     n_test=chosen["n_test"],
                     n_seeds=chosen["n_seeds"],
-                    denominator_includes_zero=chosen["warning"] is not None,
+                    n_train=int(config["split"]["n_train"]),
+                    chance=task.chance,
+                    denominator=chosen["denominator"],
+                    denominator_low=chosen["denominator_low"],
+                    denominator_high=chosen["denominator_high"],
+                    no_gap=chosen["no_gap"],
+                    zero_denominators=chosen["zero_denominators"],
+                    n_boot=chosen["n_boot"],
+                    sgr_text=sgr_text(chosen),
+                    **versus_chance,
                     setting=family.settings(best),
                     collapsed=family.collapsed(best)[0],
                     parts=family.collapsed(best)[1],
@@ -258,12 +287,15 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
             if len(layers) > 1:
                 stem = f"{task.slug}-{name}"
                 title = f"{task.name}: {name} probe, hard test set ({model['name']})"
+                bands = bands_note(task.n_test, chosen["n_seeds"], config["split"]["n_train"])
                 plot_layer_accuracy(
-                    family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png", task.chance
-                )
+                    family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png",
+                    task.chance, best, bands,
+                )  # fmt: skip
                 plot_layer_sgr(
-                    family_sgr, f"{task.name}: {name} probe, SGR", plots_dir / f"{stem}-sgr.png"
-                )
+                    family_sgr, f"{task.name}: {name} probe, SGR ({model['name']})",
+                    plots_dir / f"{stem}-sgr.png", best, bands,
+                )  # fmt: skip
     if not table:
         raise TruthprobeError(
             f"{run_dir}: no complete method results to tabulate (every method needs easy, hard "
@@ -272,7 +304,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
     _write_csv(run_dir / "table.csv", table)
     _write_csv(run_dir / "accuracy.csv", accuracy_rows)
     _write_csv(run_dir / "sgr.csv", sgr_rows)
-    plot_sgr_bars(table, plots_dir / "sgr-bars.png")
+    plot_sgr_bars(table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model['name']})")
     split = config["split"]
     lines = [
         f"{meta['kind']} {meta['run_hash']}  model {model['name']} "
@@ -284,7 +316,16 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
     ]
     for r in table:
-        flag = "  (denominator CI includes 0)" if r["denominator_includes_zero"] else ""
+        flag = ""
+        if r["no_gap"]:
+            flag = (
+                f" (hard - zero-shot {r['denominator']:+.3f} [{r['denominator_low']:+.3f}, "
+                f"{r['denominator_high']:+.3f}]; {r['zero_denominators']} of {r['n_boot']} "
+                "resamples with a zero denominator)"
+            )
+        if r["sgr_vs_chance_text"]:
+            flag += f"  (zero-shot below chance {r['chance']:.3f}; vs chance: "
+            flag += f"{r['sgr_vs_chance_text']})"
         norm_text = (
             f"{r['zero_shot_norm']:>7.3f}" if np.isfinite(r["zero_shot_norm"]) else (f"{'-':>7}")
         )
@@ -293,7 +334,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         lines.append(
             f"{r['task']:<18} {r['method']:<15} {r['unsupervised']:>9.3f} {norm_text} "
             f"{layer_name(r['layer']):>8} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
-            f"{r['sgr']:.2f} [{r['sgr_low']:.2f}, {r['sgr_high']:.2f}]{flag}"
+            f"{r['sgr_text']}{flag}"
         )
     chosen_settings = [r for r in table if r["setting"] and r["setting"] != f"fixed x{r['parts']}"]
     if chosen_settings:
