@@ -283,6 +283,14 @@ def run_directions(config) -> int:
     return 0
 
 
+def run_study(config) -> int:
+    """A transfer study: its module's `run_study` prints the table and where files went."""
+    import importlib
+
+    print(importlib.import_module(type(config).__module__).run_study(config))
+    return 0
+
+
 @dataclass(frozen=True)
 class ConfigCommand:
     """A command whose flags come from a config dataclass (imported only when it runs)."""
@@ -317,6 +325,18 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         run_directions,
         "the sweep, then cosines of its probe directions across strata, seeds, tasks and "
         "quantizations",
+    ),
+    "transfer-matrix": ConfigCommand(
+        "truthprobe.studies.transfer_matrix",
+        "TransferMatrixConfig",
+        run_study,
+        "probes trained on each dataset's easy / hard / all items, tested on every dataset",
+    ),
+    "hardness-gap": ConfigCommand(
+        "truthprobe.studies.hardness_gap",
+        "HardnessGapConfig",
+        run_study,
+        "probes trained on one level of a hardness measure, tested on every level",
     ),
     "baselines": ConfigCommand(
         "truthprobe.baselines.compare",

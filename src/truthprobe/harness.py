@@ -153,6 +153,37 @@ def _prepare_cache(
     return TaskStates(Path(identity["path"]), rows, task), layers, identity
 
 
+def fill_dataset(
+    dataset: Dataset,
+    models: Models,
+    cache_config: CacheConfig,
+    progress: bool = True,
+    verified: dict[str, set[int]] | None = None,
+) -> tuple[Path, tuple[int, ...], int]:
+    """Fill every choice record of `dataset` into its activation cache (only missing rows are
+    extracted): model-rated measures and the transfer studies read whole datasets.
+
+    `verified`: per cache file, the batches this run has verified already (as
+    `_prepare_cache`). Returns the cache's path, its layers and the number of rows extracted.
+    """
+    from truthprobe.activations import fill_rows, open_cache
+    from truthprobe.activations.extraction import resolve_template
+    from truthprobe.tasks import choice_records
+
+    pool = choice_records(dataset)
+    if not pool:
+        raise TruthprobeError(f"{dataset.name}: has no answer choices, so no hidden states")
+    loaded = models.base
+    template = resolve_template(None, pool)
+    with open_cache(dataset.name, pool, loaded, template, None, cache_config) as cache:
+        filled = fill_rows(
+            cache, pool, None, loaded, template, progress=progress,
+            max_prompt_tokens=cache_config.max_prompt_tokens,
+            verified=(verified if verified is not None else {}).setdefault(str(cache.path), set()),
+        )  # fmt: skip
+        return cache.path, cache.layers, filled.rows_extracted
+
+
 def _model_rated_task(
     spec: TaskSpec,
     datasets: dict[str, Dataset],
@@ -163,28 +194,24 @@ def _model_rated_task(
 ) -> Task:
     """A task under a model-based measure: the dataset's whole cache is filled, the measure's
     per-item scores are read from beside it (or computed there), then the task is resolved."""
-    from truthprobe.activations import fill_rows, open_cache
-    from truthprobe.activations.extraction import resolve_template
+    from truthprobe.activations import ActivationCache
     from truthprobe.mdl import model_scores, rank_correlations
     from truthprobe.tasks import choice_records
 
     dataset = datasets[spec.dataset]
-    pool = choice_records(dataset)
-    if not pool:
+    if not choice_records(dataset):
         raise TruthprobeError(f"{spec.name}: model-based hardness needs answer choices")
-    loaded = models.base
-    template = resolve_template(None, pool)
     started = time.perf_counter()
-    with open_cache(dataset.name, pool, loaded, template, None, config.cache) as cache:
-        filled = fill_rows(
-            cache, pool, None, loaded, template, progress=config.output.progress,
-            max_prompt_tokens=config.cache.max_prompt_tokens,
-            verified=verified.setdefault(str(cache.path), set()),
-        )  # fmt: skip
+    path, _, extracted = fill_dataset(
+        dataset, models, config.cache, config.output.progress, verified
+    )
+    with ActivationCache(path) as cache:
         scores = model_scores(cache, spec.measure)
     summary.extract_seconds += time.perf_counter() - started
-    summary.rows_extracted[f"{spec.name} (rating)"] = filled.rows_extracted
-    summary.correlations[spec.name] = rank_correlations(pool, spec.measure, scores)
+    summary.rows_extracted[f"{spec.name} (rating)"] = extracted
+    summary.correlations[spec.name] = rank_correlations(
+        choice_records(dataset), spec.measure, scores
+    )
     return load_task(spec, config.data, config.split, dataset, scores)
 
 

@@ -310,3 +310,125 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
         bottom.set_xlabel("layer")
     fig.suptitle(f"{family} probe directions (w / sigma)", fontsize=10)
     return _save(fig, path, integer_x=False)
+
+
+def _heatmap(ax, values, text, rows: Sequence[str], columns: Sequence[str], title: str, **kw):
+    import numpy as np
+
+    image = ax.imshow(np.asarray(values, float), aspect="auto", **kw)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return image
+
+
+def plot_transfer_matrix(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Three heatmaps, trained-on (task, stratum) x tested-on task: hard-test accuracy (with
+    chance on the test items), SGR against the target's zero-shot with its own hard-trained
+    probe as ceiling ("no gap" where the ceiling's gap includes 0), and recovered accuracy."""
+    import numpy as np
+
+    train = list(dict.fromkeys((r["train_task"], r["train_on"]) for r in rows))
+    test = list(dict.fromkeys(r["test_task"] for r in rows))
+    cell = {(r["train_task"], r["train_on"], r["test_task"]): r for r in rows}
+    grid = [[cell[(*t, b)] for b in test] for t in train]
+    names = [f"{t} {s}" for t, s in train]
+    columns = [f"{b}\n(chance {cell[(*train[0], b)]['chance']:.2f})" for b in test]
+    fig, axes = plt.subplots(1, 3, figsize=(5 + 3.2 * len(test), 1.2 + 0.42 * len(train)))
+    above = [[c["accuracy"] - c["chance"] for c in line] for line in grid]
+    image = _heatmap(axes[0], above,
+                     [[f"{c['accuracy']:.3f}\n[{c['accuracy_low']:.2f}, {c['accuracy_high']:.2f}]"
+                       for c in line] for line in grid],
+                     names, columns, "hard-test accuracy [95% CI]\n(colour: above chance)",
+                     cmap="cividis")  # fmt: skip
+    fig.colorbar(image, ax=axes[0], shrink=0.8)
+    sgr = [[np.nan if c["no_gap"] else c["sgr"] for c in line] for line in grid]
+    image = _heatmap(axes[1], np.clip(np.asarray(sgr, float), -1, 2),
+                     [["no gap" if c["no_gap"] else f"{c['sgr']:.2f}" for c in line]
+                      for line in grid],
+                     [""] * len(train), columns,
+                     "SGR vs target zero-shot,\nceiling: target's own hard probe",
+                     cmap="cividis", vmin=-1, vmax=2)  # fmt: skip
+    fig.colorbar(image, ax=axes[1], shrink=0.8)
+    image = _heatmap(axes[2], [[c["recovered"] for c in line] for line in grid],
+                     [[f"{c['recovered']:.2f}" for c in line] for line in grid],
+                     [""] * len(train), columns,
+                     "recovered accuracy\n(A on B) / (B's hard probe on B)",
+                     cmap="cividis")  # fmt: skip
+    fig.colorbar(image, ax=axes[2], shrink=0.8)
+    first = rows[0]
+    fig.suptitle(
+        f"Transfer across datasets ({model}): validated mc_linear, n_train {first['n_train']}, "
+        f"{first['n_seeds']} seeds; CIs bootstrap over test items and seeds",
+        fontsize=10,
+    )
+    return _save(fig, path, integer_x=False)
+
+
+def plot_hardness_gap(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Per task (columns): hard-test accuracy of every (train level i, test level j) cell
+    against the gap j - i, coloured by test level; SGR against the gap (hollow: no gap to
+    recover); and the moving window (train on levels <= k, test on the top level)."""
+    import numpy as np
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(3, len(tasks), figsize=(3.3 * len(tasks), 8.5), squeeze=False)
+    for c, task in enumerate(tasks):
+        pairs = [r for r in rows if r["task"] == task and r["kind"] == "pair"]
+        tested = sorted({r["test_level"] for r in pairs})
+        for k, level in enumerate(tested):
+            mine = [r for r in pairs if r["test_level"] == level]
+            color = OKABE_ITO[k % len(OKABE_ITO)]
+            x = np.array([r["gap"] for r in mine]) + (k - (len(tested) - 1) / 2) * 0.08
+            for ax, key in ((axes[0, c], "accuracy"), (axes[1, c], "sgr")):
+                y = np.array([r[key] for r in mine])
+                low = np.array([r[f"{key}_low"] for r in mine])
+                high = np.array([r[f"{key}_high"] for r in mine])
+                hollow = np.array([key == "sgr" and r["no_gap"] for r in mine])
+                for h in (False, True):
+                    sel = hollow == h
+                    if not sel.any():
+                        continue
+                    errors = [np.maximum(0, y[sel] - low[sel]), np.maximum(0, high[sel] - y[sel])]
+                    label = f"tested on {level:g}" if key == "accuracy" and not h else None
+                    face = "white" if h else color
+                    ax.errorbar(x[sel], y[sel], yerr=errors, fmt="o", ms=3.5, capsize=1.5,
+                                lw=0.8, color=color, mfc=face, label=label)  # fmt: skip
+        axes[0, c].axhline(np.mean([r["chance"] for r in pairs]), color="black", ls=":", lw=1,
+                           label="chance")  # fmt: skip
+        axes[0, c].set_title(f"{task} (layer {pairs[0]['layer']})", fontsize=9)
+        axes[0, c].legend(fontsize=6)
+        axes[1, c].axhline(1, color="grey", ls=":", lw=1)
+        axes[1, c].axhline(0, color="black", lw=0.6)
+        axes[1, c].set_ylim(-3, 4)
+        window = [r for r in rows if r["task"] == task and r["kind"] == "window"]
+        ax = axes[2, c]
+        ks = [r["train_level"] for r in window]
+        ax.plot(ks, [r["accuracy"] for r in window], "-o", ms=3, color=COLORS["easy"],
+                label="trained on levels <= k")  # fmt: skip
+        low, high = [r["accuracy_low"] for r in window], [r["accuracy_high"] for r in window]
+        ax.fill_between(ks, low, high, color=COLORS["easy"], alpha=0.15)
+        ax.axhline(window[0]["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
+        ax.axhline(window[0]["chance"], color="black", ls=":", lw=1, label="chance")
+        ax.axhline(window[0]["own"], color=COLORS["hard"], lw=1,
+                   label=f"trained on {window[0]['test_level']:g} only")  # fmt: skip
+        ax.set_xlabel(f"k (tested on {window[0]['test_level']:g})")
+        ax.legend(fontsize=6)
+        axes[0, c].set_xlabel("gap j - i")
+        axes[1, c].set_xlabel("gap j - i")
+        for ax in axes[:, c]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy on level j's test set")
+    axes[1, 0].set_ylabel("SGR (hollow: no gap)")
+    axes[2, 0].set_ylabel("accuracy on the top level")
+    first = rows[0]
+    fig.suptitle(
+        f"Hardness gaps ({model}): validated mc_linear trained on level i, tested on level j\n"
+        f"n_train {first['n_train']}, {first['n_seeds']} seeds; bars and bands: 95% CI over "
+        "test items and seeds",
+        fontsize=9,
+    )
+    return _save(fig, path)

@@ -1,0 +1,108 @@
+"""Cross-dataset transfer: probes trained on (dataset A, stratum s), tested on B's hard test set.
+
+For every pair of tasks (A, B) and every stratum s of A, the validated probe is trained on A's
+pool s (n_train items, every seed) at A's layer and scored on B's hard test items at the same
+layer (one model, so one space). Each cell reports accuracy with its interval, chance on B's
+test items (StrategyQA has 2 choices, ARC and MMLU 4-5: the probe scores each choice and
+normalises over however many there are), SGR against B's zero-shot floor with B's own
+hard-trained probe (at A's layer) as the ceiling, and recovered accuracy (A's probe on B over
+B's own hard-trained probe on B), the measure published truth-probe generalisation matrices use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from truthprobe.evaluate import TRAIN_ON
+from truthprobe.studies.base import (
+    Study,
+    StudyConfig,
+    accuracy_cells,
+    recovered_cells,
+    sgr_cells,
+)
+from truthprobe.studies.fits import hits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferMatrixConfig(StudyConfig):
+    """Train on each task's easy / hard / all pool, test on every task's hard test set."""
+
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
+    """dataset:measure tasks (a .jsonl file works as dataset); each is a row and a column."""
+
+    def study_tasks(self) -> tuple[str, ...]:
+        return self.tasks
+
+
+def run_study(config: TransferMatrixConfig) -> str:
+    """Run the study, store it; returns what the command prints."""
+    study = Study.open("transfer_matrix", config)
+    rows, items = transfer_rows(study)
+    return study.finish(rows, items, _draw, summary(rows))
+
+
+def transfer_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every (train task, stratum, test task) cell; per-item correctness keyed by cell."""
+    rows: list[dict] = []
+    items: dict[str, np.ndarray] = {}
+    for train_task, source in study.sources.items():
+        layer = study.layer(train_task)
+        fitted = {s: study.fit(train_task, source.pools[s], s) for s in TRAIN_ON}
+        for test_task, target in study.sources.items():
+            if test_task == train_task:
+                own_fitted = fitted["hard"]
+            else:  # the target's own hard-trained probe at this layer: the ceiling
+                own_fitted = study.fit(test_task, target.pools["hard"], "hard", layer)
+            test = target.at(layer).take(target.test)
+            own = hits(own_fitted, test)
+            unsup = target.zero_shot[target.test]
+            chance = target.chance(target.test)
+            for s in TRAIN_ON:
+                correct = hits(fitted[s], test)
+                items[f"{train_task}|{s}|{test_task}"] = correct.astype(np.uint8)
+                rows.append(
+                    dict(
+                        train_task=train_task,
+                        train_on=s,
+                        test_task=test_task,
+                        layer=layer,
+                        **accuracy_cells(correct, study.n_boot),
+                        chance=float(chance.mean()),
+                        zero_shot=float(unsup.mean()),
+                        own_hard=float(own.mean()),
+                        **sgr_cells(unsup, correct, own, study.n_boot),
+                        **recovered_cells(correct, own, study.n_boot),
+                        n_train=study.n_train,
+                    )
+                )
+    return rows, items
+
+
+def _draw(rows: list[dict], path: Path, model: str) -> Path:
+    from truthprobe.plots import plot_transfer_matrix
+
+    return plot_transfer_matrix(rows, path, model)
+
+
+def summary(rows: list[dict]) -> str:
+    """The matrix as text: accuracy [CI] / chance, SGR, recovered accuracy per cell."""
+    lines = [
+        f"{'trained on':<28} {'tested on':<18} {'layer':>5} {'accuracy [95% CI]':>22} "
+        f"{'chance':>6} {'zero-shot':>9} {'own hard':>8}  {'SGR':<22} recovered"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['train_task'] + ' ' + r['train_on']:<28} {r['test_task']:<18} {r['layer']:>5} "
+            f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}] "
+            f"{r['chance']:>6.3f} {r['zero_shot']:>9.3f} {r['own_hard']:>8.3f}  "
+            f"{r['sgr_text']:<22} {r['recovered']:.2f} [{r['recovered_low']:.2f}, "
+            f"{r['recovered_high']:.2f}]"
+        )
+    return "\n".join(lines)
