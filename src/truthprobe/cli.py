@@ -338,6 +338,25 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         run_study,
         "probes trained on one level of a hardness measure, tested on every level",
     ),
+    "third-grade-to-college": ConfigCommand(
+        "truthprobe.studies.third_grade_to_college",
+        "ThirdGradeToCollegeConfig",
+        run_study,
+        "probes trained on ARC grade 3, ARC grade 8, MMLU high school and college, tested on "
+        "MMLU college",
+    ),
+    "learning-curves": ConfigCommand(
+        "truthprobe.studies.learning_curves",
+        "LearningCurvesConfig",
+        run_study,
+        "hard-test accuracy against the number (and cost) of easy / hard / all training items",
+    ),
+    "noisy-labels": ConfigCommand(
+        "truthprobe.studies.noisy_labels",
+        "NoisyLabelsConfig",
+        run_study,
+        "hard training labels with noise p against clean easy training",
+    ),
     "baselines": ConfigCommand(
         "truthprobe.baselines.compare",
         "BaselinesConfig",

@@ -432,3 +432,98 @@ def plot_hardness_gap(rows: Sequence[dict], path: Path, model: str) -> Path:
         fontsize=9,
     )
     return _save(fig, path)
+
+
+def plot_ladder(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Hard-test accuracy of probes trained on each pool (easiest first), with intervals,
+    zero-shot and chance lines, and each pool's SGR written beside its bar."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ys = list(range(len(rows)))[::-1]
+    for y, r, color in zip(ys, rows, OKABE_ITO, strict=False):
+        error = [[r["accuracy"] - r["accuracy_low"]], [r["accuracy_high"] - r["accuracy"]]]
+        ax.barh(y, r["accuracy"], xerr=error, color=color, capsize=3, height=0.6)
+        ax.text(r["accuracy_high"] + 0.005, y, f"SGR {r['sgr_text']}", va="center", fontsize=7)
+    first = rows[0]
+    ax.axvline(first["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
+    ax.axvline(first["chance"], color="black", ls=":", lw=1, label="chance")
+    ax.set_yticks(ys, [f"{r['train_pool']} ({r['pool_size']})" for r in rows], fontsize=8)
+    ax.set_xlabel(f"accuracy on {first['test_task']} hard test ({first['n_test']} items)")
+    ax.set_xlim(0, max(r["accuracy_high"] for r in rows) + 0.25)
+    ax.set_title(
+        f"Third grade to college ({model}), layer {first['layer']}: n_train "
+        f"{first['n_train']}, {first['n_seeds']} seeds; 95% CI over items and seeds",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path, integer_x=False)
+
+
+def plot_learning_curves(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Per task (columns): hard-test accuracy against n_train (top, log scale) and against
+    labelling cost (bottom), for easy / hard / all training, with 95% bands, zero-shot and
+    chance."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.6 * len(tasks), 6.5), squeeze=False)
+    for c, task in enumerate(tasks):
+        mine = [r for r in rows if r["task"] == task]
+        for ax, x_key in ((axes[0, c], "n_train"), (axes[1, c], "cost")):
+            for train_on, color in COLORS.items():
+                line = sorted((r for r in mine if r["train_on"] == train_on),
+                              key=lambda r: r[x_key])  # fmt: skip
+                if not line:
+                    continue
+                xs = [r[x_key] for r in line]
+                ax.plot(xs, [r["accuracy"] for r in line], "-o", ms=3, color=color,
+                        label=f"trained on {train_on}")  # fmt: skip
+                low = [r["accuracy_low"] for r in line]
+                high = [r["accuracy_high"] for r in line]
+                ax.fill_between(xs, low, high, color=color, alpha=0.15)
+            ax.axhline(mine[0]["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
+            ax.axhline(mine[0]["chance"], color="black", ls=":", lw=1, label="chance")
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+        axes[0, c].set_title(f"{task} (layer {mine[0]['layer']}, {mine[0]['n_test']} test items)",
+                             fontsize=9)  # fmt: skip
+        axes[0, c].set_xlabel("training items (nested draws)")
+        axes[1, c].set_xlabel(f"labelling cost (hard item = {mine[0]['hard_cost']:g} easy)")
+        axes[0, c].legend(fontsize=7)
+    axes[0, 0].set_ylabel("accuracy on the hard test set")
+    axes[1, 0].set_ylabel("accuracy on the hard test set")
+    first = rows[0]
+    fig.suptitle(
+        f"Learning curves ({model}): validated mc_linear, {first['n_seeds']} seeds; bands: 95% "
+        "CI over test items and seeds",
+        fontsize=9,
+    )
+    return _save(fig, path, integer_x=False)
+
+
+def plot_noisy_labels(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Per task: hard-test accuracy of hard-trained probes against the share of wrong hard
+    labels, beside clean easy training (band), zero-shot and chance."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = [r for r in rows if r["task"] == task]
+        easy = next(r for r in mine if r["train_on"] == "easy (clean)")
+        noisy = sorted((r for r in mine if r["train_on"] == "hard (noisy)"), key=lambda r: r["p"])
+        ps = [r["p"] for r in noisy]
+        ax.plot(ps, [r["accuracy"] for r in noisy], "-o", ms=3, color=COLORS["hard"],
+                label="trained on hard, noisy labels")  # fmt: skip
+        low, high = [r["accuracy_low"] for r in noisy], [r["accuracy_high"] for r in noisy]
+        ax.fill_between(ps, low, high, color=COLORS["hard"], alpha=0.15)
+        ax.axhline(easy["accuracy"], color=COLORS["easy"], lw=1.2, label="trained on easy, clean")
+        ax.axhspan(easy["accuracy_low"], easy["accuracy_high"], color=COLORS["easy"], alpha=0.12)
+        ax.axhline(easy["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
+        ax.axhline(easy["chance"], color="black", ls=":", lw=1, label="chance")
+        ax.set_xlabel("share of hard training labels replaced by a wrong choice")
+        ax.set_title(f"{task} (layer {easy['layer']}, {easy['n_test']} test items)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("accuracy on the hard test set")
+    fig.suptitle(
+        f"Noisy hard labels vs clean easy ones ({model}): n_train {rows[0]['n_train']}, "
+        f"{rows[0]['n_seeds']} seeds; bands: 95% CI over test items and seeds",
+        fontsize=9,
+    )
+    return _save(fig, path, integer_x=False)

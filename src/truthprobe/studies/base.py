@@ -76,9 +76,8 @@ class Study:
     def open(cls, kind: str, config: StudyConfig) -> Study:
         from truthprobe.methods import Models
 
-        models = Models(config.model)
+        models = Models(config.model)  # loaded on first use: after the data checks
         study = cls(kind, config)
-        study.model_fingerprint = models.base.fingerprint.to_dict()
         began = time.perf_counter()
         study.sources = load_sources(
             config.study_tasks(),
@@ -89,6 +88,7 @@ class Study:
             config.output.progress,
         )
         study.extract_seconds = time.perf_counter() - began
+        study.model_fingerprint = models.base.fingerprint.to_dict()
         return study
 
     @property
@@ -202,7 +202,7 @@ class Study:
         return (
             f"{self.kind} {self.config.run_hash()}  model {self.model_fingerprint['name']}; "
             f"n_train {self.n_train}, seeds {len(self.seeds)}; layers ({how}): {layers}\n\n"
-            f"{table}\n\ntable: {csv_path}; figure: {figure} (and .pdf); time: extraction "
+            f"{table}\n\ntable: {csv_path}; figure: {figure} (and .pdf); time: model and caches "
             f"{self.extract_seconds:.1f} s, total {time.perf_counter() - self.started:.1f} s"
         )
 

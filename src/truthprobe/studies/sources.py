@@ -40,6 +40,8 @@ class Source:
     test: np.ndarray
     validation: np.ndarray
     pools: dict[str, np.ndarray]
+    hard: np.ndarray | None = None
+    """True where the task's measure rates a record hard (costs in learning curves)."""
     content_hash: str = ""
     cache: str = ""
     _layer: tuple[int, ProbeData] | None = field(default=None, repr=False)
@@ -75,6 +77,8 @@ def source_from_task(
 ) -> Source:
     """A `Source` over `task.pool` (every choice record), with the task's split mapped onto it."""
     items = task.items
+    hard = np.zeros(len(task.pool), bool)
+    hard[items[np.array([s == "hard" for s in task.strata], bool)]] = True
     return Source(
         task=task.name,
         records=task.pool,
@@ -84,6 +88,7 @@ def source_from_task(
         test=items[task.split.test],
         validation=items[task.split.validation],
         pools={name: items[rows] for name, rows in task.split.pools.items()},
+        hard=hard,
         content_hash=task.dataset.content_hash,
     )
 
@@ -123,9 +128,8 @@ def load_sources(
     from truthprobe.mdl import zero_shot_correct
 
     datasets: dict[str, Dataset] = {}
-    sources: dict[str, Source] = {}
-    verified: dict[str, set[int]] = {}
-    for text in tasks:
+    resolved: dict[str, Task] = {}
+    for text in tasks:  # from the data alone, before any model is loaded
         spec = TaskSpec.parse(text)
         if get_measure(spec.measure).needs_model:
             raise TruthprobeError(f"{text}: the studies take human-rated measures only")
@@ -134,8 +138,11 @@ def load_sources(
         dataset = datasets[spec.dataset]
         if not choice_records(dataset):
             raise TruthprobeError(f"{text}: {dataset.name} has no answer choices, so no probes")
-        task = load_task(spec, data, split, dataset)
-        path, layers, _ = fill_dataset(dataset, models, cache_config, progress, verified)
+        resolved[text] = load_task(spec, data, split, dataset)
+    sources: dict[str, Source] = {}
+    verified: dict[str, set[int]] = {}
+    for text, task in resolved.items():
+        path, layers, _ = fill_dataset(task.dataset, models, cache_config, progress, verified)
         with ActivationCache(path) as cache:
             rows = cache.rows_of([r.id for r in task.pool])
             right = zero_shot_correct(cache)

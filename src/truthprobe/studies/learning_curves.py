@@ -1,0 +1,125 @@
+"""Learning curves (the paper's RQ4): accuracy on the hard test set as the training set grows,
+for easy, hard and all training items, and the cost-adjusted view.
+
+For each task and seed, one shuffle of each pool gives every size: the n = 10 draw is the first
+10 items of the n = 20 draw, and so on (nested), so a curve adds items rather than swapping
+them. Sizes larger than a pool are left out. With hard items costing `hard_cost` times an easy
+one (labelling college questions takes experts), the second view plots accuracy against the
+labelling cost of each draw: easy data can win per unit of cost while losing per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from truthprobe.configs import require
+from truthprobe.evaluate import TRAIN_ON
+from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.studies.fits import fit_draws, hits, nested_draws
+
+
+@dataclass(frozen=True)
+class LearningCurvesConfig(StudyConfig):
+    """Accuracy against n training items (nested draws) for easy / hard / all training."""
+
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level")
+    """dataset:measure pairs."""
+    sizes: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    """Training-set sizes; each seed's draws are nested."""
+    hard_cost: float = 2.0
+    """Cost of labelling a hard item, in easy items (the cost-adjusted view)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.sizes) and min(self.sizes) >= 1, "sizes", "must be positive")
+        require(self.hard_cost > 0, "hard_cost", f"must be positive, got {self.hard_cost}")
+
+    def study_tasks(self) -> tuple[str, ...]:
+        return self.tasks
+
+
+def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
+    config: LearningCurvesConfig = study.config  # type: ignore[assignment]
+    rows: list[dict] = []
+    items: dict[str, np.ndarray] = {}
+    seeds = list(study.seeds)
+    sizes = sorted(set(config.sizes))
+    for task, source in study.sources.items():
+        layer = study.layer(task)
+        test = source.at(layer).take(source.test)
+        unsup = source.zero_shot[source.test]
+        assert source.hard is not None
+        correct: dict[tuple[str, int], np.ndarray] = {}
+        costs: dict[tuple[str, int], float] = {}
+        for train_on in TRAIN_ON:
+            pool = source.pools[train_on]
+            by_seed = [
+                nested_draws(pool, sizes, seed, f"{task}:{train_on}:curve",
+                             config.split.split_seed)
+                for seed in seeds
+            ]  # fmt: skip
+            for n in sizes:
+                if n > len(pool):
+                    continue
+                draws = [d[n] for d in by_seed]
+                fitted = fit_draws(source, layer, draws, seeds)
+                correct[(train_on, n)] = hits(fitted, test)
+                costs[(train_on, n)] = float(
+                    np.mean([np.where(source.hard[d], config.hard_cost, 1.0).sum() for d in draws])
+                )
+        for (train_on, n), matrix in correct.items():
+            sgr = {}
+            if ("easy", n) in correct and ("hard", n) in correct:
+                sgr = sgr_cells(unsup, correct[("easy", n)], correct[("hard", n)], study.n_boot)
+            items[f"{task}|{train_on}|{n}"] = matrix.astype(np.uint8)
+            rows.append(
+                dict(
+                    task=task, train_on=train_on, n_train=n, cost=costs[(train_on, n)],
+                    hard_cost=config.hard_cost, layer=layer,
+                    **accuracy_cells(matrix, study.n_boot),
+                    zero_shot=float(unsup.mean()), chance=float(source.chance(source.test).mean()),
+                    **(sgr if train_on == "easy" else {}),
+                )
+            )  # fmt: skip
+    return rows, items
+
+
+def summary(rows: list[dict]) -> str:
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        sizes = sorted({r["n_train"] for r in mine})
+        first = mine[0]
+        lines.append(
+            f"{task} (layer {first['layer']}, {first['n_test']} hard test items; zero-shot "
+            f"{first['zero_shot']:.3f}, chance {first['chance']:.3f}): accuracy by n_train"
+        )
+        lines.append(f"  {'train_on':<8} " + " ".join(f"{n:>6}" for n in sizes))
+        for train_on in TRAIN_ON:
+            cells = {r["n_train"]: r for r in mine if r["train_on"] == train_on}
+            lines.append(
+                f"  {train_on:<8} "
+                + " ".join(f"{cells[n]['accuracy']:>6.3f}" if n in cells else f"{'-':>6}"
+                           for n in sizes)
+            )  # fmt: skip
+        easy = {r["n_train"]: r for r in mine if r["train_on"] == "easy" and "sgr_text" in r}
+        lines.append(
+            "  SGR by n_train: "
+            + ", ".join(f"{n} {r['sgr_text']}" for n, r in sorted(easy.items()))
+        )
+    return "\n".join(lines)
+
+
+def _draw(rows: list[dict], path: Path, model: str) -> Path:
+    from truthprobe.plots import plot_learning_curves
+
+    return plot_learning_curves(rows, path, model)
+
+
+def run_study(config: LearningCurvesConfig) -> str:
+    study = Study.open("learning_curves", config)
+    rows, items = curve_rows(study)
+    return study.finish(rows, items, _draw, summary(rows))

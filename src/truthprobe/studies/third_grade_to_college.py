@@ -1,0 +1,100 @@
+"""Third grade to college (Hase et al.'s Figure 1): how far down the school ladder can the
+training data go before college-level accuracy suffers?
+
+Training pools: ARC grade 3, ARC grade 8, MMLU high school (MMLU's easy pool) and MMLU college
+(MMLU's hard pool); test set: MMLU's college-level hard test set (the sweep's with every rated
+item). Every probe is read at one layer, MMLU's, chosen on MMLU's easy validation items; each
+draw's setting is chosen on its own dataset's easy validation items (left out of its pool).
+SGR of each pool is taken against MMLU zero-shot, with the college-trained probe as ceiling.
+ICL is not run here: the harness's ICL draws demonstrations from one task's own pools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.studies.fits import hits
+
+ARC, MMLU = "arc:grade", "mmlu:level"
+
+
+@dataclass(frozen=True)
+class ThirdGradeToCollegeConfig(StudyConfig):
+    """ARC grade 3 / grade 8 / MMLU high school / MMLU college probes on MMLU college items."""
+
+    def study_tasks(self) -> tuple[str, ...]:
+        return (ARC, MMLU)
+
+
+def pools(study: Study) -> list[tuple[str, str, np.ndarray]]:
+    """(name, task, rows) of each training pool, easiest first."""
+    arc, mmlu = study.sources[ARC], study.sources[MMLU]
+    grade = arc.values("grade")
+    outside = np.ones(len(grade), bool)
+    outside[arc.validation] = False
+    outside[arc.test] = False  # not tested here, but kept out as in every ARC study
+    return [
+        ("ARC grade 3", ARC, np.flatnonzero((grade == 3) & outside)),
+        ("ARC grade 8", ARC, np.flatnonzero((grade == 8) & outside)),
+        ("MMLU high school", MMLU, mmlu.pools["easy"]),
+        ("MMLU college", MMLU, mmlu.pools["hard"]),
+    ]
+
+
+def ladder_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
+    mmlu = study.sources[MMLU]
+    layer = study.layer(MMLU)
+    unsup = mmlu.zero_shot[mmlu.test]
+    correct = {}
+    for name, task, rows in pools(study):
+        fitted = study.fit(task, rows, name, layer)
+        correct[name] = hits(fitted, mmlu.at(layer).take(mmlu.test))
+    ceiling = correct["MMLU college"]
+    result = []
+    for (name, task, rows), matrix in zip(pools(study), correct.values(), strict=True):
+        result.append(
+            dict(
+                train_pool=name,
+                train_task=task,
+                pool_size=len(rows),
+                test_task=MMLU,
+                layer=layer,
+                **accuracy_cells(matrix, study.n_boot),
+                chance=float(mmlu.chance(mmlu.test).mean()),
+                zero_shot=float(unsup.mean()),
+                **sgr_cells(unsup, matrix, ceiling, study.n_boot),
+                n_train=study.n_train,
+            )
+        )
+    return result, {k: v.astype(np.uint8) for k, v in correct.items()}
+
+
+def summary(rows: list[dict]) -> str:
+    first = rows[0]
+    lines = [
+        f"tested on MMLU college (hard test set, {first['n_test']} items, layer "
+        f"{first['layer']}); zero-shot {first['zero_shot']:.3f}, chance {first['chance']:.3f}",
+        f"{'trained on':<18} {'pool':>5} {'accuracy [95% CI]':>22}  SGR (ceiling: MMLU college)",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['train_pool']:<18} {r['pool_size']:>5} {r['accuracy']:.3f} "
+            f"[{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]  {r['sgr_text']}"
+        )
+    return "\n".join(lines)
+
+
+def _draw(rows: list[dict], path: Path, model: str) -> Path:
+    from truthprobe.plots import plot_ladder
+
+    return plot_ladder(rows, path, model)
+
+
+def run_study(config: ThirdGradeToCollegeConfig) -> str:
+    study = Study.open("third_grade_to_college", config)
+    rows, items = ladder_rows(study)
+    return study.finish(rows, items, _draw, summary(rows))

@@ -1,0 +1,205 @@
+"""Transfer studies, known answers on planted states (no model): a direction shared by two
+datasets transfers, an orthogonal one gives chance; label noise lowers agreement as a clean
+probe's confusion predicts; learning-curve draws are nested; hardness levels that share a
+direction transfer across the gap and those that do not sit at chance."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from truthprobe.configs import OutputConfig
+from truthprobe.evaluate import TRAIN_ON
+from truthprobe.probes import ProbeData
+from truthprobe.studies.base import Study
+from truthprobe.studies.fits import draw, fit_draws, hits, nested_draws, noisy_labels
+from truthprobe.studies.hardness_gap import HardnessGapConfig, gap_rows
+from truthprobe.studies.learning_curves import LearningCurvesConfig, curve_rows
+from truthprobe.studies.noisy_labels import NoisyLabelsConfig, noise_rows
+from truthprobe.studies.sources import Source
+from truthprobe.studies.transfer_matrix import TransferMatrixConfig, transfer_rows
+
+D = 48
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def planted_source(
+    task: str,
+    directions: list[np.ndarray],
+    n: int = 1400,
+    choices: int = 4,
+    strength: float = 3.0,
+    seed: int = 0,
+) -> Source:
+    """Items whose correct choice is shifted along a direction; item i uses
+    `directions[i % len(directions)]` and has level (i % len) + 1. Rows 0-299 are the hard
+    test set, 300-399 easy validation, and the rest alternate easy / hard pools."""
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(n, choices, D)).astype(np.float32)
+    answers = rng.integers(0, choices, n)
+    for i in range(n):
+        states[i, answers[i]] += strength * directions[i % len(directions)]
+    ids = tuple(f"{task}-{i}" for i in range(n))
+    data = ProbeData(ids, states, np.ones((n, choices), bool), answers)
+    records = tuple(SimpleNamespace(id=ids[i], choices=("x",) * choices, meta={}) for i in range(n))
+    rest = np.arange(400, n)
+    easy, hard = rest[rest % 2 == 0], rest[rest % 2 == 1]
+    source = Source(
+        task=task,
+        records=records,  # type: ignore[arg-type]
+        read=lambda layer: data,
+        layers=(0,),
+        zero_shot=(rng.random(n) < 1 / choices).astype(float),
+        test=np.arange(300),
+        validation=np.arange(300, 400),
+        pools={"easy": easy, "hard": hard, "all": rest},
+        hard=np.isin(np.arange(n), hard),
+    )
+    levels = np.array([(i % len(directions)) + 1 for i in range(n)], float)
+    source.values = lambda measure: levels  # type: ignore[method-assign]
+    return source
+
+
+def study_of(config, *sources: Source) -> Study:
+    return Study("test", config, sources={s.task: s for s in sources})
+
+
+def test_a_direction_shared_by_two_datasets_transfers_and_an_orthogonal_one_does_not():
+    rng = np.random.default_rng(1)
+    shared = unit(rng.normal(size=D))
+    other = unit(rng.normal(size=D))
+    other = unit(other - (other @ shared) * shared)  # orthogonal to the shared direction
+    config = TransferMatrixConfig(
+        tasks=("arc:grade", "strategyqa:steps"), layer=0, output=OutputConfig(n_boot=500)
+    )
+    # StrategyQA-like: 2 choices; the multiple-choice probe normalises over each item's own
+    for second, transfers in ((shared, True), (other, False)):
+        study = study_of(
+            config,
+            planted_source("arc:grade", [shared], choices=4, seed=2),
+            planted_source("strategyqa:steps", [second], choices=2, seed=3),
+        )
+        rows, items = transfer_rows(study)
+        cell = {(r["train_task"], r["train_on"], r["test_task"]): r for r in rows}
+        assert len(rows) == 2 * 3 * 2 and len(items) == len(rows)
+        for task in ("arc:grade", "strategyqa:steps"):  # own data: the planted signal
+            for s in TRAIN_ON:
+                assert cell[(task, s, task)]["accuracy"] > 0.9
+        assert cell[("arc:grade", "easy", "strategyqa:steps")]["chance"] == 0.5
+        assert cell[("strategyqa:steps", "easy", "arc:grade")]["chance"] == 0.25
+        for s in TRAIN_ON:
+            a_on_b = cell[("arc:grade", s, "strategyqa:steps")]
+            b_on_a = cell[("strategyqa:steps", s, "arc:grade")]
+            if transfers:
+                assert a_on_b["accuracy"] > 0.9 and b_on_a["accuracy"] > 0.9
+                assert a_on_b["recovered"] == pytest.approx(1.0, abs=0.06)
+                assert not a_on_b["no_gap"] and a_on_b["sgr"] == pytest.approx(1.0, abs=0.1)
+            else:  # chance on the other dataset: within its interval
+                for r in (a_on_b, b_on_a):
+                    assert r["accuracy_low"] <= r["chance"] <= r["accuracy_high"]
+                assert a_on_b["recovered"] < 0.65 and a_on_b["sgr"] < 0.3
+
+
+def test_noise_replaces_exactly_p_of_the_labels_with_a_wrong_choice():
+    answers = np.random.default_rng(0).integers(0, 4, 1000)
+    n_choices = np.full(1000, 4)
+    for p in (0.0, 0.1, 0.3, 0.5, 1.0):
+        noisy, flipped = noisy_labels(answers, n_choices, p, seed=3)
+        assert flipped.sum() == round(p * 1000)
+        assert (noisy[flipped] != answers[flipped]).all()  # a *wrong* choice, never the gold
+        assert (noisy[~flipped] == answers[~flipped]).all()
+        assert ((noisy >= 0) & (noisy < 4)).all()
+        # a probe that agrees with the clean labels scores exactly 1 - p against the noisy ones
+        assert (answers == noisy).mean() == pytest.approx(1 - p)
+    two, flipped = noisy_labels(answers % 2, np.full(1000, 2), 0.5, seed=3)
+    assert (two[flipped] == 1 - answers[flipped] % 2).all()  # two choices: the other one
+
+
+def test_noise_lowers_agreement_as_a_clean_probes_confusion_predicts():
+    """A clean probe with accuracy a on k choices agrees with labels of noise p at rate
+    a (1 - p) + (1 - a) p / (k - 1): right answers stay right where not flipped, and a wrong
+    prediction matches a flipped label with chance 1 / (k - 1)."""
+    source = planted_source("arc:grade", [unit(np.ones(D))], n=6000, strength=0.9, seed=5)
+    data = source.at(0)
+    fitted = fit_draws(source, 0, [source.pools["easy"]], [0])
+    predicted = fitted[0].predict(data).predictions()
+    a = float((predicted == data.answer_index).mean())
+    assert 0.4 < a < 0.9  # a probe that is neither perfect nor guessing
+    for p in (0.1, 0.3, 0.5):
+        noisy, _ = noisy_labels(data.answer_index, source.n_choices, p, seed=7)
+        expected = a * (1 - p) + (1 - a) * p / 3
+        assert (predicted == noisy).mean() == pytest.approx(expected, abs=0.02)
+
+
+def test_noisy_hard_training_falls_toward_chance_and_clean_easy_does_not():
+    source = planted_source("arc:grade", [unit(np.ones(D))], n=2400, strength=1.2, seed=6)
+    config = NoisyLabelsConfig(tasks=("arc:grade",), layer=0, noise=(0.0, 0.5, 0.9))
+    study = study_of(config, source)
+    rows, _ = noise_rows(study)
+    hard = {r["p"]: r["accuracy"] for r in rows if r["train_on"] == "hard (noisy)"}
+    easy = next(r["accuracy"] for r in rows if r["train_on"] == "easy (clean)")
+    assert hard[0.0] == pytest.approx(easy, abs=0.05)
+    # at p = 0.9 on 4 choices, gold is the label of 10% and each wrong choice of 30%: the
+    # probe learns to avoid the planted direction and falls below chance
+    assert hard[0.0] > hard[0.5] > hard[0.9] and hard[0.9] < 0.25
+
+
+def test_nested_learning_curve_draws_are_subsets_and_seeded():
+    pool = np.arange(1000, 1500)
+    for seed in range(3):
+        draws = nested_draws(pool, [10, 20, 40, 80, 160, 320, 640], seed, "arc:easy")
+        assert 640 not in draws  # larger than the pool: left out
+        sizes = sorted(draws)
+        for small, large in zip(sizes, sizes[1:], strict=False):
+            assert set(draws[small]) <= set(draws[large])
+        assert all(len(set(draws[n])) == n and set(draws[n]) <= set(pool) for n in sizes)
+        again = nested_draws(pool, [10, 320], seed, "arc:easy")
+        assert (again[10] == draws[10]).all() and (again[320] == draws[320]).all()
+    assert set(nested_draws(pool, [40], 0, "a")[40]) != set(nested_draws(pool, [40], 1, "a")[40])
+    assert (draw(pool, 40, 2, "x") == np.sort(nested_draws(pool, [40], 2, "x")[40])).all()
+
+
+def test_learning_curves_rise_with_n_and_cost_counts_hard_items():
+    source = planted_source("arc:grade", [unit(np.ones(D))], n=1400, strength=0.8, seed=8)
+    config = LearningCurvesConfig(tasks=("arc:grade",), layer=0, sizes=(10, 320), hard_cost=3)
+    rows, items = curve_rows(study_of(config, source))
+    acc = {(r["train_on"], r["n_train"]): r for r in rows}
+    for train_on in TRAIN_ON:
+        assert acc[(train_on, 320)]["accuracy"] > acc[(train_on, 10)]["accuracy"] + 0.05
+    assert acc[("easy", 320)]["cost"] == 320 and acc[("hard", 320)]["cost"] == 960
+    assert 320 < acc[("all", 320)]["cost"] < 960  # half hard, half easy items
+    assert "sgr_text" in acc[("easy", 10)] and len(items) == len(rows) == 6
+
+
+def test_levels_that_share_a_direction_transfer_across_the_gap_and_others_sit_at_chance():
+    """Levels 1 and 2 share a direction, level 3 has its own (orthogonal)."""
+    rng = np.random.default_rng(4)
+    u = unit(rng.normal(size=D))
+    v = unit(rng.normal(size=D))
+    v = unit(v - (v @ u) * u)
+    source = planted_source("arc:grade", [u, u, v], n=3000, strength=3.0, seed=9)
+    config = HardnessGapConfig(tasks=("arc:grade",), layer=0)
+    rows, _ = gap_rows(study_of(config, source))
+    pairs = {(r["train_level"], r["test_level"]): r for r in rows if r["kind"] == "pair"}
+    assert len(pairs) == 9
+    assert pairs[(1, 2)]["accuracy"] > 0.9 and pairs[(2, 1)]["accuracy"] > 0.9
+    assert pairs[(1, 2)]["gap"] == 1 and pairs[(3, 1)]["gap"] == -2
+    for cell in (pairs[(1, 3)], pairs[(3, 1)], pairs[(2, 3)]):
+        assert cell["accuracy_low"] <= 0.25 <= cell["accuracy_high"]
+    window = {r["train_level"]: r for r in rows if r["kind"] == "window"}
+    assert window[1]["accuracy"] < 0.4  # levels <= 1 lack level 3's direction
+    # levels <= 3 include it (a third of the 80 draws): far above, though below level 3's own
+    assert window[3]["accuracy"] > window[1]["accuracy"] + 0.3
+    assert window[3]["accuracy"] <= pairs[(3, 3)]["accuracy"]
+
+
+def test_hits_are_per_item_and_per_draw():
+    source = planted_source("arc:grade", [unit(np.ones(D))], n=800, seed=10)
+    fitted = fit_draws(source, 0, [source.pools["easy"][:100], source.pools["hard"][:100]], [0, 1])
+    matrix = hits(fitted, source.at(0).take(source.test))
+    assert matrix.shape == (300, 2) and set(np.unique(matrix)) <= {0.0, 1.0}
