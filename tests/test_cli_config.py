@@ -103,7 +103,7 @@ def test_help_shows_every_field_with_its_default():
     out = truthprobe("sweep", "--help", env=wide).stdout
     for field in ("tasks", "n_train", "max_per_stratum", "batch_size", "probes", "model", "n_boot"):
         assert "--" + field.replace("_", "-") in out, field
-    assert "(default: 160)" in out and "(default: arc:grade mmlu:level)" in out
+    assert "(default: 160)" in out and "(default: arc:grade mmlu:level strategyqa:steps)" in out
     out = truthprobe("baselines", "--help", env=wide).stdout
     assert "--qlora-n-train" in out and "--quantization" in out and "--k" in out
     assert "(default: 60)" in out  # --max-test

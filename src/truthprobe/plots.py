@@ -442,7 +442,8 @@ def plot_ladder(rows: Sequence[dict], path: Path, model: str) -> Path:
     for y, r, color in zip(ys, rows, OKABE_ITO, strict=False):
         error = [[r["accuracy"] - r["accuracy_low"]], [r["accuracy_high"] - r["accuracy"]]]
         ax.barh(y, r["accuracy"], xerr=error, color=color, capsize=3, height=0.6)
-        ax.text(r["accuracy_high"] + 0.005, y, f"SGR {r['sgr_text']}", va="center", fontsize=7)
+        text = r["sgr_label"] if "sgr_label" in r else f"SGR {r['sgr_text']}"
+        ax.text(r["accuracy_high"] + 0.005, y, text, va="center", fontsize=7)
     first = rows[0]
     ax.axvline(first["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
     ax.axvline(first["chance"], color="black", ls=":", lw=1, label="chance")
@@ -450,8 +451,8 @@ def plot_ladder(rows: Sequence[dict], path: Path, model: str) -> Path:
     ax.set_xlabel(f"accuracy on {first['test_task']} hard test ({first['n_test']} items)")
     ax.set_xlim(0, max(r["accuracy_high"] for r in rows) + 0.25)
     ax.set_title(
-        f"Third grade to college ({model}), layer {first['layer']}: n_train "
-        f"{first['n_train']}, {first['n_seeds']} seeds; 95% CI over items and seeds",
+        f"Third grade to college ({model}), layer {first['layer']}\nn_train "
+        f"{first['n_train']}, {first['n_seeds']} seeds; 95% CI over test items and seeds",
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="lower right")

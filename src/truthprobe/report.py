@@ -120,9 +120,11 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
             family.seconds += float(meta["seconds"])
         choices = np.asarray(task["items"]["n_choices"], dtype=float)[test_rows]
-        chance = float((1.0 / choices).mean()) if len(test_rows) else float("nan")
+        free_form = not len(test_rows) or (choices == 0).any()  # GSM8k: no choices, no chance
+        chance = float("nan") if free_form else float((1.0 / choices).mean())
+        chance_items = None if free_form else 1.0 / choices
         results.append(
-            TaskResults(task["task"], slug, dict(families), len(test_rows), chance, 1.0 / choices)
+            TaskResults(task["task"], slug, dict(families), len(test_rows), chance, chance_items)
         )
     return results
 

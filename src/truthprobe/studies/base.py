@@ -220,21 +220,31 @@ def accuracy_cells(matrix: np.ndarray, n_boot: int) -> dict:
 
 
 def sgr_cells(
-    unsup: np.ndarray, easy: np.ndarray, hard: np.ndarray, n_boot: int, prefix: str = ""
+    unsup: np.ndarray, easy: np.ndarray, hard: np.ndarray, n_boot: int, chance: np.ndarray
 ) -> dict:
     """SGR of `easy` with `hard` as the supervised ceiling, paired over items and seeds, with
-    the no-gap rule (`SGRResult.no_gap`) and the count of zero-denominator resamples."""
+    the no-gap rule (`SGRResult.no_gap`) and the count of zero-denominator resamples; where
+    zero-shot is below chance (`chance`: 1 / choices per item), SGR against chance beside it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = bootstrap_sgr(unsup, easy, hard, n_boot)
+        versus = bootstrap_sgr(chance, easy, hard, n_boot) if unsup.mean() < chance.mean() else None
     return {
-        f"{prefix}sgr": result.sgr.estimate,
-        f"{prefix}sgr_low": result.sgr.low,
-        f"{prefix}sgr_high": result.sgr.high,
-        f"{prefix}no_gap": result.no_gap,
-        f"{prefix}zero_denominators": result.zero_denominators,
-        f"{prefix}sgr_text": result.text(),
+        "sgr": result.sgr.estimate,
+        "sgr_low": result.sgr.low,
+        "sgr_high": result.sgr.high,
+        "no_gap": result.no_gap,
+        "zero_denominators": result.zero_denominators,
+        "sgr_text": result.text(),
+        "sgr_vs_chance_text": versus.text() if versus else "",
     }
+
+
+def sgr_shown(row: dict) -> str:
+    """A row's SGR as printed: `no gap` or `estimate [CI]`, and against chance where zero-shot
+    fell below it."""
+    versus = row.get("sgr_vs_chance_text")
+    return row["sgr_text"] + (f" (vs chance: {versus})" if versus else "")
 
 
 def recovered_cells(transfer: np.ndarray, own: np.ndarray, n_boot: int) -> dict:

@@ -116,7 +116,8 @@ def gap_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                         **accuracy_cells(correct, study.n_boot),
                         chance=float(source.chance(test.test).mean()),
                         zero_shot=float(unsup.mean()), own=float(own[test.value].mean()),
-                        **sgr_cells(unsup, correct, own[test.value], study.n_boot),
+                        **sgr_cells(unsup, correct, own[test.value], study.n_boot,
+                                    source.chance(test.test)),
                         n_train=study.n_train, note=note,
                     )
                 )  # fmt: skip
@@ -134,7 +135,8 @@ def gap_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                     **accuracy_cells(correct, study.n_boot),
                     chance=float(source.chance(top.test).mean()),
                     zero_shot=float(unsup.mean()), own=float(own[top.value].mean()),
-                    **sgr_cells(unsup, correct, own[top.value], study.n_boot),
+                    **sgr_cells(unsup, correct, own[top.value], study.n_boot,
+                                source.chance(top.test)),
                     n_train=study.n_train, note=note,
                 )
             )  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 
 from truthprobe.configs import require
 from truthprobe.evaluate import TRAIN_ON
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
 from truthprobe.studies.fits import fit_draws, hits, nested_draws
 
 
@@ -25,7 +25,7 @@ from truthprobe.studies.fits import fit_draws, hits, nested_draws
 class LearningCurvesConfig(StudyConfig):
     """Accuracy against n training items (nested draws) for easy / hard / all training."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level")
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
     """dataset:measure pairs."""
     sizes: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
     """Training-set sizes; each seed's draws are nested."""
@@ -73,7 +73,10 @@ def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
         for (train_on, n), matrix in correct.items():
             sgr = {}
             if ("easy", n) in correct and ("hard", n) in correct:
-                sgr = sgr_cells(unsup, correct[("easy", n)], correct[("hard", n)], study.n_boot)
+                sgr = sgr_cells(
+                    unsup, correct[("easy", n)], correct[("hard", n)], study.n_boot,
+                    source.chance(source.test),
+                )  # fmt: skip
             items[f"{task}|{train_on}|{n}"] = matrix.astype(np.uint8)
             rows.append(
                 dict(
@@ -107,8 +110,7 @@ def summary(rows: list[dict]) -> str:
             )  # fmt: skip
         easy = {r["n_train"]: r for r in mine if r["train_on"] == "easy" and "sgr_text" in r}
         lines.append(
-            "  SGR by n_train: "
-            + ", ".join(f"{n} {r['sgr_text']}" for n, r in sorted(easy.items()))
+            "  SGR by n_train: " + ", ".join(f"{n} {sgr_shown(r)}" for n, r in sorted(easy.items()))
         )
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from truthprobe.configs import require
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
 from truthprobe.studies.fits import draw, fit_draws, hits, noisy_labels
 
 
@@ -23,7 +23,7 @@ from truthprobe.studies.fits import draw, fit_draws, hits, noisy_labels
 class NoisyLabelsConfig(StudyConfig):
     """Hard training labels with noise p against clean easy training, on the hard test set."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level")
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
     """dataset:measure pairs."""
     noise: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
     """Fractions of hard training labels replaced by a random wrong choice."""
@@ -75,7 +75,7 @@ def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                 dict(
                     common, train_on="hard (noisy)", p=p,
                     **accuracy_cells(hard, study.n_boot),
-                    **sgr_cells(unsup, easy, hard, study.n_boot),
+                    **sgr_cells(unsup, easy, hard, study.n_boot, source.chance(source.test)),
                 )
             )  # fmt: skip
     return rows, items
@@ -95,7 +95,7 @@ def summary(rows: list[dict]) -> str:
             if r["train_on"] == "hard (noisy)":
                 lines.append(
                     f"  hard, noise {r['p']:.1f}: {r['accuracy']:.3f} [{r['accuracy_low']:.3f}, "
-                    f"{r['accuracy_high']:.3f}]; SGR of clean easy: {r['sgr_text']}"
+                    f"{r['accuracy_high']:.3f}]; SGR of clean easy: {sgr_shown(r)}"
                 )
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
 from truthprobe.studies.fits import hits
 
 ARC, MMLU = "arc:grade", "mmlu:level"
@@ -66,10 +66,13 @@ def ladder_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                 **accuracy_cells(matrix, study.n_boot),
                 chance=float(mmlu.chance(mmlu.test).mean()),
                 zero_shot=float(unsup.mean()),
-                **sgr_cells(unsup, matrix, ceiling, study.n_boot),
+                **sgr_cells(unsup, matrix, ceiling, study.n_boot, mmlu.chance(mmlu.test)),
+                ceiling=name == "MMLU college",
                 n_train=study.n_train,
             )
         )
+    for row in result:
+        row["sgr_label"] = sgr_label(row) if row["ceiling"] else f"SGR {sgr_shown(row)}"
     return result, {k: v.astype(np.uint8) for k, v in correct.items()}
 
 
@@ -83,9 +86,16 @@ def summary(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"{r['train_pool']:<18} {r['pool_size']:>5} {r['accuracy']:.3f} "
-            f"[{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]  {r['sgr_text']}"
+            f"[{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]  {sgr_label(r)}"
         )
     return "\n".join(lines)
+
+
+def sgr_label(row: dict) -> str:
+    """The ceiling's SGR is 1 by definition: say whether there is a gap above zero-shot."""
+    if row["ceiling"]:
+        return "ceiling (" + ("no gap above zero-shot" if row["no_gap"] else "a gap") + ")"
+    return sgr_shown(row)
 
 
 def _draw(rows: list[dict], path: Path, model: str) -> Path:

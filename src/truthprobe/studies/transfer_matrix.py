@@ -24,6 +24,7 @@ from truthprobe.studies.base import (
     accuracy_cells,
     recovered_cells,
     sgr_cells,
+    sgr_shown,
 )
 from truthprobe.studies.fits import hits
 
@@ -77,7 +78,7 @@ def transfer_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                         chance=float(chance.mean()),
                         zero_shot=float(unsup.mean()),
                         own_hard=float(own.mean()),
-                        **sgr_cells(unsup, correct, own, study.n_boot),
+                        **sgr_cells(unsup, correct, own, study.n_boot, chance),
                         **recovered_cells(correct, own, study.n_boot),
                         n_train=study.n_train,
                     )
@@ -102,7 +103,7 @@ def summary(rows: list[dict]) -> str:
             f"{r['train_task'] + ' ' + r['train_on']:<28} {r['test_task']:<18} {r['layer']:>5} "
             f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}] "
             f"{r['chance']:>6.3f} {r['zero_shot']:>9.3f} {r['own_hard']:>8.3f}  "
-            f"{r['sgr_text']:<22} {r['recovered']:.2f} [{r['recovered_low']:.2f}, "
+            f"{sgr_shown(r):<22} {r['recovered']:.2f} [{r['recovered_low']:.2f}, "
             f"{r['recovered_high']:.2f}]"
         )
     return "\n".join(lines)
