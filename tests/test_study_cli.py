@@ -11,7 +11,7 @@ import pytest
 from test_cli_config import truthprobe
 
 STUDY_ARGS = {
-    "transfer-matrix": ["--tasks", "{F}:grade", "{F}:difficulty"],
+    "transfer-matrix": ["--tasks", "{F}:grade", "{F}:difficulty", "--every-layer"],
     "hardness-gap": ["--tasks", "{F}:difficulty", "--min-test-per-level", "5"],
     "learning-curves": ["--tasks", "{F}:grade", "--sizes", "4", "8", "12"],
     "noisy-labels": ["--tasks", "{F}:grade", "--noise", "0", "0.5"],
@@ -46,6 +46,9 @@ def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
     figure = next((tmp_path / "plots").glob(f"{kind}-*/{kind}.png"))
     assert figure.with_suffix(".pdf").is_file()
     assert "table:" in first.stdout and "time:" in first.stdout
+    if name == "transfer-matrix":  # every layer of the tiny model, the chosen one marked
+        assert set(table["layer"]) == {0, 1, 2} and table["chosen"].sum() == 2 * 3 * 2
+        assert figure.with_name("transfer_matrix-layers.png").is_file()
     again = study(name, arc_sample, tiny_model_dir, tmp_path)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / f"{kind}.csv"), table)

@@ -328,9 +328,14 @@ def _heatmap(ax, values, text, rows: Sequence[str], columns: Sequence[str], titl
 def plot_transfer_matrix(rows: Sequence[dict], path: Path, model: str) -> Path:
     """Three heatmaps, trained-on (task, stratum) x tested-on task: hard-test accuracy (with
     chance on the test items), SGR against the target's zero-shot with its own hard-trained
-    probe as ceiling ("no gap" where the ceiling's gap includes 0), and recovered accuracy."""
+    probe as ceiling ("no gap" where the ceiling's gap includes 0), and recovered accuracy, at
+    each training task's chosen layer. Rows at other layers (`--every-layer`) add a figure
+    `<name>-layers.png`: accuracy of easy-trained probes on every task, per layer."""
     import numpy as np
 
+    if any(not r["chosen"] for r in rows):
+        _plot_transfer_layers(rows, path.with_name(path.stem + "-layers.png"), model)
+    rows = [r for r in rows if r["chosen"]]
     train = list(dict.fromkeys((r["train_task"], r["train_on"]) for r in rows))
     test = list(dict.fromkeys(r["test_task"] for r in rows))
     cell = {(r["train_task"], r["train_on"], r["test_task"]): r for r in rows}
@@ -528,3 +533,35 @@ def plot_noisy_labels(rows: Sequence[dict], path: Path, model: str) -> Path:
         fontsize=9,
     )
     return _save(fig, path, integer_x=False)
+
+
+def _plot_transfer_layers(rows: Sequence[dict], path: Path, model: str) -> Path:
+    """Per training task: hard-test accuracy of its easy-trained probes on every task's test
+    set at every layer, with 95% bands and each test set's chance (dotted)."""
+    tasks = list(dict.fromkeys(r["train_task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for k, target in enumerate(tasks):
+            wanted = (task, target, "easy")
+            line = sorted(
+                (r for r in rows if (r["train_task"], r["test_task"], r["train_on"]) == wanted),
+                key=lambda r: r["layer"],
+            )
+            color = OKABE_ITO[k % len(OKABE_ITO)]
+            xs = [r["layer"] for r in line]
+            ax.plot(xs, [r["accuracy"] for r in line], "-o", ms=2.5, color=color,
+                    label=f"tested on {target}")  # fmt: skip
+            low, high = [r["accuracy_low"] for r in line], [r["accuracy_high"] for r in line]
+            ax.fill_between(xs, low, high, color=color, alpha=0.12)
+            ax.axhline(line[0]["chance"], color=color, ls=":", lw=1)
+        chosen = next((r["layer"] for r in rows if r["train_task"] == task and r["chosen"]), None)
+        if chosen is not None:
+            ax.axvline(chosen, color="grey", lw=5, alpha=0.25, label=f"chosen layer {chosen}")
+        ax.set_title(f"trained on {task} easy", fontsize=9)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("hard-test accuracy (dotted: chance)")
+    fig.suptitle(f"Transfer per layer ({model}); bands: 95% CI over test items and seeds",
+                 fontsize=9)  # fmt: skip
+    return _save(fig, path)

@@ -37,6 +37,9 @@ class TransferMatrixConfig(StudyConfig):
 
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
     """dataset:measure tasks (a .jsonl file works as dataset); each is a row and a column."""
+    every_layer: bool = False
+    """Also compute the matrix at every layer (rows with `chosen` false), and plot recovered
+    accuracy per layer."""
 
     def study_tasks(self) -> tuple[str, ...]:
         return self.tasks
@@ -50,40 +53,54 @@ def run_study(config: TransferMatrixConfig) -> str:
 
 
 def transfer_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Every (train task, stratum, test task) cell; per-item correctness keyed by cell."""
+    """Every (train task, stratum, test task) cell at the training task's layer (and, with
+    `every_layer`, at every layer: `chosen` marks the chosen one); per-item correctness keyed
+    by cell."""
+    config: TransferMatrixConfig = study.config  # type: ignore[assignment]
     rows: list[dict] = []
     items: dict[str, np.ndarray] = {}
     for train_task, source in study.sources.items():
-        layer = study.layer(train_task)
-        fitted = {s: study.fit(train_task, source.pools[s], s) for s in TRAIN_ON}
-        for test_task, target in study.sources.items():
-            if test_task == train_task:
-                own_fitted = fitted["hard"]
-            else:  # the target's own hard-trained probe at this layer: the ceiling
-                own_fitted = study.fit(test_task, target.pools["hard"], "hard", layer)
-            test = target.at(layer).take(target.test)
-            own = hits(own_fitted, test)
-            unsup = target.zero_shot[target.test]
-            chance = target.chance(target.test)
-            for s in TRAIN_ON:
-                correct = hits(fitted[s], test)
-                items[f"{train_task}|{s}|{test_task}"] = correct.astype(np.uint8)
-                rows.append(
-                    dict(
-                        train_task=train_task,
-                        train_on=s,
-                        test_task=test_task,
-                        layer=layer,
-                        **accuracy_cells(correct, study.n_boot),
-                        chance=float(chance.mean()),
-                        zero_shot=float(unsup.mean()),
-                        own_hard=float(own.mean()),
-                        **sgr_cells(unsup, correct, own, study.n_boot, chance),
-                        **recovered_cells(correct, own, study.n_boot),
-                        n_train=study.n_train,
-                    )
-                )
+        chosen = study.layer(train_task)
+        for layer in source.layers if config.every_layer else (chosen,):
+            rows += _cells(study, train_task, layer, layer == chosen, items)
     return rows, items
+
+
+def _cells(
+    study: Study, train_task: str, layer: int, chosen: bool, items: dict[str, np.ndarray]
+) -> list[dict]:
+    source = study.sources[train_task]
+    fitted = {s: study.fit(train_task, source.pools[s], s, layer) for s in TRAIN_ON}
+    rows = []
+    for test_task, target in study.sources.items():
+        if test_task == train_task:
+            own_fitted = fitted["hard"]
+        else:  # the target's own hard-trained probe at this layer: the ceiling
+            own_fitted = study.fit(test_task, target.pools["hard"], "hard", layer)
+        test = target.at(layer).take(target.test)
+        own = hits(own_fitted, test)
+        unsup = target.zero_shot[target.test]
+        chance = target.chance(target.test)
+        for s in TRAIN_ON:
+            correct = hits(fitted[s], test)
+            items[f"{train_task}|{s}|{test_task}|{layer}"] = correct.astype(np.uint8)
+            rows.append(
+                dict(
+                    train_task=train_task,
+                    train_on=s,
+                    test_task=test_task,
+                    layer=layer,
+                    chosen=chosen,
+                    **accuracy_cells(correct, study.n_boot),
+                    chance=float(chance.mean()),
+                    zero_shot=float(unsup.mean()),
+                    own_hard=float(own.mean()),
+                    **sgr_cells(unsup, correct, own, study.n_boot, chance),
+                    **recovered_cells(correct, own, study.n_boot),
+                    n_train=study.n_train,
+                )
+            )
+    return rows
 
 
 def _draw(rows: list[dict], path: Path, model: str) -> Path:
@@ -99,6 +116,8 @@ def summary(rows: list[dict]) -> str:
         f"{'chance':>6} {'zero-shot':>9} {'own hard':>8}  {'SGR':<22} recovered"
     ]
     for r in rows:
+        if not r["chosen"]:
+            continue
         lines.append(
             f"{r['train_task'] + ' ' + r['train_on']:<28} {r['test_task']:<18} {r['layer']:>5} "
             f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}] "
