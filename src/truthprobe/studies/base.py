@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,17 @@ class StudyConfig:
         values["cache"] = {"storage": self.cache.storage}
         values["data"].pop("source")
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TasksStudyConfig(StudyConfig):
+    """A study over a list of tasks given on the command line."""
+
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
+    """dataset:measure tasks (a .jsonl file in the schema works as dataset)."""
+
+    def study_tasks(self) -> tuple[str, ...]:
+        return self.tasks
 
 
 @dataclass
@@ -207,6 +218,42 @@ class Study:
         )
 
 
+def scored(
+    study: Study,
+    source: Source,
+    test_rows: np.ndarray,
+    correct: np.ndarray,
+    ceiling: np.ndarray | None = None,
+) -> dict:
+    """One cell of a study: accuracy [CI] of `correct` ((test items, seeds)) on `test_rows`
+    of `source`, chance and zero-shot there, and, given the ceiling's correctness (the
+    supervised probe SGR divides by), its accuracy (`own`) and SGR with the no-gap rule."""
+    unsup, chance = source.zero_shot[test_rows], source.chance(test_rows)
+    row = dict(
+        **accuracy_cells(correct, study.n_boot),
+        chance=float(chance.mean()),
+        zero_shot=float(unsup.mean()),
+        n_train=study.n_train,
+    )
+    if ceiling is not None:
+        row["own"] = float(ceiling.mean())
+        row.update(sgr_cells(unsup, correct, ceiling, study.n_boot, chance))
+    return row
+
+
+def run_with(
+    kind: str,
+    config: StudyConfig,
+    rows_of: Callable[[Study], tuple[list[dict], dict[str, np.ndarray]]],
+    summary_of: Callable[[list[dict]], str],
+    plot: Callable[[list[dict], Path, str], Path],
+) -> str:
+    """Open the study, compute its rows, store them and the figure; the printed report."""
+    study = Study.open(kind, config)
+    rows, items = rows_of(study)
+    return study.finish(rows, items, plot, summary_of(rows))
+
+
 def accuracy_cells(matrix: np.ndarray, n_boot: int) -> dict:
     """Accuracy of a (test items, seeds) correctness matrix with its bootstrap interval."""
     interval = bootstrap_accuracy(matrix, n_boot)
@@ -257,7 +304,3 @@ def recovered_cells(transfer: np.ndarray, own: np.ndarray, n_boot: int) -> dict:
     return dict(
         recovered=result.sgr.estimate, recovered_low=result.sgr.low, recovered_high=result.sgr.high
     )
-
-
-def describe_layers(study: Study, tasks: Sequence[str]) -> str:
-    return ", ".join(f"{t} {study.layer(t)}" for t in tasks)

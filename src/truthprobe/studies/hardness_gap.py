@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from truthprobe.configs import require
 from truthprobe.evaluate import SplitConfig
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells
+from truthprobe.plots import plot_hardness_gap
+from truthprobe.studies.base import Study, TasksStudyConfig, run_with, scored
 from truthprobe.studies.fits import hits
 from truthprobe.studies.sources import Source
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HardnessGapConfig(StudyConfig):
+class HardnessGapConfig(TasksStudyConfig):
     """Train on level i, test on level j of each ordinal measure; and the moving window."""
 
     tasks: tuple[str, ...] = (
@@ -54,9 +54,6 @@ class HardnessGapConfig(StudyConfig):
         low, high = self.min_test_per_level, self.max_test_per_level
         require(low >= 1, "min_test_per_level", f"must be at least 1, got {low}")
         require(high >= low, "max_test_per_level", "must be at least --min-test-per-level")
-
-    def study_tasks(self) -> tuple[str, ...]:
-        return self.tasks
 
 
 @dataclass
@@ -107,18 +104,12 @@ def gap_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
         for train in found:
             for test in found:
                 correct = hits(fitted[train.value], data.take(test.test))
-                unsup = source.zero_shot[test.test]
                 items[f"{task}|{train.value:g}|{test.value:g}"] = correct.astype(np.uint8)
                 rows.append(
                     dict(
                         task=task, kind="pair", layer=layer, train_level=train.value,
-                        test_level=test.value, gap=test.rank - train.rank,
-                        **accuracy_cells(correct, study.n_boot),
-                        chance=float(source.chance(test.test).mean()),
-                        zero_shot=float(unsup.mean()), own=float(own[test.value].mean()),
-                        **sgr_cells(unsup, correct, own[test.value], study.n_boot,
-                                    source.chance(test.test)),
-                        n_train=study.n_train, note=note,
+                        test_level=test.value, gap=test.rank - train.rank, note=note,
+                        **scored(study, source, test.test, correct, own[test.value]),
                     )
                 )  # fmt: skip
         top = found[-1]
@@ -126,18 +117,12 @@ def gap_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
             pool = np.sort(np.concatenate([lv.pool for lv in found[: k + 1]]))
             fitted_k = study.fit(task, pool, f"levels <= {upto.value:g}")
             correct = hits(fitted_k, data.take(top.test))
-            unsup = source.zero_shot[top.test]
             items[f"{task}|<={upto.value:g}|{top.value:g}"] = correct.astype(np.uint8)
             rows.append(
                 dict(
                     task=task, kind="window", layer=layer, train_level=upto.value,
-                    test_level=top.value, gap=top.rank - upto.rank,
-                    **accuracy_cells(correct, study.n_boot),
-                    chance=float(source.chance(top.test).mean()),
-                    zero_shot=float(unsup.mean()), own=float(own[top.value].mean()),
-                    **sgr_cells(unsup, correct, own[top.value], study.n_boot,
-                                source.chance(top.test)),
-                    n_train=study.n_train, note=note,
+                    test_level=top.value, gap=top.rank - upto.rank, note=note,
+                    **scored(study, source, top.test, correct, own[top.value]),
                 )
             )  # fmt: skip
     return rows, items
@@ -185,14 +170,6 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _draw(rows: list[dict], path: Path, model: str) -> Path:
-    from truthprobe.plots import plot_hardness_gap
-
-    return plot_hardness_gap(rows, path, model)
-
-
 def run_study(config: HardnessGapConfig) -> str:
     """Run the study, store it; returns what the command prints."""
-    study = Study.open("hardness_gap", config)
-    rows, items = gap_rows(study)
-    return study.finish(rows, items, _draw, summary(rows))
+    return run_with("hardness_gap", config, gap_rows, summary, plot_hardness_gap)

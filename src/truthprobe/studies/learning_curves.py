@@ -11,22 +11,20 @@ labelling cost of each draw: easy data can win per unit of cost while losing per
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from truthprobe.configs import require
 from truthprobe.evaluate import TRAIN_ON
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
+from truthprobe.plots import plot_learning_curves
+from truthprobe.studies.base import Study, TasksStudyConfig, run_with, scored, sgr_shown
 from truthprobe.studies.fits import fit_draws, hits, nested_draws
 
 
 @dataclass(frozen=True)
-class LearningCurvesConfig(StudyConfig):
+class LearningCurvesConfig(TasksStudyConfig):
     """Accuracy against n training items (nested draws) for easy / hard / all training."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
-    """dataset:measure pairs."""
     sizes: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
     """Training-set sizes; each seed's draws are nested."""
     hard_cost: float = 2.0
@@ -36,9 +34,6 @@ class LearningCurvesConfig(StudyConfig):
         super().__post_init__()
         require(bool(self.sizes) and min(self.sizes) >= 1, "sizes", "must be positive")
         require(self.hard_cost > 0, "hard_cost", f"must be positive, got {self.hard_cost}")
-
-    def study_tasks(self) -> tuple[str, ...]:
-        return self.tasks
 
 
 def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -50,7 +45,6 @@ def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
     for task, source in study.sources.items():
         layer = study.layer(task)
         test = source.at(layer).take(source.test)
-        unsup = source.zero_shot[source.test]
         assert source.hard is not None
         correct: dict[tuple[str, int], np.ndarray] = {}
         costs: dict[tuple[str, int], float] = {}
@@ -71,20 +65,13 @@ def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
                     np.mean([np.where(source.hard[d], config.hard_cost, 1.0).sum() for d in draws])
                 )
         for (train_on, n), matrix in correct.items():
-            sgr = {}
-            if ("easy", n) in correct and ("hard", n) in correct:
-                sgr = sgr_cells(
-                    unsup, correct[("easy", n)], correct[("hard", n)], study.n_boot,
-                    source.chance(source.test),
-                )  # fmt: skip
+            ceiling = correct.get(("hard", n)) if train_on == "easy" else None
             items[f"{task}|{train_on}|{n}"] = matrix.astype(np.uint8)
             rows.append(
                 dict(
+                    scored(study, source, source.test, matrix, ceiling),
                     task=task, train_on=train_on, n_train=n, cost=costs[(train_on, n)],
                     hard_cost=config.hard_cost, layer=layer,
-                    **accuracy_cells(matrix, study.n_boot),
-                    zero_shot=float(unsup.mean()), chance=float(source.chance(source.test).mean()),
-                    **(sgr if train_on == "easy" else {}),
                 )
             )  # fmt: skip
     return rows, items
@@ -115,13 +102,6 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _draw(rows: list[dict], path: Path, model: str) -> Path:
-    from truthprobe.plots import plot_learning_curves
-
-    return plot_learning_curves(rows, path, model)
-
-
 def run_study(config: LearningCurvesConfig) -> str:
-    study = Study.open("learning_curves", config)
-    rows, items = curve_rows(study)
-    return study.finish(rows, items, _draw, summary(rows))
+    """Run the study, store it; returns what the command prints."""
+    return run_with("learning_curves", config, curve_rows, summary, plot_learning_curves)

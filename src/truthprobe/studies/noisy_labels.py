@@ -10,21 +10,26 @@ hard data with that much noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from truthprobe.configs import require
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
+from truthprobe.plots import plot_noisy_labels
+from truthprobe.studies.base import (
+    Study,
+    TasksStudyConfig,
+    run_with,
+    scored,
+    sgr_cells,
+    sgr_shown,
+)
 from truthprobe.studies.fits import draw, fit_draws, hits, noisy_labels
 
 
 @dataclass(frozen=True)
-class NoisyLabelsConfig(StudyConfig):
+class NoisyLabelsConfig(TasksStudyConfig):
     """Hard training labels with noise p against clean easy training, on the hard test set."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
-    """dataset:measure pairs."""
     noise: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
     """Fractions of hard training labels replaced by a random wrong choice."""
 
@@ -36,9 +41,6 @@ class NoisyLabelsConfig(StudyConfig):
             f"must be fractions between 0 and 1, got {self.noise}",
         )
 
-    def study_tasks(self) -> tuple[str, ...]:
-        return self.tasks
-
 
 def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
     config: NoisyLabelsConfig = study.config  # type: ignore[assignment]
@@ -48,7 +50,6 @@ def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
     for task, source in study.sources.items():
         layer = study.layer(task)
         test = source.at(layer).take(source.test)
-        unsup = source.zero_shot[source.test]
         easy = hits(study.fit(task, source.pools["easy"], "easy"), test)
         draws = [
             draw(source.pools["hard"], study.n_train, seed, f"{task}:hard",
@@ -56,13 +57,11 @@ def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
             for seed in seeds
         ]  # fmt: skip
         answers = source.at(layer).answer_index
-        common = dict(
-            task=task, layer=layer, zero_shot=float(unsup.mean()),
-            chance=float(source.chance(source.test).mean()), n_train=study.n_train,
-        )  # fmt: skip
+        common = dict(task=task, layer=layer)
         items[f"{task}|easy"] = easy.astype(np.uint8)
-        rows.append(dict(common, train_on="easy (clean)", p=0.0,
-                         **accuracy_cells(easy, study.n_boot)))  # fmt: skip
+        rows.append(
+            dict(common, train_on="easy (clean)", p=0.0, **scored(study, source, source.test, easy))
+        )
         for p in sorted(set(config.noise)):
             labels = [
                 noisy_labels(answers[d], source.n_choices[d], p, seed)[0]
@@ -71,11 +70,13 @@ def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
             fitted = fit_draws(source, layer, draws, seeds, labels=labels)
             hard = hits(fitted, test)
             items[f"{task}|hard|{p:g}"] = hard.astype(np.uint8)
+            # the noisy hard probe's accuracy, and SGR of clean easy data with it as ceiling
+            unsup, chance = source.zero_shot[source.test], source.chance(source.test)
             rows.append(
                 dict(
                     common, train_on="hard (noisy)", p=p,
-                    **accuracy_cells(hard, study.n_boot),
-                    **sgr_cells(unsup, easy, hard, study.n_boot, source.chance(source.test)),
+                    **scored(study, source, source.test, hard),
+                    **sgr_cells(unsup, easy, hard, study.n_boot, chance),
                 )
             )  # fmt: skip
     return rows, items
@@ -100,13 +101,6 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _draw(rows: list[dict], path: Path, model: str) -> Path:
-    from truthprobe.plots import plot_noisy_labels
-
-    return plot_noisy_labels(rows, path, model)
-
-
 def run_study(config: NoisyLabelsConfig) -> str:
-    study = Study.open("noisy_labels", config)
-    rows, items = noise_rows(study)
-    return study.finish(rows, items, _draw, summary(rows))
+    """Run the study, store it; returns what the command prints."""
+    return run_with("noisy_labels", config, noise_rows, summary, plot_noisy_labels)

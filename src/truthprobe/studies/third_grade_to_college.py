@@ -12,11 +12,11 @@ ICL is not run here: the harness's ICL draws demonstrations from one task's own 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from truthprobe.studies.base import Study, StudyConfig, accuracy_cells, sgr_cells, sgr_shown
+from truthprobe.plots import plot_ladder
+from truthprobe.studies.base import Study, StudyConfig, run_with, scored, sgr_shown
 from truthprobe.studies.fits import hits
 
 ARC, MMLU = "arc:grade", "mmlu:level"
@@ -48,29 +48,19 @@ def pools(study: Study) -> list[tuple[str, str, np.ndarray]]:
 def ladder_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
     mmlu = study.sources[MMLU]
     layer = study.layer(MMLU)
-    unsup = mmlu.zero_shot[mmlu.test]
     correct = {}
     for name, task, rows in pools(study):
         fitted = study.fit(task, rows, name, layer)
         correct[name] = hits(fitted, mmlu.at(layer).take(mmlu.test))
-    ceiling = correct["MMLU college"]
     result = []
     for (name, task, rows), matrix in zip(pools(study), correct.values(), strict=True):
         result.append(
             dict(
-                train_pool=name,
-                train_task=task,
-                pool_size=len(rows),
-                test_task=MMLU,
-                layer=layer,
-                **accuracy_cells(matrix, study.n_boot),
-                chance=float(mmlu.chance(mmlu.test).mean()),
-                zero_shot=float(unsup.mean()),
-                **sgr_cells(unsup, matrix, ceiling, study.n_boot, mmlu.chance(mmlu.test)),
-                ceiling=name == "MMLU college",
-                n_train=study.n_train,
+                train_pool=name, train_task=task, pool_size=len(rows), test_task=MMLU,
+                layer=layer, ceiling=name == "MMLU college",
+                **scored(study, mmlu, mmlu.test, matrix, correct["MMLU college"]),
             )
-        )
+        )  # fmt: skip
     for row in result:
         row["sgr_label"] = sgr_label(row) if row["ceiling"] else f"SGR {sgr_shown(row)}"
     return result, {k: v.astype(np.uint8) for k, v in correct.items()}
@@ -98,13 +88,6 @@ def sgr_label(row: dict) -> str:
     return sgr_shown(row)
 
 
-def _draw(rows: list[dict], path: Path, model: str) -> Path:
-    from truthprobe.plots import plot_ladder
-
-    return plot_ladder(rows, path, model)
-
-
 def run_study(config: ThirdGradeToCollegeConfig) -> str:
-    study = Study.open("third_grade_to_college", config)
-    rows, items = ladder_rows(study)
-    return study.finish(rows, items, _draw, summary(rows))
+    """Run the study, store it; returns what the command prints."""
+    return run_with("third_grade_to_college", config, ladder_rows, summary, plot_ladder)

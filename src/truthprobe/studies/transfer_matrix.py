@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from truthprobe.evaluate import TRAIN_ON
+from truthprobe.plots import plot_transfer_matrix
 from truthprobe.studies.base import (
     Study,
-    StudyConfig,
-    accuracy_cells,
+    TasksStudyConfig,
     recovered_cells,
-    sgr_cells,
+    run_with,
+    scored,
     sgr_shown,
 )
 from truthprobe.studies.fits import hits
@@ -32,24 +32,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TransferMatrixConfig(StudyConfig):
+class TransferMatrixConfig(TasksStudyConfig):
     """Train on each task's easy / hard / all pool, test on every task's hard test set."""
 
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
-    """dataset:measure tasks (a .jsonl file works as dataset); each is a row and a column."""
     every_layer: bool = False
     """Also compute the matrix at every layer (rows with `chosen` false), and plot recovered
     accuracy per layer."""
 
-    def study_tasks(self) -> tuple[str, ...]:
-        return self.tasks
-
 
 def run_study(config: TransferMatrixConfig) -> str:
     """Run the study, store it; returns what the command prints."""
-    study = Study.open("transfer_matrix", config)
-    rows, items = transfer_rows(study)
-    return study.finish(rows, items, _draw, summary(rows))
+    return run_with("transfer_matrix", config, transfer_rows, summary, plot_transfer_matrix)
 
 
 def transfer_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -79,34 +72,17 @@ def _cells(
             own_fitted = study.fit(test_task, target.pools["hard"], "hard", layer)
         test = target.at(layer).take(target.test)
         own = hits(own_fitted, test)
-        unsup = target.zero_shot[target.test]
-        chance = target.chance(target.test)
         for s in TRAIN_ON:
             correct = hits(fitted[s], test)
             items[f"{train_task}|{s}|{test_task}|{layer}"] = correct.astype(np.uint8)
             rows.append(
                 dict(
-                    train_task=train_task,
-                    train_on=s,
-                    test_task=test_task,
-                    layer=layer,
-                    chosen=chosen,
-                    **accuracy_cells(correct, study.n_boot),
-                    chance=float(chance.mean()),
-                    zero_shot=float(unsup.mean()),
-                    own_hard=float(own.mean()),
-                    **sgr_cells(unsup, correct, own, study.n_boot, chance),
+                    train_task=train_task, train_on=s, test_task=test_task, layer=layer,
+                    chosen=chosen, **scored(study, target, target.test, correct, own),
                     **recovered_cells(correct, own, study.n_boot),
-                    n_train=study.n_train,
                 )
-            )
+            )  # fmt: skip
     return rows
-
-
-def _draw(rows: list[dict], path: Path, model: str) -> Path:
-    from truthprobe.plots import plot_transfer_matrix
-
-    return plot_transfer_matrix(rows, path, model)
 
 
 def summary(rows: list[dict]) -> str:
@@ -121,7 +97,7 @@ def summary(rows: list[dict]) -> str:
         lines.append(
             f"{r['train_task'] + ' ' + r['train_on']:<28} {r['test_task']:<18} {r['layer']:>5} "
             f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}] "
-            f"{r['chance']:>6.3f} {r['zero_shot']:>9.3f} {r['own_hard']:>8.3f}  "
+            f"{r['chance']:>6.3f} {r['zero_shot']:>9.3f} {r['own']:>8.3f}  "
             f"{sgr_shown(r):<22} {r['recovered']:.2f} [{r['recovered_low']:.2f}, "
             f"{r['recovered_high']:.2f}]"
         )
