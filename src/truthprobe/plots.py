@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from truthprobe.methods.base import MID_LAST  # noqa: E402
 
@@ -315,10 +315,13 @@ def plot_directions(rows: Sequence[dict], family: str, path: Path) -> Path:
 def _heatmap(ax, values, text, rows: Sequence[str], columns: Sequence[str], title: str, **kw):
     import numpy as np
 
-    image = ax.imshow(np.asarray(values, float), aspect="auto", **kw)
+    values = np.asarray(values, float)
+    image = ax.imshow(values, aspect="auto", **kw)
     for i in range(len(rows)):
         for j in range(len(columns)):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7)
+            dark = np.isfinite(values[i, j]) and image.norm(values[i, j]) < 0.4
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")  # fmt: skip
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_title(title, fontsize=9)
@@ -487,6 +490,7 @@ def plot_learning_curves(rows: Sequence[dict], path: Path, model: str) -> Path:
             ax.axhline(mine[0]["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
             ax.axhline(mine[0]["chance"], color="black", ls=":", lw=1, label="chance")
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.grid(alpha=0.3)
         axes[0, c].set_title(f"{task} (layer {mine[0]['layer']}, {mine[0]['n_test']} test items)",
                              fontsize=9)  # fmt: skip
