@@ -39,13 +39,23 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
+    from truthprobe.configs import DataConfig
+    from truthprobe.hardness import get_measure
+
+    DataConfig(
+        levels=args.levels,
+        easy_max=args.easy_max,
+        hard_min=args.hard_min,
+        hardness_spec=args.hardness_spec,
+    ).field_specs()  # registers the meta.<field> spec, or a one-line error
+    measure = get_measure(args.measure)
     dataset = load_dataset(args.dataset, source=args.source)
     records = dataset.records
     if args.split:
         dataset = dataset.select(splits=args.split)
         records = dataset.records
     scores, correct = None, None
-    if MEASURES[args.measure].needs_model:  # scores stored beside a cache by a run
+    if measure.needs_model:  # scores stored beside a cache by a run
         from truthprobe.activations import ActivationCache
         from truthprobe.mdl import rank_correlations, stored_scores, zero_shot_correct
 
@@ -61,7 +71,6 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
             )
     strata = stratify(records, args.measure, scores)
     groups = group_by_stratum(records, strata)
-    measure = MEASURES[args.measure]
     print(
         f"{dataset.name}: {len(records)} records from {dataset.source} "
         f"(content sha256 {dataset.content_hash[:12]})"
@@ -163,7 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         "summary", help="count records per easy / medium / hard stratum of a hardness measure"
     )
     _add_dataset_args(summary)
-    summary.add_argument("--measure", required=True, choices=sorted(MEASURES))
+    summary.add_argument(
+        "--measure",
+        required=True,
+        help=f"one of {', '.join(sorted(MEASURES))}, or meta.<field>: the records' own field",
+    )
+    summary.add_argument("--levels", help="meta.<field> levels, easiest first: a,b,c")
+    summary.add_argument("--easy-max", type=float, help="numeric meta.<field>: easy at most")
+    summary.add_argument("--hard-min", type=float, help="numeric meta.<field>: hard at least")
+    summary.add_argument("--hardness-spec", help="JSON or YAML file of meta.<field> specs")
     summary.add_argument("--split", action="append", help="restrict to split(s); repeatable")
     summary.add_argument("--examples", type=int, default=3, help="example ids per stratum")
     summary.add_argument(

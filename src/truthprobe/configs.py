@@ -132,9 +132,39 @@ class DataConfig:
     (0 = every rated item)."""
     subset_seed: int = 0
     """Seed of the per-stratum draw."""
+    levels: str | None = None
+    """For a task on the records' own field (`FILE.jsonl:meta.level`): its levels, easiest
+    first, comma-separated (`high_school,professional`; the first is easy, the last hard)."""
+    easy_max: float | None = None
+    """For a numeric `meta.<field>` task: easy if the value is at most this (with --hard-min;
+    neither: the 30th / 70th percentile rule)."""
+    hard_min: float | None = None
+    """For a numeric `meta.<field>` task: hard if the value is at least this."""
+    hardness_spec: str | None = None
+    """A JSON or YAML file giving each meta.<field> its levels or cut-offs (recorded by name;
+    its content is part of the run's settings)."""
 
     def __post_init__(self) -> None:
         require_non_negative(self.max_per_stratum, "max_per_stratum", "every rated item")
+        self.field_specs()  # bad levels or cut-offs are an error before anything runs
+
+    def field_specs(self) -> dict:
+        """The `meta.<field>` specs these settings give, registered for this process
+        (`truthprobe.hardness.FIELD_SPECS`)."""
+        from truthprobe.hardness import FIELD_SPECS, FieldSpec, HardnessError, read_field_specs
+
+        try:
+            specs = read_field_specs(self.hardness_spec) if self.hardness_spec else {}
+            levels = None
+            if self.levels is not None:
+                levels = tuple(v.strip() for v in self.levels.split(",") if v.strip())
+            if levels is not None or self.easy_max is not None or self.hard_min is not None:
+                specs["*"] = FieldSpec(levels, self.easy_max, self.hard_min)
+        except HardnessError as err:
+            raise ConfigError(str(err)) from None
+        FIELD_SPECS.clear()
+        FIELD_SPECS.update(specs)
+        return specs
 
 
 @dataclass(frozen=True)
@@ -191,6 +221,10 @@ def check_task(text: str) -> tuple[str, str]:
     def human(names):  # or computed by truthprobe.mdl
         return [m for m in names if not MEASURES[m].needs_model or m in MODEL_MEASURES]
 
+    if measure.startswith("meta."):
+        if measure == "meta.":
+            raise ConfigError(f"task {text!r}: name the field, as in {dataset}:meta.level")
+        return dataset, measure
     if measure not in MEASURES:
         valid = human(measures_for(dataset) if dataset in DATASET_NAMES else list(MEASURES))
         raise ConfigError(

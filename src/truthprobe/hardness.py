@@ -92,9 +92,10 @@ def _ordinal(field: str, levels: Sequence[str]) -> Callable[[Question], float | 
         raw = record.meta.get(field)
         if raw is None:
             return None
-        if raw not in codes:
+        key = raw if isinstance(raw, str) else str(raw)  # `--levels 1,2,3` names numbers too
+        if key not in codes:
             raise ValueError(f"meta.{field} = {raw!r} is not one of {', '.join(levels)}")
-        return codes[raw]
+        return codes[key]
 
     return value
 
@@ -246,6 +247,137 @@ for _measure in (
     register_measure(_measure)
 
 
+FIELD_PREFIX = "meta."
+
+
+class _Everywhere(Mapping[str, Cutoffs]):
+    """The same cut-offs for every dataset (a field measure is the user's own, not a
+    dataset's)."""
+
+    def __init__(self, cutoffs: Cutoffs) -> None:
+        self.cutoffs = cutoffs
+
+    def __getitem__(self, dataset: str) -> Cutoffs:
+        return self.cutoffs
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How a `meta.<field>` measure rates records: ordered levels (easiest first; the first is
+    easy, the last hard, any between medium), numeric cut-offs, or (neither given) the 30th /
+    70th percentile rule on a numeric field."""
+
+    levels: tuple[str, ...] | None = None
+    easy_max: float | None = None
+    hard_min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels is not None and (self.easy_max is not None or self.hard_min is not None):
+            raise HardnessError("give either --levels or --easy-max / --hard-min, not both")
+        if self.levels is not None:
+            if len(self.levels) < 2 or len(set(self.levels)) != len(self.levels):
+                raise HardnessError(
+                    f"--levels needs at least two different levels, easiest first; got "
+                    f"{','.join(self.levels)}"
+                )
+        if (self.easy_max is None) != (self.hard_min is None):
+            raise HardnessError("--easy-max and --hard-min go together")
+        if self.easy_max is not None and not self.easy_max < self.hard_min:  # type: ignore[operator]
+            raise HardnessError(
+                f"--easy-max {self.easy_max:g} must be below --hard-min {self.hard_min:g}"
+            )
+
+
+#: Specs of the `meta.<field>` measures of this process, by name, and "*" for every field
+#: (set from a run's `DataConfig`: its --levels / --easy-max / --hard-min and --hardness-spec).
+FIELD_SPECS: dict[str, FieldSpec] = {}
+
+
+def read_field_specs(path: str) -> dict[str, FieldSpec]:
+    """A hardness spec file: JSON or YAML mapping `meta.<field>` to `levels` (a list, easiest
+    first) or `easy_max` and `hard_min`; every error names the file and the field."""
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise HardnessError(f"{path}: cannot read the hardness spec: {err}") from None
+    if not isinstance(raw, dict):
+        raise HardnessError(f"{path}: a hardness spec maps meta.<field> to its levels or cut-offs")
+    specs = {}
+    for name, entry in raw.items():
+        if not str(name).startswith(FIELD_PREFIX) or not isinstance(entry, dict):
+            raise HardnessError(
+                f"{path}: {name!r}: keys are meta.<field>, values {{levels: [...]}} or "
+                "{easy_max: N, hard_min: M}"
+            )
+        unknown = set(entry) - {"levels", "easy_max", "hard_min"}
+        if unknown:
+            raise HardnessError(f"{path}: {name}: unknown key {sorted(unknown)[0]!r}")
+        try:
+            levels = entry.get("levels")
+            specs[str(name)] = FieldSpec(
+                tuple(str(v) for v in levels) if levels is not None else None,
+                entry.get("easy_max"),
+                entry.get("hard_min"),
+            )
+        except HardnessError as err:
+            raise HardnessError(f"{path}: {name}: {err}") from None
+    return specs
+
+
+def field_measure(name: str, spec: FieldSpec | None = None) -> HardnessMeasure:
+    """The measure `meta.<field>`: a record's own `meta` field, rated as `spec` says (default:
+    the spec registered for `name`, else the percentile rule on a numeric field)."""
+    field = name[len(FIELD_PREFIX) :]
+    if not field:
+        raise HardnessError(f"{name!r}: name the field, as in meta.level")
+    spec = spec or FIELD_SPECS.get(name) or FIELD_SPECS.get("*") or FieldSpec()
+    if spec.levels is not None:
+        return HardnessMeasure(
+            name,
+            f"the records' meta.{field}, levels {' < '.join(spec.levels)} (easy = "
+            f"{spec.levels[0]}, hard = {spec.levels[-1]})",
+            _ordinal(field, spec.levels),
+            _Everywhere(Cutoffs(1, len(spec.levels))),
+        )
+    if spec.easy_max is not None:
+        return HardnessMeasure(
+            name,
+            f"the records' numeric meta.{field} (easy <= {spec.easy_max:g}, hard >= "
+            f"{spec.hard_min:g})",
+            lambda record: _number(record, field),
+            _Everywhere(Cutoffs(spec.easy_max, spec.hard_min)),  # type: ignore[arg-type]
+        )
+    return HardnessMeasure(
+        name,
+        f"the records' numeric meta.{field} (30th / 70th percentile)",
+        lambda record: _field_number(record, field),
+    )
+
+
+def _field_number(record: Question, field: str) -> float | None:
+    """A numeric field; a word there means the user meant levels: say how to give them."""
+    try:
+        return _number(record, field)
+    except ValueError as err:
+        raise ValueError(f"{err}; for levels give them easiest first: --levels a,b,c") from None
+
+
 def measures_for(dataset: str) -> list[str]:
     """Names of the measures that apply to `dataset`."""
     return [name for name, measure in MEASURES.items() if measure.applies_to(dataset)]
@@ -253,6 +385,8 @@ def measures_for(dataset: str) -> list[str]:
 
 def get_measure(name: str, dataset: str | None = None) -> HardnessMeasure:
     """Look up a measure, checking that it applies to `dataset` if one is given."""
+    if name.startswith(FIELD_PREFIX):
+        return field_measure(name)
     valid = measures_for(dataset) if dataset is not None else list(MEASURES)
     if name not in MEASURES:
         raise HardnessError(f"unknown hardness measure {name!r}; valid: {', '.join(valid)}")
@@ -323,6 +457,12 @@ def stratify(
     """
     measure = _resolve(records, measure)
     values = hardness_values(records, measure, scores)
+    if measure.name.startswith(FIELD_PREFIX) and records and all(v is None for v in values):
+        where = records[0].where.split(":")[0] if records[0].where else "the data"
+        raise HardnessError(
+            f"{where}: none of the {len(records)} records has {measure.name} (check the "
+            "field's name: meta.<field> reads each record's meta)"
+        )
     if measure.cutoffs is not None:
         return tuple(
             None if v is None else measure.cutoffs[r.dataset].stratum(v)
@@ -353,7 +493,7 @@ def _resolve(records: Sequence[Question], measure: str | HardnessMeasure) -> Har
     if isinstance(measure, HardnessMeasure):
         return measure
     datasets = sorted({r.dataset for r in records})
-    if not datasets:
+    if not datasets or measure.startswith(FIELD_PREFIX):
         return get_measure(measure)
     for dataset in datasets:
         get_measure(measure, dataset)
@@ -365,10 +505,12 @@ __all__ = [
     "STRATA",
     "Cutoffs",
     "DataError",
+    "FieldSpec",
     "HardnessError",
     "HardnessMeasure",
     "Stratum",
     "get_measure",
+    "field_measure",
     "group_by_stratum",
     "hardness_values",
     "measures_for",

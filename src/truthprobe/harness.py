@@ -280,6 +280,7 @@ def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], model
         "model_fingerprint": models.base.fingerprint.to_dict(),
         "provenance": here,
         "datasets": datasets,
+        "hardness_specs": {k: asdict(v) for k, v in config.data.field_specs().items()},
         "invocations": invocations,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
