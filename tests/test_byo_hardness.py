@@ -139,15 +139,18 @@ def test_a_sweep_on_the_users_field_records_its_spec(byo_file, tiny_model_dir, t
     "spec",
     [
         ["meta.level", "--levels", "elementary,middle,high_school"],
-        ["meta.hardness", "--easy-max", "1", "--hard-min", "3"],
+        ["meta.hardness", "--easy-max", "1", "--hard-min", "2"],  # High alone is 43 items
     ],
 )
-def test_the_default_model_sweeps_a_users_own_hardness_field(byo_file, spec, tmp_path):
+def test_the_default_model_sweeps_a_users_own_hardness_field(
+    byo_file, spec, tmp_path, tmp_path_factory
+):
     path, _ = byo_file
+    cache = tmp_path_factory.getbasetemp() / "byo-activations"  # both measures share it
     out = truthprobe(
         "sweep", "--tasks", f"{path}:{spec[0]}", *spec[1:], "--n-train", "40", "--seeds", "2",
         "--validation-size", "20", "--n-boot", "200", "--layers", "6", "--no-mid-last",
-        "--probe-preset", "validated", "--cache-dir", str(tmp_path / "act"),
+        "--probe-preset", "validated", "--cache-dir", str(cache),
         "--runs-dir", str(tmp_path / "runs"), "--plots-dir", str(tmp_path / "plots"),
         "--no-progress",
     )  # fmt: skip
