@@ -1,14 +1,19 @@
 """Bring your own hardness: any `meta.<field>` of a JSONL file, rated by levels given on the
-command line, numeric cut-offs, the percentile rule or a spec file; met as a user would
-(the console script), with every bad spec a one-line error."""
+command line, numeric cut-offs, the percentile rule or a spec file, with every bad spec a
+one-line error. Commands run in-process (`truthprobe.cli.main`, what the console script calls)
+to keep the default test run short; a bad spec file and the real-model sweeps go through the
+console script in a subprocess."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from test_cli_config import truthprobe
+
+from truthprobe.cli import main
 
 LEVEL_OF_GRADE = {3: "elementary", 4: "elementary", 5: "elementary", 6: "middle", 7: "middle"}
 DIFFICULTY = {"Low": 1, "Medium": 2, "High": 3}
@@ -33,14 +38,26 @@ def byo_file(tmp_path_factory, load):
     return path, [json.loads(line)["meta"] for line in lines]
 
 
+@pytest.fixture()
+def cli(capsys):
+    """`truthprobe ARGS` in-process: exit status, stdout and stderr."""
+
+    def run(*args: str) -> SimpleNamespace:
+        status = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
+
+    return run
+
+
 def counts(stdout: str) -> dict[str, int]:
     rows = [line.split() for line in stdout.splitlines()]
     return {r[0]: int(r[1]) for r in rows if r and r[0] in ("easy", "medium", "hard", "unrated")}
 
 
-def test_a_categorical_field_is_stratified_by_the_levels_given(byo_file):
+def test_a_categorical_field_is_stratified_by_the_levels_given(byo_file, cli):
     path, metas = byo_file
-    out = truthprobe(
+    out = cli(
         "data", "summary", "--dataset", str(path), "--measure", "meta.level",
         "--levels", "elementary,middle,high_school",
     )  # fmt: skip
@@ -53,10 +70,10 @@ def test_a_categorical_field_is_stratified_by_the_levels_given(byo_file):
     }
 
 
-def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path):
+def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path, cli):
     path, metas = byo_file
     by_value = Counter(m["hardness"] for m in metas)
-    flags = truthprobe(
+    flags = cli(
         "data", "summary", "--dataset", str(path), "--measure", "meta.hardness",
         "--easy-max", "1", "--hard-min", "3",
     )  # fmt: skip
@@ -68,13 +85,13 @@ def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path)
     ):
         spec = tmp_path / f"spec{suffix}"
         spec.write_text(text)
-        from_file = truthprobe(
+        from_file = cli(
             "data", "summary", "--dataset", str(path), "--measure", "meta.hardness",
             "--hardness-spec", str(spec),
         )  # fmt: skip
         assert from_file.returncode == 0, from_file.stderr
         assert counts(from_file.stdout) == counts(flags.stdout)
-    default = truthprobe("data", "summary", "--dataset", str(path), "--measure", "meta.hardness")
+    default = cli("data", "summary", "--dataset", str(path), "--measure", "meta.hardness")
     assert default.returncode == 0 and "30th / 70th percentile" in default.stdout
     assert sum(counts(default.stdout).values()) == len(metas)
 
@@ -92,9 +109,9 @@ def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path)
          "not both"),
     ],
 )  # fmt: skip
-def test_every_bad_spec_is_one_line_naming_the_field(byo_file, args, message):
+def test_every_bad_spec_is_one_line_naming_the_field(byo_file, args, message, cli):
     path, _ = byo_file
-    out = truthprobe("data", "summary", "--dataset", str(path), *args)
+    out = cli("data", "summary", "--dataset", str(path), *args)
     assert out.returncode == 2, out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
@@ -114,9 +131,9 @@ def test_a_bad_spec_file_is_one_line_naming_file_and_key(byo_file, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_sweep_on_the_users_field_records_its_spec(byo_file, tiny_model_dir, tmp_path):
+def test_a_sweep_on_the_users_field_records_its_spec(byo_file, tiny_model_dir, tmp_path, cli):
     path, _ = byo_file
-    out = truthprobe(
+    out = cli(
         "sweep", "--tasks", f"{path}:meta.level", "--levels", "elementary,middle,high_school",
         "--model", str(tiny_model_dir), "--n-train", "12", "--seeds", "2",
         "--validation-size", "10", "--n-boot", "100", "--layers", "1", "--no-mid-last",

@@ -1,14 +1,20 @@
-"""The transfer studies through the console script, on the tiny model and real ARC records:
+"""The transfer studies through the command line, on the tiny model and real ARC records:
 each writes its tidy CSV, per-item results, config (model and data fingerprints) and figure;
-a second run reproduces every number; bad settings are one-line errors before any work."""
+a second run reproduces every number; bad settings are one-line errors before any work.
+
+The studies run in-process (`truthprobe.cli.main`, what the console script calls) to keep the
+default test run short; one bad setting goes through the console script in a subprocess."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from test_cli_config import truthprobe
+
+from truthprobe.cli import main
 
 STUDY_ARGS = {
     "transfer-matrix": ["--tasks", "{F}:grade", "{F}:difficulty", "--every-layer"],
@@ -18,21 +24,29 @@ STUDY_ARGS = {
 }
 
 
-def study(name: str, sample, model, tmp_path, *extra: str):
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One activation cache for every study here: the sample is extracted once."""
+    return tmp_path_factory.mktemp("study-activations")
+
+
+def study(name: str, sample, model, tmp_path, cache, capsys):
     args = [a.replace("{F}", str(sample)) for a in STUDY_ARGS[name]]
-    return truthprobe(
+    status = main([
         name, *args, "--model", str(model), "--n-train", "12", "--seeds", "2",
         "--validation-size", "10", "--n-boot", "200", "--layer", "1",
-        "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(tmp_path / "runs"),
-        "--plots-dir", str(tmp_path / "plots"), "--no-progress", *extra,
-    )  # fmt: skip
+        "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs"),
+        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
+    ])  # fmt: skip
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_ARGS))
 def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
-    name, arc_sample, tiny_model_dir, tmp_path
+    name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
 ):
-    first = study(name, arc_sample, tiny_model_dir, tmp_path)
+    first = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     assert first.returncode == 0, first.stderr
     kind = name.replace("-", "_")
     (run_dir,) = (tmp_path / "runs").glob(f"{kind}-*")
@@ -49,7 +63,7 @@ def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
     if name == "transfer-matrix":  # every layer of the tiny model, the chosen one marked
         assert set(table["layer"]) == {0, 1, 2} and table["chosen"].sum() == 2 * 3 * 2
         assert figure.with_name("transfer_matrix-layers.png").is_file()
-    again = study(name, arc_sample, tiny_model_dir, tmp_path)
+    again = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / f"{kind}.csv"), table)
 
@@ -64,12 +78,22 @@ def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
         (["hardness-gap", "--tasks", "arc:level"], "level"),
     ],
 )
-def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir):
-    result = truthprobe(
-        *args, "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"),
-        "--cache-dir", str(tmp_path / "act"), "--no-progress",
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir, capsys):
+    common = ["--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"),
+              "--cache-dir", str(tmp_path / "act"), "--no-progress"]  # fmt: skip
+    assert main([*args, *common]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_study_setting_through_the_console_script(tmp_path, tiny_model_dir):
+    result = truthprobe(
+        "transfer-matrix", "--tasks", "gsm8k:steps", "--model", str(tiny_model_dir),
+        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "act"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: gsm8k:steps: gsm8k has no answer choices, so no probes"
+    ]
     assert not (tmp_path / "runs").exists()
