@@ -1,8 +1,8 @@
 """Bring your own hardness: any `meta.<field>` of a JSONL file, rated by levels given on the
 command line, numeric cut-offs, the percentile rule or a spec file, with every bad spec a
-one-line error. Commands run in-process (`truthprobe.cli.main`, what the console script calls)
-to keep the default test run short; a bad spec file and the real-model sweeps go through the
-console script in a subprocess."""
+one-line error. Outputs are made in-process (`truthprobe.cli.main`, what the console script
+calls) to keep the default test run short; every bad spec and the real-model sweeps go through
+the console script in a subprocess, as a user meets them."""
 
 from __future__ import annotations
 
@@ -109,9 +109,10 @@ def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path,
          "not both"),
     ],
 )  # fmt: skip
-def test_every_bad_spec_is_one_line_naming_the_field(byo_file, args, message, cli):
+def test_every_bad_spec_is_one_line_naming_the_field(byo_file, args, message):
+    """Through the console script, as a user meets them."""
     path, _ = byo_file
-    out = cli("data", "summary", "--dataset", str(path), *args)
+    out = truthprobe("data", "summary", "--dataset", str(path), *args)
     assert out.returncode == 2, out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines

@@ -2,8 +2,9 @@
 each writes its tidy CSV, per-item results, config (model and data fingerprints) and figure;
 a second run reproduces every number; bad settings are one-line errors before any work.
 
-The studies run in-process (`truthprobe.cli.main`, what the console script calls) to keep the
-default test run short; one bad setting goes through the console script in a subprocess."""
+The studies' outputs are made in-process (`truthprobe.cli.main`, what the console script
+calls) to keep the default test run short; bad settings go through the console script in a
+subprocess, as a user meets them."""
 
 from __future__ import annotations
 
@@ -78,22 +79,13 @@ def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
         (["hardness-gap", "--tasks", "arc:level"], "level"),
     ],
 )
-def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir, capsys):
-    common = ["--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"),
-              "--cache-dir", str(tmp_path / "act"), "--no-progress"]  # fmt: skip
-    assert main([*args, *common]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_bad_study_setting_through_the_console_script(tmp_path, tiny_model_dir):
+def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir):
+    """Through the console script, as a user meets them: exit 2, one line, no folder."""
     result = truthprobe(
-        "transfer-matrix", "--tasks", "gsm8k:steps", "--model", str(tiny_model_dir),
-        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "act"),
+        *args, "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"),
+        "--cache-dir", str(tmp_path / "act"), "--no-progress",
     )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: gsm8k:steps: gsm8k has no answer choices, so no probes"
-    ]
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not (tmp_path / "runs").exists()
