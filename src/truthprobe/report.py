@@ -31,6 +31,11 @@ from truthprobe.runstore import RunStore
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
 UNSUPERVISED = ("zero_shot", "zero_shot+cot")
 NORMALISED = "zero_shot_norm"
+#: What the table takes from the chosen layer's SGR row (`SGRResult.to_dict`).
+CHOSEN_SGR = (
+    "sgr", "sgr_low", "sgr_high", "n_test", "n_seeds", "denominator", "denominator_low",
+    "denominator_high", "no_gap", "zero_denominators", "n_boot",
+)  # fmt: skip
 
 
 @dataclass
@@ -266,19 +271,9 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     easy=acc["easy"],
                     hard=acc["hard"],
                     all=acc["all"],
-                    sgr=chosen["sgr"],
-                    sgr_low=chosen["sgr_low"],
-                    sgr_high=chosen["sgr_high"],
-                    n_test=chosen["n_test"],
-                    n_seeds=chosen["n_seeds"],
+                    **{k: chosen[k] for k in CHOSEN_SGR},
                     n_train=int(config["split"]["n_train"]),
                     chance=task.chance,
-                    denominator=chosen["denominator"],
-                    denominator_low=chosen["denominator_low"],
-                    denominator_high=chosen["denominator_high"],
-                    no_gap=chosen["no_gap"],
-                    zero_denominators=chosen["zero_denominators"],
-                    n_boot=chosen["n_boot"],
                     sgr_text=sgr_text(chosen),
                     **versus_chance,
                     setting=family.settings(best),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,9 @@ class Source:
             self._layer = (layer, self.read(layer))
         return self._layer[1]
 
-    @property
+    @cached_property
     def n_choices(self) -> np.ndarray:
+        """Each record's number of choices (read once: every cell's chance uses it)."""
         return np.array([len(r.choices or ()) for r in self.records])
 
     def chance(self, rows: np.ndarray) -> np.ndarray:
