@@ -22,7 +22,7 @@ DIFFICULTY = {"Low": 1, "Medium": 2, "High": 3}
 @pytest.fixture(scope="module")
 def byo_file(tmp_path_factory, load):
     """Real ARC records saved as `arc-byo.jsonl` with the user's own fields: a categorical
-    `meta.level` (from the grade) and a numeric `meta.hardness` (from the expert difficulty)."""
+    `meta.level` (from the grade) and a numeric `meta.difficulty` (from the expert difficulty)."""
     records = [r for r in load("arc").records if r.meta.get("grade") and r.meta.get("difficulty")]
     picked = records[::8][:360]
     lines = []
@@ -30,7 +30,7 @@ def byo_file(tmp_path_factory, load):
         row = r.to_dict()
         row["meta"] = {
             "level": LEVEL_OF_GRADE.get(int(r.meta["grade"]), "high_school"),
-            "hardness": DIFFICULTY[r.meta["difficulty"]],
+            "difficulty": DIFFICULTY[r.meta["difficulty"]],
         }
         lines.append(json.dumps(row))
     path = tmp_path_factory.mktemp("byo") / "arc-byo.jsonl"
@@ -72,26 +72,26 @@ def test_a_categorical_field_is_stratified_by_the_levels_given(byo_file, cli):
 
 def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path, cli):
     path, metas = byo_file
-    by_value = Counter(m["hardness"] for m in metas)
+    by_value = Counter(m["difficulty"] for m in metas)
     flags = cli(
-        "data", "summary", "--dataset", str(path), "--measure", "meta.hardness",
+        "data", "summary", "--dataset", str(path), "--measure", "meta.difficulty",
         "--easy-max", "1", "--hard-min", "3",
     )  # fmt: skip
     assert flags.returncode == 0, flags.stderr
     assert counts(flags.stdout) == {"easy": by_value[1], "medium": by_value[2], "hard": by_value[3]}
     for suffix, text in (
-        (".json", json.dumps({"meta.hardness": {"easy_max": 1, "hard_min": 3}})),
-        (".yaml", "meta.hardness:\n  easy_max: 1\n  hard_min: 3\n"),
+        (".json", json.dumps({"meta.difficulty": {"easy_max": 1, "hard_min": 3}})),
+        (".yaml", "meta.difficulty:\n  easy_max: 1\n  hard_min: 3\n"),
     ):
         spec = tmp_path / f"spec{suffix}"
         spec.write_text(text)
         from_file = cli(
-            "data", "summary", "--dataset", str(path), "--measure", "meta.hardness",
+            "data", "summary", "--dataset", str(path), "--measure", "meta.difficulty",
             "--hardness-spec", str(spec),
         )  # fmt: skip
         assert from_file.returncode == 0, from_file.stderr
         assert counts(from_file.stdout) == counts(flags.stdout)
-    default = cli("data", "summary", "--dataset", str(path), "--measure", "meta.hardness")
+    default = cli("data", "summary", "--dataset", str(path), "--measure", "meta.difficulty")
     assert default.returncode == 0 and "30th / 70th percentile" in default.stdout
     assert sum(counts(default.stdout).values()) == len(metas)
 
@@ -103,8 +103,8 @@ def test_numeric_cutoffs_a_spec_file_and_the_percentile_rule(byo_file, tmp_path,
         (["--measure", "meta.level"], "is not a number; for levels give them"),
         (["--measure", "meta.level", "--levels", "elementary,middle"], "'high_school' is not one"),
         (["--measure", "meta.level", "--levels", "elementary"], "at least two different"),
-        (["--measure", "meta.hardness", "--easy-max", "2"], "go together"),
-        (["--measure", "meta.hardness", "--easy-max", "3", "--hard-min", "2"], "must be below"),
+        (["--measure", "meta.difficulty", "--easy-max", "2"], "go together"),
+        (["--measure", "meta.difficulty", "--easy-max", "3", "--hard-min", "2"], "must be below"),
         (["--measure", "meta.level", "--levels", "a,b", "--easy-max", "1", "--hard-min", "3"],
          "not both"),
     ],
@@ -157,7 +157,7 @@ def test_a_sweep_on_the_users_field_records_its_spec(byo_file, tiny_model_dir, t
     "spec",
     [
         ["meta.level", "--levels", "elementary,middle,high_school"],
-        ["meta.hardness", "--easy-max", "1", "--hard-min", "2"],  # High alone is 43 items
+        ["meta.difficulty", "--easy-max", "1", "--hard-min", "2"],  # High alone is 43 items
     ],
 )
 def test_the_default_model_sweeps_a_users_own_hardness_field(

@@ -16,7 +16,7 @@ import pytest
 import truthprobe.activations.extraction as extraction
 from truthprobe.activations import ActivationCache, CacheError, ExtractConfig, extract
 from truthprobe.activations.cache import from_storage, to_storage
-from truthprobe.configs import CacheConfig, DataConfig, ModelConfig
+from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, PromptConfig
 from truthprobe.data import load_dataset
 from truthprobe.models import ModelFingerprint
 
@@ -106,7 +106,7 @@ def test_identity_names_the_file(tiny, tiny_model_dir, arc_sample, tmp_path):
     other = [
         dataclasses.replace(base, layers=(0, 2)),
         dataclasses.replace(base, cache=CacheConfig(str(tmp_path / "act"), 4, "float32")),
-        dataclasses.replace(base, template="qa"),
+        dataclasses.replace(base, prompt=PromptConfig("qa")),
     ]
     paths = {extract(config, loaded=tiny).path for config in other}
     assert len(paths) == 3 and path not in paths
@@ -120,7 +120,7 @@ def test_explicit_path_made_for_something_else_is_refused(
     )
     extract(config, loaded=tiny)
     with pytest.raises(CacheError, match="differing: template"):
-        extract(dataclasses.replace(config, template="qa"), loaded=tiny)
+        extract(dataclasses.replace(config, prompt=PromptConfig("qa")), loaded=tiny)
     other = dataclasses.replace(
         tiny, fingerprint=dataclasses.replace(tiny.fingerprint, revision="another-model")
     )

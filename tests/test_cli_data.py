@@ -77,3 +77,76 @@ def test_summary_of_a_model_based_measure_says_how_to_compute_it(tmp_path):
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "truthprobe sweep --tasks arc:probe_mdl" in err[0]
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.fixture()
+def bare_env(tmp_path):
+    """A fresh machine: no TRUTHPROBE_DATA_DIR, an empty home (nothing fetched), offline."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TRUTHPROBE_DATA_DIR"}
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["HF_HOME"] = str(home / "hf")
+    return env
+
+
+def _one_line(result) -> str:
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.stderr
+    return line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("data", "summary", "--dataset", "arc", "--measure", "grade", "--source", "local"),
+        ("data", "summary", "--dataset", "mmlu", "--measure", "level"),  # auto: the hub, offline
+        ("sweep", "--tasks", "mmlu:level", "--source", "local"),
+    ],
+    ids=["local", "auto-offline", "sweep"],
+)
+def test_without_data_the_error_names_both_ways_to_give_it(args, bare_env, tmp_path):
+    from test_cli_config import truthprobe
+
+    line = _one_line(truthprobe(*args, env=bare_env, cwd=tmp_path))
+    assert "--data-dir DIR" in line and "TRUTHPROBE_DATA_DIR=DIR" in line, line
+    assert "truthprobe data fetch" in line
+
+
+def test_data_dir_flag_and_a_missing_folder(bare_env, data_dir, tmp_path):
+    from test_cli_config import truthprobe
+
+    ok = truthprobe(
+        "data", "summary", "--dataset", "mmlu", "--measure", "level", "--data-dir", str(data_dir),
+        env=bare_env, cwd=tmp_path,
+    )  # fmt: skip
+    assert ok.returncode == 0 and "easy " in ok.stdout, ok.stderr
+    line = _one_line(
+        truthprobe(
+            "data",
+            "summary",
+            "--dataset",
+            "mmlu",
+            "--measure",
+            "level",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            env=bare_env,
+            cwd=tmp_path,
+        )  # fmt: skip
+    )
+    assert f"{tmp_path / 'nowhere'} (from --data-dir) does not exist" in line
+
+
+def test_fetch_offline_is_one_line_and_writes_nothing(bare_env, tmp_path):
+    from test_cli_config import truthprobe
+
+    to = tmp_path / "fetched"
+    line = _one_line(
+        truthprobe("data", "fetch", "--to", str(to), "--datasets", "mmlu", env=bare_env)
+    )
+    assert "could not load cais/mmlu" in line and "--data-dir DIR" in line, line
+    assert not to.exists() or not any(to.rglob("*.jsonl"))

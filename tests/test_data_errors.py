@@ -96,16 +96,34 @@ def test_duplicate_ids_across_files_name_both_places(tmp_path):
     assert "stem5-test.jsonl:1" in str(err.value) and "stem5-dev.jsonl:1" in str(err.value)
 
 
-def test_missing_data_dir_says_how_to_set_it(monkeypatch):
+def test_missing_data_dir_says_how_to_set_it(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # nothing fetched there
     with pytest.raises(DataError) as err:
         load_dataset("arc", source="local")
-    assert DATA_DIR_ENV in str(err.value) and "--source hub" in str(err.value)
+    assert f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR" in str(err.value)
+
+
+def test_a_fetched_folder_is_found_without_settings(monkeypatch, tmp_path, data_dir):
+    """What `truthprobe data fetch` wrote to its default folder is the data directory when
+    neither --data-dir nor TRUTHPROBE_DATA_DIR names one, once its FETCHED.json mark is there."""
+    from truthprobe.data.local import FETCHED_MARK, default_data_dir
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fetched = default_data_dir()
+    fetched.mkdir(parents=True)
+    (fetched / "mmlu").symlink_to(data_dir / "mmlu")
+    with pytest.raises(DataError, match="no local data directory"):
+        load_dataset("mmlu", source="local")  # no mark: an interrupted fetch is not used
+    (fetched / FETCHED_MARK).write_text("{}")
+    loaded = load_dataset("mmlu")
+    assert loaded.source == f"local:{fetched}" and len(loaded) == 1630
 
 
 def test_nonexistent_data_dir_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match="nowhere does not exist"):
+    with pytest.raises(DataError, match=r"nowhere \(from TRUTHPROBE_DATA_DIR\) does not exist"):
         load_dataset("arc", source="local")
 
 
@@ -125,5 +143,5 @@ def test_hub_offline_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="Offline, set TRUTHPROBE_DATA_DIR"):
+    with pytest.raises(DataError, match="offline, use local data: pass --data-dir DIR or set"):
         load_dataset("gsm8k", source="hub")

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from truthprobe.data import DATASET_NAMES, load_dataset
@@ -34,8 +35,13 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
         "--source",
         choices=("auto", "local", "hub"),
         default="auto",
-        help="local = $TRUTHPROBE_DATA_DIR; hub = Hugging Face hub; auto = local if configured",
+        help="local = --data-dir / $TRUTHPROBE_DATA_DIR; hub = Hugging Face hub; auto = local "
+        "if configured",
     )
+    parser.add_argument(
+        "--data-dir", help="folder holding arc/, mmlu/, strategyqa/, gsm8k/ (default: "
+        "$TRUTHPROBE_DATA_DIR, else what `truthprobe data fetch` wrote)",
+    )  # fmt: skip
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
@@ -49,7 +55,7 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
         hardness_spec=args.hardness_spec,
     ).field_specs()  # registers the meta.<field> spec, or a one-line error
     measure = get_measure(args.measure)
-    dataset = load_dataset(args.dataset, source=args.source)
+    dataset = load_dataset(args.dataset, source=args.source, data_dir=args.data_dir)
     records = dataset.records
     if args.split:
         dataset = dataset.select(splits=args.split)
@@ -107,6 +113,20 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
             f"  note: {len(repeated)} record(s) list a wrong choice twice (harmless to scoring): "
             + "; ".join(repeated[:3])
         )
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from truthprobe.data.fetch import fetch_datasets
+    from truthprobe.data.local import DATA_DIR_ENV, default_data_dir
+
+    to = Path(args.to).expanduser().resolve() if args.to else default_data_dir()
+    for fetched in fetch_datasets(to, args.datasets, args.annotations):
+        print(f"{fetched.dataset}: {fetched.records} records -> {', '.join(fetched.files)}")
+    if to == default_data_dir():
+        print(f"data in {to}: found there by default (no --data-dir or {DATA_DIR_ENV} needed)")
+    else:
+        print(f"data in {to}: use it with --data-dir {to} or `export {DATA_DIR_ENV}={to}`")
     return 0
 
 
@@ -197,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-choices", type=int, default=26, help="most answer choices a record may have"
     )
     validate.set_defaults(func=cmd_data_validate)
+
+    fetch = data_commands.add_parser(
+        "fetch", help="build the local data layout from the Hugging Face hub (online, once)"
+    )
+    fetch.add_argument(
+        "--to", help="folder to write (default: ~/.cache/truthprobe/data, found without flags)"
+    )
+    fetch.add_argument(
+        "--datasets", nargs="+", default=list(DATASET_NAMES), choices=DATASET_NAMES,
+        help="which datasets (default: all four)",
+    )  # fmt: skip
+    fetch.add_argument(
+        "--annotations",
+        help="ARC hardness annotations: a local copy of arc-challenge-easy-annotations.json or "
+        "a URL (default: the easy-to-hard-generalization repository on GitHub)",
+    )
+    fetch.set_defaults(func=cmd_data_fetch)
 
     for name, command in CONFIG_COMMANDS.items():
         text = f"{command.help} (flags: truthprobe {name} --help)"
@@ -308,6 +345,13 @@ def run_study(config) -> int:
     return 0
 
 
+def run_lmeval_parity(config) -> int:
+    """`lmeval-parity`: exit status 1 when lm-eval and truthprobe differ beyond the tolerances."""
+    from truthprobe.parity import run_parity
+
+    return run_parity(config)
+
+
 @dataclass(frozen=True)
 class ConfigCommand:
     """A command whose flags come from a config dataclass (imported only when it runs)."""
@@ -373,6 +417,13 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         "NoisyLabelsConfig",
         run_study,
         "hard training labels with noise p against clean easy training",
+    ),
+    "lmeval-parity": ConfigCommand(
+        "truthprobe.parity",
+        "ParityConfig",
+        run_lmeval_parity,
+        "zero-shot acc / acc_norm through lm-evaluation-harness and through truthprobe on the "
+        "same items (needs truthprobe[lmeval])",
     ),
     "baselines": ConfigCommand(
         "truthprobe.baselines.compare",

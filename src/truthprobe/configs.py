@@ -10,6 +10,8 @@ command line alike.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -125,8 +127,11 @@ class DataConfig:
     """Where datasets come from and which of their rated items a run uses."""
 
     source: Source = "auto"
-    """Where named datasets come from: local = $TRUTHPROBE_DATA_DIR, hub = Hugging Face hub,
-    auto = local when a data directory is configured."""
+    """Where named datasets come from: local = --data-dir / $TRUTHPROBE_DATA_DIR / what
+    `truthprobe data fetch` wrote, hub = Hugging Face hub, auto = local when one of those is
+    there."""
+    data_dir: str | None = None
+    """Folder holding arc/, mmlu/, strategyqa/ and gsm8k/ (default: $TRUTHPROBE_DATA_DIR)."""
     max_per_stratum: int = 500
     """At most this many items per easy / medium / hard stratum, drawn with `subset_seed`
     (0 = every rated item)."""
@@ -148,6 +153,12 @@ class DataConfig:
         require_non_negative(self.max_per_stratum, "max_per_stratum", "every rated item")
         self.field_specs()  # bad levels or cut-offs are an error before anything runs
 
+    def load(self, spec: str):
+        """The dataset `spec` (a name or a .jsonl path) from where these settings say."""
+        from truthprobe.data import load_dataset
+
+        return load_dataset(spec, source=self.source, data_dir=self.data_dir)
+
     def field_specs(self) -> dict:
         """The `meta.<field>` specs these settings give, registered for this process
         (`truthprobe.hardness.FIELD_SPECS`)."""
@@ -168,6 +179,61 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PromptConfig:
+    """How questions are rendered as prompts (part of each cache's identity)."""
+
+    template: str | None = None
+    """Prompt template: mc (question, lettered choices, "Answer:"), qa ("Q: ... A:"), lmeval
+    (lm-evaluation-harness's ARC / MMLU style: "Question: ...\nAnswer:" + " <choice>", no
+    listed choices; MMLU with lm-eval's subject line); default: the paper's template per
+    dataset (qa for StrategyQA, mc otherwise)."""
+    template_file: str | None = None
+    """A JSON file with the PromptTemplate fields (name, question_format, list_choices,
+    choice_format, answer_format, continuation_format, description, strip_question), instead of
+    --template."""
+
+    def __post_init__(self) -> None:
+        from truthprobe.prompts import TEMPLATES, TemplateError, load_template_file
+
+        require(
+            self.template is None or self.template_file is None,
+            "template",
+            "and --template-file are alternatives; give one",
+        )
+        require(
+            self.template is None or self.template in TEMPLATES,
+            "template",
+            f"must be one of {', '.join(TEMPLATES)}, got {self.template!r}",
+        )
+        if self.template_file is not None:
+            try:
+                load_template_file(self.template_file)
+            except TemplateError as err:
+                raise ConfigError(f"--template-file: {err}") from None
+
+    @property
+    def is_default(self) -> bool:
+        return self.template is None and self.template_file is None
+
+    def resolve(self, records):
+        """The `PromptTemplate` for a dataset's `records` (`truthprobe.prompts`)."""
+        from truthprobe.prompts import resolve_template
+
+        return resolve_template(self.template, records, self.template_file)
+
+    def identity(self) -> dict | None:
+        """What enters a run's hash: the template's name, or a file's content (not its path);
+        None for the default, so runs made before templates were selectable keep their folder."""
+        if self.is_default:
+            return None
+        if self.template_file is not None:
+            from truthprobe.prompts import load_template_file
+
+            return {"file": load_template_file(self.template_file).identity()}
+        return {"template": self.template}
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results and figures go, and how intervals are computed."""
 
@@ -182,6 +248,21 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         require_positive(self.n_boot, "n_boot")
+
+
+def settings_hash(values: dict) -> str:
+    """Hash of a run's settings (`asdict` of its config, less what the caller leaves out),
+    without what only says where things lie: the cache's folder and batch size (a cache keeps
+    the batches it was made with), the data's source and folder (its content hash is kept with
+    the results). The prompt enters only when it is not the default, so runs made before
+    templates were selectable keep their folders."""
+    values = dict(values)
+    values["cache"] = {"storage": values["cache"]["storage"]}
+    values["data"] = {k: v for k, v in values["data"].items() if k not in ("source", "data_dir")}
+    prompt = PromptConfig(**values.pop("prompt"))
+    if not prompt.is_default:
+        values["prompt"] = prompt.identity()
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def check_fraction(value: float, field: str) -> None:
@@ -259,8 +340,7 @@ class ExtractConfig:
     """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""
     model: ModelConfig = ModelConfig()
     cache: CacheConfig = CacheConfig()
-    template: str | None = None
-    """Prompt template (mc, qa); default: the paper's template for the dataset."""
+    prompt: PromptConfig = PromptConfig()
     layers: tuple[int, ...] | None = None
     """Hidden-state indices to keep (0 = embeddings); default: every layer."""
     measure: str | None = None
@@ -277,7 +357,6 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         from truthprobe.data import DATASET_NAMES
-        from truthprobe.prompts import TEMPLATES
 
         if self.measure is not None:
             check_task(f"{self.dataset}:{self.measure}")
@@ -292,11 +371,6 @@ class ExtractConfig:
             self.measure is not None or self.data.max_per_stratum == 0,
             "max_per_stratum",
             "needs --measure (it caps the strata of a hardness measure)",
-        )
-        require(
-            self.template is None or self.template in TEMPLATES,
-            "template",
-            f"must be one of {', '.join(TEMPLATES)}, got {self.template!r}",
         )
         require_non_negative(self.limit, "limit", "every item")
         require_layers(self.layers)

@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
-from truthprobe.data import Dataset, load_dataset
+from truthprobe.configs import (
+    CacheConfig,
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    PromptConfig,
+    settings_hash,
+)
+from truthprobe.data import Dataset
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, SplitConfig
 from truthprobe.hardness import get_measure
@@ -59,6 +66,7 @@ class HarnessConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     settings: MethodSettings = field(default_factory=MethodSettings)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -73,10 +81,8 @@ class HarnessConfig:
         values = asdict(self)
         for name in ("tasks", "methods", "output"):
             values.pop(name)
-        values["cache"] = {"storage": self.cache.storage}
-        values["data"].pop("source")
         values["settings"]["probe"] = {}
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+        return settings_hash(values)
 
     def run_dir(self) -> Path:
         return Path(self.output.runs_dir) / f"{self.kind}-{self.run_hash()}"
@@ -127,10 +133,9 @@ def _prepare_cache(
     measures of one dataset read and check its cache once.
     """
     from truthprobe.activations import fill_rows, open_cache
-    from truthprobe.activations.extraction import resolve_template
 
     loaded = models.base
-    template = resolve_template(None, task.pool)
+    template = config.prompt.resolve(task.pool)
     started = time.perf_counter()
     with open_cache(task.dataset.name, task.pool, loaded, template, None, config.cache) as cache:
         rows = cache.rows_of(task.ids)
@@ -144,7 +149,13 @@ def _prepare_cache(
             max_prompt_tokens=config.cache.max_prompt_tokens,
             verified=verified.setdefault(str(cache.path), set()),
         )
-        identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
+        identity = {
+            "key": cache.key,
+            "batch_size": cache.batch_size,
+            "path": str(cache.path),
+            "template": template.name,
+            "template_hash": template.hash,
+        }
         layers = cache.layers
     summary.extract_seconds += time.perf_counter() - started
     summary.rows_extracted[task.name] = filled.rows_extracted
@@ -159,22 +170,23 @@ def fill_dataset(
     cache_config: CacheConfig,
     progress: bool = True,
     verified: dict[str, set[int]] | None = None,
+    prompt: PromptConfig | None = None,
 ) -> tuple[Path, tuple[int, ...], int]:
     """Fill every choice record of `dataset` into its activation cache (only missing rows are
     extracted): model-rated measures and the transfer studies read whole datasets.
 
     `verified`: per cache file, the batches this run has verified already (as
-    `_prepare_cache`). Returns the cache's path, its layers and the number of rows extracted.
+    `_prepare_cache`); `prompt`: the template (default: the paper's). Returns the cache's path,
+    its layers and the number of rows extracted.
     """
     from truthprobe.activations import fill_rows, open_cache
-    from truthprobe.activations.extraction import resolve_template
     from truthprobe.tasks import choice_records
 
     pool = choice_records(dataset)
     if not pool:
         raise TruthprobeError(f"{dataset.name}: has no answer choices, so no hidden states")
     loaded = models.base
-    template = resolve_template(None, pool)
+    template = (prompt or PromptConfig()).resolve(pool)
     with open_cache(dataset.name, pool, loaded, template, None, cache_config) as cache:
         filled = fill_rows(
             cache, pool, None, loaded, template, progress=progress,
@@ -203,7 +215,7 @@ def _model_rated_task(
         raise TruthprobeError(f"{spec.name}: model-based hardness needs answer choices")
     started = time.perf_counter()
     path, _, extracted = fill_dataset(
-        dataset, models, config.cache, config.output.progress, verified
+        dataset, models, config.cache, config.output.progress, verified, config.prompt
     )
     with ActivationCache(path) as cache:
         scores = model_scores(cache, spec.measure)
@@ -229,6 +241,7 @@ def part_fingerprint(
 
     payload = {
         "code": code_version(),
+        "template": None if cache is None else cache.get("template_hash"),
         "part_format": PART_FORMAT,
         "model": model,
         "task": task.fingerprint,
@@ -272,6 +285,9 @@ def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], model
             "items": len(task.items),
             "n_test": len(task.split.test),
         }
+        if not task.free_form:
+            template = config.prompt.resolve(task.pool)
+            datasets[task.name]["template"] = {"name": template.name, "hash": template.hash}
     meta = {
         "kind": config.kind,
         "run_hash": config.run_hash(),
@@ -299,7 +315,7 @@ def run(config: HarnessConfig) -> RunSummary:
     for text in config.tasks:
         spec = TaskSpec.parse(text)
         if spec.dataset not in datasets:
-            datasets[spec.dataset] = load_dataset(spec.dataset, source=config.data.source)
+            datasets[spec.dataset] = config.data.load(spec.dataset)
         if get_measure(spec.measure).needs_model:
             tasks.append(spec)
             continue
@@ -362,7 +378,8 @@ def _run(
                 "hardness_correlations": summary.correlations.get(task.name, []),
             },
         )
-        ctx = MethodContext(task, models, states, run_dir, config.output.progress)
+        template = None if task.free_form else config.prompt.resolve(task.pool)
+        ctx = MethodContext(task, models, states, run_dir, config.output.progress, template)
         total = sum(len(_draws(m, task.split.config)) for m in methods)
         with tqdm(total=total, desc=task.name, unit="part", disable=not ctx.progress) as bar:
             for method in methods:

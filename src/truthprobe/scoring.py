@@ -34,7 +34,7 @@ from truthprobe.backends import SequenceRunner, hf_runner
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
-from truthprobe.prompts import PromptTemplate
+from truthprobe.prompts import PromptTemplate, choice_chars
 
 #: Rows of LM-head output computed at once (each row is a full-vocabulary logit vector).
 HEAD_CHUNK = 256
@@ -54,6 +54,7 @@ class EncodedItem:
     prefix: list[int]
     choices: list[list[int]]
     choice_chars: list[int]
+    """Each choice's characters without the separator before it (lm-eval's `acc_norm`)."""
     item_id: str = ""
     question: tuple[int, int] = (0, 0)
     """Prefix token range [start, stop) of the question text (what Min-K% scores)."""
@@ -114,6 +115,7 @@ def encode(tokenizer, template: PromptTemplate, record: Question) -> EncodedItem
         template.continuations(record),
         record.id,
         template.question_span(record),
+        choice_chars(record),
     )
 
 
@@ -123,6 +125,7 @@ def encode_texts(
     continuations: Sequence[str],
     item_id: str,
     span: tuple[int, int] | None = None,
+    chars: Sequence[int] | None = None,
 ) -> EncodedItem:
     """Tokenise prefix (with special tokens) and continuations (without) separately.
 
@@ -155,7 +158,9 @@ def encode_texts(
     for text, ids in zip(continuations, choices, strict=True):
         if not ids:
             raise ScoringError(f"record {item_id!r}: choice {text!r} tokenises to nothing")
-    return EncodedItem(prefix_ids, choices, [len(t) for t in continuations], item_id, question)
+    if chars is None:
+        chars = [len(t.lstrip()) for t in continuations]
+    return EncodedItem(prefix_ids, choices, list(chars), item_id, question)
 
 
 def max_positions(loaded: LoadedModel) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from truthprobe.configs import DataConfig, check_task
-from truthprobe.data import Dataset, Question, load_dataset
+from truthprobe.data import Dataset, Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import EvalSplit, SplitConfig, make_split
 from truthprobe.hardness import STRATA, Stratum, stratify
@@ -156,7 +156,7 @@ def load_task(
     Raises:
         TruthprobeError: bad records, a measure that rates nothing here, or too few items.
     """
-    dataset = dataset or load_dataset(spec.dataset, source=data.source)
+    dataset = dataset or data.load(spec.dataset)
     pool = choice_records(dataset) or dataset.records
     all_strata = stratify(pool, spec.measure, scores)
     items = select_items(all_strata, data)

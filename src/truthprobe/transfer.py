@@ -16,6 +16,7 @@ from truthprobe.configs import (
     DataConfig,
     ModelConfig,
     OutputConfig,
+    PromptConfig,
     Quantization,
     check_tasks,
     require,
@@ -38,6 +39,7 @@ class SweepConfig:
     """Probes and presets; by default the validated probe beside the paper's settings."""
     split: SplitConfig = SplitConfig()
     data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
     cache: CacheConfig = CacheConfig()
     output: OutputConfig = OutputConfig()
 
@@ -52,6 +54,7 @@ class SweepConfig:
             model=self.model,
             cache=self.cache,
             data=self.data,
+            prompt=self.prompt,
             split=self.split,
             settings=MethodSettings(probe=self.probe),
             output=self.output,

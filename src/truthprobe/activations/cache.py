@@ -18,7 +18,8 @@ Layout (format 4; documented API, keys are stable):
     items/record           (items,)  str           the full record as JSON (hardness fields too)
     scores/choice_logprob  (items, choices) float32  summed log-likelihood of the continuation
     scores/choice_tokens   (items, choices) int32    continuation length in tokens
-    scores/choice_chars    (items, choices) int32    continuation length in characters
+    scores/choice_chars    (items, choices) int32    choice length in characters (from 0.5:
+                                                     without the separator; lm-eval acc_norm)
     scores/min_k           (items, k) float32        Min-K% of the question's tokens, one column
                                                      per attribute `min_k_percents` (NaN: the
                                                      question was truncated away)

@@ -28,7 +28,7 @@ from truthprobe.data import Question, content_hash
 from truthprobe.errors import TruthprobeError
 from truthprobe.min_k import min_k_rows
 from truthprobe.models import LoadedModel
-from truthprobe.prompts import PromptTemplate, default_template, get_template
+from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
     EncodedItem,
     encode,
@@ -89,10 +89,6 @@ def resolve_layers(requested: Sequence[int] | None, n_layers: int) -> tuple[int,
             "(0 = embeddings)"
         )
     return tuple(sorted(set(requested)))
-
-
-def resolve_template(name: str | None, records: Sequence[Question]) -> PromptTemplate:
-    return default_template(records[0].dataset) if name is None else get_template(name)
 
 
 def cache_spec(
@@ -313,17 +309,16 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
     Raises:
         CacheError: an explicit cache path holds a cache made for something else.
     """
-    from truthprobe.data import load_dataset
     from truthprobe.tasks import choice_records
 
-    dataset = load_dataset(config.dataset, source=config.data.source)
+    dataset = config.data.load(config.dataset)
     records = choice_records(dataset)
     require_choices(dataset.name, records)
     wanted = selected_records(config, records)
     if not wanted:
         raise ExtractError(f"{dataset.name}: the selection holds no items to extract")
     loaded = loaded or config.model.load()
-    template = resolve_template(config.template, records)
+    template = config.prompt.resolve(records)
     with open_cache(
         dataset.name,
         records,

@@ -19,6 +19,7 @@ from truthprobe.configs import (
     DataConfig,
     ModelConfig,
     OutputConfig,
+    PromptConfig,
     check_tasks,
     require,
 )
@@ -43,6 +44,7 @@ class BaselinesConfig:
     qlora: QLoRASettings = QLoRASettings()
     split: SplitConfig = SplitConfig(seeds=1, max_test=60)
     data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
     cache: CacheConfig = CacheConfig()
     output: OutputConfig = OutputConfig()
 
@@ -59,6 +61,7 @@ class BaselinesConfig:
             model=self.model,
             cache=self.cache,
             data=self.data,
+            prompt=self.prompt,
             split=self.split,
             settings=MethodSettings(icl=self.icl, cot=self.cot, qlora=self.qlora),
             output=self.output,

@@ -25,7 +25,7 @@ from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
-from truthprobe.prompts import PromptTemplate
+from truthprobe.prompts import PromptTemplate, choice_chars
 from truthprobe.scoring import count_tokens, encode_texts, score_continuations
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,13 @@ def icl_choice_probs(
         for t in tests
     ]
     items = [
-        encode_texts(loaded.tokenizer, prompt.prefix, template.continuations(test), test.id)
+        encode_texts(
+            loaded.tokenizer,
+            prompt.prefix,
+            template.continuations(test),
+            test.id,
+            chars=choice_chars(test),
+        )
         for prompt, test in zip(prompts, tests, strict=True)
     ]
     n_choices = max(t.n_choices for t in tests)

@@ -12,7 +12,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from truthprobe.data.local import DATA_DIR_ENV, LOCAL_FILES, load_local_located, resolve_data_dir
+from truthprobe.data.local import (
+    DATA_DIR_ENV,
+    LOCAL_FILES,
+    configured_data_dir,
+    load_local_located,
+    resolve_data_dir,
+)
 from truthprobe.data.records import (
     MAX_CHOICES,
     DataError,
@@ -61,6 +67,34 @@ class Dataset:
             records = records[:limit]
         return Dataset(self.name, records, self.source)
 
+    @classmethod
+    def from_hf(cls, table, name: str = "hf", **columns) -> Dataset:
+        """A dataset from a Hugging Face `datasets.Dataset` / `DatasetDict` (or any rows of
+        mappings), every row validated like a JSONL record; `columns` map the table's columns
+        onto the schema (`question=`, `choices=`, `answer=`, `meta=[...]`, `id=`, `split=`;
+        see `truthprobe.data.hf.records_from_hf`)."""
+        from truthprobe.data.hf import records_from_hf
+
+        return cls(name, records_from_hf(table, name=name, **columns), f"hf:{name}")
+
+    def to_hf(self):
+        """The records as a `datasets.Dataset` with the schema's columns."""
+        from truthprobe.data.hf import records_to_hf
+
+        return records_to_hf(self.records)
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """Write the records as a JSONL file in the schema (whole, then renamed into place),
+        for `--tasks FILE.jsonl:<measure>` and `--dataset FILE.jsonl`."""
+        import json
+        import os
+
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in self.records))
+        os.replace(partial, path)
+        return path
+
 
 def load_dataset(
     spec: str | Path,
@@ -72,9 +106,10 @@ def load_dataset(
 
     Args:
         spec: a dataset name, or a path to a JSONL file in the shared schema.
-        source: `local` reads `data_dir` / `$TRUTHPROBE_DATA_DIR`; `hub` downloads from the
-            Hugging Face hub; `auto` uses local data when a directory is configured, else the hub.
-        data_dir: overrides `$TRUTHPROBE_DATA_DIR`.
+        source: `local` reads `data_dir` / `$TRUTHPROBE_DATA_DIR` / what `truthprobe data
+            fetch` wrote; `hub` downloads from the Hugging Face hub; `auto`: local when a
+            directory is configured, else the hub.
+        data_dir: overrides `$TRUTHPROBE_DATA_DIR` (the --data-dir flag).
         max_choices: the most answer choices a record may have (e.g. the cache's choice axis).
 
     Raises:
@@ -109,9 +144,7 @@ def load_dataset(
 
 
 def _local_configured(data_dir: str | Path | None) -> bool:
-    import os
-
-    return data_dir is not None or bool(os.environ.get(DATA_DIR_ENV))
+    return configured_data_dir(data_dir) is not None
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from truthprobe.data.local import WAYS
 from truthprobe.data.records import MAX_CHOICES, DataError, Question, parse_record
 
 ARC_HUB_ID = "allenai/ai2_arc"
@@ -25,10 +26,12 @@ ARC_ANNOTATIONS_URL = (
     "data/arc-challenge-easy-annotations.json"
 )
 
+#: In the order of the local files (each subject's high-school level, then its college level):
+#: the order fixes record rows, so hub and local data share one content hash and one cache.
 MMLU_STEM5_SUBJECTS: tuple[str, ...] = tuple(
     f"{level}_{subject}"
-    for level in ("high_school", "college")
     for subject in ("biology", "chemistry", "computer_science", "mathematics", "physics")
+    for level in ("high_school", "college")
 )
 
 _ARC_SUBSETS = {"easy": ("ARC-Easy", "ARCEZ_"), "challenge": ("ARC-Challenge", "ARCCH_")}
@@ -170,8 +173,8 @@ def fetch_arc_annotations(source: str | Path | None = None) -> dict[str, dict[st
             return json.loads(response.read().decode("utf-8"))
     except OSError as err:
         raise DataError(
-            f"could not fetch the ARC hardness annotations from {url} ({err}); pass a local copy "
-            "or use the local data directory (TRUTHPROBE_DATA_DIR)"
+            f"could not fetch the ARC hardness annotations from {url} ({err}); give a local copy "
+            f"(`truthprobe data fetch --annotations FILE`), or use local data: {WAYS}"
         ) from err
 
 
@@ -183,19 +186,28 @@ def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterable[Mapping[s
     try:
         return datasets.load_dataset(hub_id, config, split=split)
     except Exception as err:  # the hub client raises many unrelated types when offline
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(
             f"could not load {hub_id} ({config or 'default'}, split {split}) from the Hugging "
-            f"Face hub: {err}. Offline, set TRUTHPROBE_DATA_DIR to a local copy instead."
+            f"Face hub ({message}; a gated dataset needs `hf auth login`); offline, use local "
+            f"data: {WAYS}"
         ) from err
 
 
 def load_hub_located(
-    name: str, max_choices: int = MAX_CHOICES, annotations: str | Path | None = None
+    name: str,
+    max_choices: int = MAX_CHOICES,
+    annotations: str | Path | None = None,
+    notes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[tuple[Question, str]]:
-    """Records of dataset `name` from the Hugging Face hub, each with a `hub-id:split:row` tag."""
+    """Records of dataset `name` from the Hugging Face hub, each with a `hub-id:split:row` tag.
+
+    ARC's hardness annotations: `notes` if already read, else from `annotations` (a file or
+    URL; default: their public repository).
+    """
     rows: list[tuple[dict[str, Any], str]] = []
     if name == "arc":
-        notes = fetch_arc_annotations(annotations)
+        notes = notes if notes is not None else fetch_arc_annotations(annotations)
         for subset, (config, _) in _ARC_SUBSETS.items():
             for split in ("train", "validation", "test"):
                 for i, row in enumerate(_hub_rows(ARC_HUB_ID, config, split)):

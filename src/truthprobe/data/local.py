@@ -24,27 +24,47 @@ LOCAL_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: What to do without a data directory: the two ways to name one (the message of every error).
+WAYS = (
+    f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR, DIR being a folder that holds arc/, mmlu/, "
+    "strategyqa/ and gsm8k/ (online, `truthprobe data fetch --to DIR` builds one)"
+)
+
+
+def default_data_dir() -> Path:
+    """Where `truthprobe data fetch` writes without --to: beside the converted models."""
+    return Path.home() / ".cache" / "truthprobe" / "data"
+
+
+def configured_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str] | None:
+    """The local data directory and what named it: `data_dir` (the --data-dir flag), else
+    `$TRUTHPROBE_DATA_DIR`, else what `truthprobe data fetch` wrote by default; None if none."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser(), "--data-dir"
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser(), DATA_DIR_ENV
+    if (default_data_dir() / FETCHED_MARK).is_file():
+        return default_data_dir(), "`truthprobe data fetch`"
+    return None
+
+
+#: Written last by `truthprobe data fetch`: a folder without it was not fetched completely.
+FETCHED_MARK = "FETCHED.json"
+
+
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The local data directory: `data_dir` if given, else `$TRUTHPROBE_DATA_DIR`.
+    """The local data directory (see `configured_data_dir`).
 
     Raises:
-        DataError: with instructions when neither is set or the directory is missing.
+        DataError: naming --data-dir and TRUTHPROBE_DATA_DIR when neither is set, or the
+            directory is missing.
     """
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
-    if not chosen:
-        raise DataError(
-            f"no local data directory: set {DATA_DIR_ENV} to the folder that holds arc/, mmlu/, "
-            f"strategyqa/ and gsm8k/ (for example `export {DATA_DIR_ENV}=../shared/data`), "
-            "or load from the Hugging Face hub when online (`--source hub`)"
-        )
-    path = Path(chosen).expanduser()
+    found = configured_data_dir(data_dir)
+    if found is None:
+        raise DataError(f"no local data directory: {WAYS}")
+    path, named_by = found
     if not path.is_dir():
-        raise DataError(
-            f"data directory {path} does not exist (from "
-            f"{'the data_dir argument' if data_dir is not None else DATA_DIR_ENV}); point "
-            f"{DATA_DIR_ENV} at the folder that holds arc/, mmlu/, strategyqa/ and gsm8k/, "
-            "or use `--source hub` when online"
-        )
+        raise DataError(f"data directory {path} (from {named_by}) does not exist: {WAYS}")
     return path
 
 

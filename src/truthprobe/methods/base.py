@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from truthprobe.methods.settings import MethodSettings
     from truthprobe.models import LoadedModel
     from truthprobe.probes import ProbeData
+    from truthprobe.prompts import PromptTemplate
     from truthprobe.tasks import Task
 
 
@@ -176,6 +177,8 @@ class MethodContext:
     states: TaskStates | None
     run_dir: Path
     progress: bool = True
+    template: PromptTemplate | None = None
+    """The prompt of the task's multiple-choice methods (its cache's); None for free-form."""
     scratch: dict[str, Any] = field(default_factory=dict)
     """Work methods share within the task (e.g. probe fits of every preset at a layer)."""
 

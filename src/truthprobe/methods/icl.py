@@ -11,7 +11,6 @@ import numpy as np
 
 from truthprobe.baselines.icl import DEFAULT_K
 from truthprobe.methods.base import Method, MethodContext, MethodOutput, register_method
-from truthprobe.prompts import default_template
 
 
 class ICL(Method):
@@ -48,10 +47,10 @@ class ICL(Method):
                 progress=ctx.progress,
             )
             return MethodOutput.from_generations(ctx.test, generations, [t.choices for t in tests])
-        template = default_template(records[0].dataset)
+        assert ctx.template is not None  # the harness sets it for multiple-choice tasks
         probs = icl_choice_probs(
             ctx.models.base,
-            template,
+            ctx.template,
             demos,
             tests,
             max_tokens=self.max_tokens,

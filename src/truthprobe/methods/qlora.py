@@ -14,7 +14,6 @@ import numpy as np
 
 from truthprobe.methods.base import Method, MethodContext, MethodOutput, register_method
 from truthprobe.methods.icl import uses_cot
-from truthprobe.prompts import default_template
 
 
 class QLoRA(Method):
@@ -48,7 +47,7 @@ class QLoRA(Method):
         records = ctx.task.records
         training = [records[i] for i in train]
         tests = [records[i] for i in ctx.test]
-        template = None if self.cot else default_template(records[0].dataset)
+        template = None if self.cot else ctx.template
         config = QLoRAConfig(
             max_updates=self.qlora.qlora_max_updates or None,
             objective="cot" if self.cot else "mc",

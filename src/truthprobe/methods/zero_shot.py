@@ -2,7 +2,8 @@
 
 Multiple-choice tasks score each choice by its summed log-likelihood as a continuation of the
 prompt, read from the activation cache (`zero_shot`, lm-evaluation-harness's `acc`), or divided
-by the continuation's length in characters (`zero_shot_norm`, `acc_norm`). Free-form tasks
+by the choice's length in characters without the separator before it (`zero_shot_norm`,
+lm-eval's `acc_norm`: `len(choice)`, not `len(" " + choice)`). Free-form tasks
 (GSM8k) use zero-shot chain-of-thought after a "math worksheet" instruction (`zero_shot+cot`).
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.methods.base import Method, MethodContext, MethodOutput, register_method
+from truthprobe.prompts import choice_chars
 
 Normalization = Literal["raw", "chars"]
 
@@ -44,9 +46,13 @@ class ZeroShot(Method):
         assert ctx.states is not None
         rows = ctx.evaluated
         logprob, mask = ctx.states.scores("choice_logprob")
-        chars, _ = ctx.states.scores("choice_chars")
+        # from the records, not the cache: caches before 0.5 counted the separator too
+        chars = np.zeros(mask[rows].shape, np.int64)
+        for j, i in enumerate(rows):
+            lengths = choice_chars(ctx.task.records[i])
+            chars[j, : len(lengths)] = lengths
         ids = [ctx.task.ids[i] for i in rows]
-        probs = zero_shot_probs(ids, logprob[rows], chars[rows], mask[rows], self.normalization)
+        probs = zero_shot_probs(ids, logprob[rows], chars, mask[rows], self.normalization)
         return MethodOutput.from_choice_probs(rows, probs, ctx.task.answers[rows])
 
 

@@ -10,7 +10,6 @@ cell's per-item correctness (`items.npz`), and the figure in `plots/<study>-<has
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -21,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig, check_tasks
+from truthprobe.configs import (
+    CacheConfig,
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    PromptConfig,
+    check_tasks,
+    settings_hash,
+)
 from truthprobe.evaluate import SplitConfig, bootstrap_accuracy, bootstrap_sgr
 from truthprobe.studies.fits import choose_layer, draw, fit_draws
 from truthprobe.studies.sources import Source, load_sources
@@ -41,6 +48,7 @@ class StudyConfig:
     easy-trained probes do best on its easy validation items (the sweep's rule)."""
     data: DataConfig = DataConfig(max_per_stratum=0)
     """Every rated item by default (the split is then the sweep's with --max-per-stratum 0)."""
+    prompt: PromptConfig = PromptConfig()
     cache: CacheConfig = CacheConfig(batch_size=8)
     """Datasets are filled whole; batches of 8 extract faster."""
     output: OutputConfig = OutputConfig()
@@ -55,9 +63,7 @@ class StudyConfig:
     def run_hash(self) -> str:
         values = asdict(self)
         values.pop("output")
-        values["cache"] = {"storage": self.cache.storage}
-        values["data"].pop("source")
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+        return settings_hash(values)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class Study:
             config.split,
             config.cache,
             config.output.progress,
+            config.prompt,
         )
         study.extract_seconds = time.perf_counter() - began
         study.model_fingerprint = models.base.fingerprint.to_dict()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from truthprobe.configs import CacheConfig, DataConfig
-from truthprobe.data import Dataset, Question, load_dataset
+from truthprobe.configs import CacheConfig, DataConfig, PromptConfig
+from truthprobe.data import Dataset, Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
 from truthprobe.hardness import get_measure, hardness_values
@@ -118,6 +118,7 @@ def load_sources(
     split: SplitConfig,
     cache_config: CacheConfig,
     progress: bool = True,
+    prompt: PromptConfig | None = None,
 ) -> dict[str, Source]:
     """Each task's `Source`, its dataset's cache filled first (only missing rows extracted).
 
@@ -136,7 +137,7 @@ def load_sources(
         if get_measure(spec.measure).needs_model:
             raise TruthprobeError(f"{text}: the studies take human-rated measures only")
         if spec.dataset not in datasets:
-            datasets[spec.dataset] = load_dataset(spec.dataset, source=data.source)
+            datasets[spec.dataset] = data.load(spec.dataset)
         dataset = datasets[spec.dataset]
         if not choice_records(dataset):
             raise TruthprobeError(f"{text}: {dataset.name} has no answer choices, so no probes")
@@ -144,7 +145,9 @@ def load_sources(
     sources: dict[str, Source] = {}
     verified: dict[str, set[int]] = {}
     for text, task in resolved.items():
-        path, layers, _ = fill_dataset(task.dataset, models, cache_config, progress, verified)
+        path, layers, _ = fill_dataset(
+            task.dataset, models, cache_config, progress, verified, prompt
+        )
         with ActivationCache(path) as cache:
             rows = cache.rows_of([r.id for r in task.pool])
             right = zero_shot_correct(cache)
