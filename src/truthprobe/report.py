@@ -303,13 +303,14 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
     _write_csv(run_dir / "sgr.csv", sgr_rows)
     plot_sgr_bars(table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model['name']})")
     split = config["split"]
+    wide = max([18, *(len(r["task"]) for r in table)])  # a file path can be a long task name
     lines = [
         f"{meta['kind']} {meta['run_hash']}  model {model['name']} "
         f"({model['revision'][:24]}, {model['dtype']})",
         f"probes: n_train {split['n_train']}, seeds {split['seeds']}; bootstrap {n_boot} "
         "resamples of test items and seeds; probe layer chosen on easy validation items",
         "",
-        f"{'task':<18} {'method':<15} {'zero-shot':>9} {'(norm)':>7} {'layer':>8} "
+        f"{'task':<{wide}} {'method':<15} {'zero-shot':>9} {'(norm)':>7} {'layer':>8} "
         f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
     ]
     for r in table:
@@ -329,7 +330,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         if r["collapsed"]:
             flag += f"  (collapsed: {r['collapsed']} of {r['parts']} parts near uniform)"
         lines.append(
-            f"{r['task']:<18} {r['method']:<15} {r['unsupervised']:>9.3f} {norm_text} "
+            f"{r['task']:<{wide}} {r['method']:<15} {r['unsupervised']:>9.3f} {norm_text} "
             f"{layer_name(r['layer']):>8} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
             f"{r['sgr_text']}{flag}"
         )
