@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -98,3 +99,18 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "gemma_fp32" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_model)
+
+
+@pytest.fixture()
+def cli(capsys):
+    """`truthprobe ARGS` in-process (what the console script calls): exit status, stdout and
+    stderr. For output tests; errors are tested through the console script in a subprocess."""
+
+    def run(*args: str) -> SimpleNamespace:
+        from truthprobe.cli import main
+
+        status = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
+
+    return run

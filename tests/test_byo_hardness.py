@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 from test_cli_config import truthprobe
-
-from truthprobe.cli import main
 
 LEVEL_OF_GRADE = {3: "elementary", 4: "elementary", 5: "elementary", 6: "middle", 7: "middle"}
 DIFFICULTY = {"Low": 1, "Medium": 2, "High": 3}
@@ -36,18 +33,6 @@ def byo_file(tmp_path_factory, load):
     path = tmp_path_factory.mktemp("byo") / "arc-byo.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path, [json.loads(line)["meta"] for line in lines]
-
-
-@pytest.fixture()
-def cli(capsys):
-    """`truthprobe ARGS` in-process: exit status, stdout and stderr."""
-
-    def run(*args: str) -> SimpleNamespace:
-        status = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
-
-    return run
 
 
 def counts(stdout: str) -> dict[str, int]:

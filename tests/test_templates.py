@@ -8,27 +8,15 @@ lm-eval's side is always lm-eval's own code (`truthprobe.parity`: its task files
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import write_jsonl
 from test_cli_config import truthprobe
 
-from truthprobe.cli import main
 from truthprobe.data import Question
 from truthprobe.methods.zero_shot import zero_shot_probs
 from truthprobe.prompts import LMEVAL, choice_chars, resolve_template
-
-
-@pytest.fixture()
-def cli(capsys):
-    def run(*args: str) -> SimpleNamespace:
-        status = main(list(args))
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
-
-    return run
 
 
 @pytest.fixture(scope="module")
