@@ -9,6 +9,7 @@ subprocess, as a user meets them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -67,6 +68,25 @@ def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
     again = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / f"{kind}.csv"), table)
+
+
+def test_a_study_with_lm_evals_prompt_reads_that_template_s_cache(
+    arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
+):
+    from truthprobe.prompts import LMEVAL
+
+    status = main([
+        "noisy-labels", "--tasks", f"{arc_sample}:grade", "--noise", "0", "--template", "lmeval",
+        "--model", str(tiny_model_dir), "--n-train", "12", "--seeds", "1",
+        "--validation-size", "10", "--n-boot", "50", "--layer", "1",
+        "--cache-dir", str(shared_cache), "--runs-dir", str(tmp_path / "runs"),
+        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (task,) = json.loads((run_dir / "config.json").read_text())["datasets"].values()
+    assert task["template"] == {"name": "lmeval", "hash": LMEVAL.hash}
+    assert Path(task["cache"]).name.startswith("arc-sample-lmeval-")
 
 
 @pytest.mark.parametrize(

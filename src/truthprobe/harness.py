@@ -286,8 +286,7 @@ def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], model
             "n_test": len(task.split.test),
         }
         if not task.free_form:
-            template = config.prompt.resolve(task.pool)
-            datasets[task.name]["template"] = {"name": template.name, "hash": template.hash}
+            datasets[task.name]["template"] = config.prompt.recorded(task.pool)
     meta = {
         "kind": config.kind,
         "run_hash": config.run_hash(),
