@@ -3,8 +3,9 @@
 Each dataset is loaded through the hub converters (`truthprobe.data.hub`, the same records a
 `--source hub` run reads) and written in the layout of `LOCAL_FILES`, with the ARC hardness
 annotations beside ARC. Every file is written whole under a temporary name and renamed, and
-`FETCHED.json` (what was fetched, from where, when) is written last: an interrupted fetch leaves
-no half-written file, and a folder without the mark is not used as the default data directory.
+`FETCHED.json` (what was fetched, from where, when) gains each dataset once all its files are
+written: an interrupted fetch leaves no half-written file, and a folder without the mark is not
+used as the default data directory.
 """
 
 from __future__ import annotations
@@ -72,20 +73,20 @@ def fetch_datasets(
         if name == "arc":
             _write_atomically(root / "arc" / "annotations.json", json.dumps(notes))
         done.append(Fetched(name, len(located), tuple(files)))
-    mark = root / FETCHED_MARK
-    previous = json.loads(mark.read_text()) if mark.is_file() else {}
-    previous.update(
-        {
-            f.dataset: {
-                "records": f.records,
-                "files": list(f.files),
-                "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "annotations": str(annotations or ARC_ANNOTATIONS_URL)
-                if f.dataset == "arc"
-                else None,
-            }
-            for f in done
-        }
-    )
-    _write_atomically(mark, json.dumps(previous, indent=2))
+        _mark(root, done[-1], annotations)  # each dataset marked as soon as it is whole
     return done
+
+
+def _mark(root: Path, fetched: Fetched, annotations: str | Path | None) -> None:
+    """Add what was fetched, from where and when, to the folder's `FETCHED.json`."""
+    mark = root / FETCHED_MARK
+    entries = json.loads(mark.read_text()) if mark.is_file() else {}
+    entries[fetched.dataset] = {
+        "records": fetched.records,
+        "files": list(fetched.files),
+        "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "annotations": str(annotations or ARC_ANNOTATIONS_URL)
+        if fetched.dataset == "arc"
+        else None,
+    }
+    _write_atomically(mark, json.dumps(entries, indent=2))
