@@ -218,9 +218,11 @@ class ParityConfig:
     n: int = 200
     """Test items per dataset, drawn with --seed (0 = every test item)."""
     seed: int = 0
+    """Seed of the draw of test items."""
     model: ModelConfig = ModelConfig(dtype="float32")
     """float32 by default: lm-eval sums log-likelihoods in the model's dtype."""
     batch_size: int = 8
+    """Items per forward pass, on both sides (lm-eval's HFLM and truthprobe's engine)."""
     source: Source = "auto"
     """Where the datasets come from (as for the sweep)."""
     data_dir: str | None = None
