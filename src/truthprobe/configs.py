@@ -221,11 +221,6 @@ class PromptConfig:
 
         return resolve_template(self.template, records, self.template_file)
 
-    def recorded(self, records) -> dict:
-        """The template of `records` as results record it: its name and hash."""
-        template = self.resolve(records)
-        return {"name": template.name, "hash": template.hash}
-
     def identity(self) -> dict | None:
         """What enters a run's hash: the template's name, or a file's content (not its path);
         None for the default, so runs made before templates were selectable keep their folder."""

@@ -48,6 +48,7 @@ from truthprobe.methods import (
     TaskStates,
     build_methods,
 )
+from truthprobe.prompts import PromptTemplate
 from truthprobe.runstore import PartKey, RunStore
 from truthprobe.tasks import Task, TaskSpec, load_task
 
@@ -122,6 +123,7 @@ class RunSummary:
 
 def _prepare_cache(
     task: Task,
+    template: PromptTemplate,
     models: Models,
     config: HarnessConfig,
     summary: RunSummary,
@@ -135,7 +137,6 @@ def _prepare_cache(
     from truthprobe.activations import fill_rows, open_cache
 
     loaded = models.base
-    template = config.prompt.resolve(task.pool)
     started = time.perf_counter()
     with open_cache(task.dataset.name, task.pool, loaded, template, None, config.cache) as cache:
         rows = cache.rows_of(task.ids)
@@ -149,13 +150,7 @@ def _prepare_cache(
             max_prompt_tokens=config.cache.max_prompt_tokens,
             verified=verified.setdefault(str(cache.path), set()),
         )
-        identity = {
-            "key": cache.key,
-            "batch_size": cache.batch_size,
-            "path": str(cache.path),
-            "template": template.name,
-            "template_hash": template.hash,
-        }
+        identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
         layers = cache.layers
     summary.extract_seconds += time.perf_counter() - started
     summary.rows_extracted[task.name] = filled.rows_extracted
@@ -241,7 +236,6 @@ def part_fingerprint(
 
     payload = {
         "code": code_version(),
-        "template": None if cache is None else cache.get("template_hash"),
         "part_format": PART_FORMAT,
         "model": model,
         "task": task.fingerprint,
@@ -266,7 +260,13 @@ def _arrays(output: MethodOutput, train: np.ndarray | None) -> dict[str, np.ndar
     return arrays
 
 
-def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], models: Models) -> None:
+def _write_config(
+    config: HarnessConfig,
+    run_dir: Path,
+    tasks: list[Task],
+    templates: dict[str, PromptTemplate],
+    models: Models,
+) -> None:
     """`config.json`: this invocation's settings and provenance; earlier invocations kept."""
     from truthprobe import __version__
     from truthprobe.provenance import provenance
@@ -285,8 +285,8 @@ def _write_config(config: HarnessConfig, run_dir: Path, tasks: list[Task], model
             "items": len(task.items),
             "n_test": len(task.split.test),
         }
-        if not task.free_form:
-            datasets[task.name]["template"] = config.prompt.recorded(task.pool)
+        if task.name in templates:
+            datasets[task.name]["template"] = templates[task.name].reference()
     meta = {
         "kind": config.kind,
         "run_hash": config.run_hash(),
@@ -359,11 +359,15 @@ def _run(
         else _model_rated_task(t, datasets, models, config, summary, verified)
         for t in tasks
     ]
-    _write_config(config, run_dir, tasks, models)
+    # each task's prompt, resolved once (the cache key holds it, so parts need no more)
+    templates = {t.name: config.prompt.resolve(t.pool) for t in tasks if not t.free_form}
+    _write_config(config, run_dir, tasks, templates, models)
     for task in tasks:
         states, layers, cache = None, (), None
         if not task.free_form:
-            states, layers, cache = _prepare_cache(task, models, config, summary, verified)
+            states, layers, cache = _prepare_cache(
+                task, templates[task.name], models, config, summary, verified
+            )
         methods = build_methods(config.methods, task, config.settings, layers)
         store.write_task(
             task.spec.slug,
@@ -377,8 +381,9 @@ def _run(
                 "hardness_correlations": summary.correlations.get(task.name, []),
             },
         )
-        template = None if task.free_form else config.prompt.resolve(task.pool)
-        ctx = MethodContext(task, models, states, run_dir, config.output.progress, template)
+        ctx = MethodContext(
+            task, models, states, run_dir, config.output.progress, templates.get(task.name)
+        )
         total = sum(len(_draws(m, task.split.config)) for m in methods)
         with tqdm(total=total, desc=task.name, unit="part", disable=not ctx.progress) as bar:
             for method in methods:

@@ -22,7 +22,7 @@ from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.methods.zero_shot import zero_shot_probs
 from truthprobe.models import LoadedModel
-from truthprobe.prompts import choice_chars, resolve_template
+from truthprobe.prompts import resolve_template
 from truthprobe.scoring import encode, score_continuations
 
 #: Tolerances of the check: zero-shot accuracy within 1 point, each choice's log-likelihood
@@ -176,12 +176,9 @@ def compare(loaded: LoadedModel, records: Sequence[Question], batch_size: int = 
     ours = [resolve_template("lmeval", [r]) for r in records]
     items = [encode(loaded.tokenizer, t, r) for t, r in zip(ours, records, strict=True)]
     n_choices = max(r.n_choices for r in records)
-    logprob, _ = score_continuations(loaded, items, n_choices, batch_size, progress=False)
-    chars = np.zeros(logprob.shape, np.int64)
-    mask = np.zeros(logprob.shape, bool)
-    for i, record in enumerate(records):
-        chars[i, : record.n_choices] = choice_chars(record)
-        mask[i, : record.n_choices] = True
+    # `encode` counts each choice's characters as lm-eval does (`prompts.choice_chars`)
+    logprob, chars = score_continuations(loaded, items, n_choices, batch_size, progress=False)
+    mask = np.arange(n_choices) < np.array([r.n_choices for r in records])[:, None]
     ids = [r.id for r in records]
     gold = np.array([r.answer_index for r in records])
     acc = zero_shot_probs(ids, logprob, chars, mask, "raw").correct(gold)

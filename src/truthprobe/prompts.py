@@ -62,6 +62,10 @@ class PromptTemplate:
         text = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def reference(self) -> dict[str, str]:
+        """What results record of the template: its name and hash (the text is in the cache)."""
+        return {"name": self.name, "hash": self.hash}
+
     def to_json(self) -> str:
         return json.dumps(self.identity(), sort_keys=True)
 

@@ -133,7 +133,9 @@ def encode_texts(
     which is what lets the prefix run once. `span` (characters of the prefix) marks the question
     text: its tokens are those overlapping the span, by the fast tokenizer's offsets (a token
     such as "▁What" that carries the space before the question counts), or, for a tokenizer
-    without offsets, by tokenising the text up to each end of the span.
+    without offsets, by tokenising the text up to each end of the span. `chars`: each choice's
+    length for `acc_norm` (`prompts.choice_chars`; default: the continuation without its
+    leading whitespace).
     """
     question = (0, 0)
     if span is not None and getattr(tokenizer, "is_fast", False):

@@ -187,7 +187,7 @@ class Study:
                 task: {
                     "content_sha256": s.content_hash,
                     "cache": s.cache,
-                    "template": self.config.prompt.recorded(s.records),
+                    "template": self.config.prompt.resolve(s.records).reference(),
                     "records": len(s.records),
                     "n_test": len(s.test),
                 }
