@@ -70,6 +70,8 @@ INVALID = [
     ("extract", "--dataset", "arc", "--max-per-stratum", "10"),
     ("extract", "--dataset", "arc", "--template", "nope"),
     ("extract", "--dataset", "mmlu", "--measure", "grade"),
+    ("lmeval-parity", "--datasets", "strategyqa"),
+    ("lmeval-parity", "--n", "-1"),
 ]
 
 
