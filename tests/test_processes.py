@@ -159,3 +159,45 @@ def test_cache_path_never_overwrites_a_file_that_is_not_a_cache(
     assert "not a readable truthprobe activation cache" in result.stderr
     assert "pass another --cache-path" in result.stderr
     assert precious.read_bytes() == b""
+
+
+def parts_line(stdout: str) -> tuple[int, int]:
+    """(computed, reused) from a study's `parts: X computed, Y reused` line."""
+    import re
+
+    found = re.search(r"parts: (\d+) computed, (\d+) reused", stdout)
+    assert found, stdout
+    return int(found[1]), int(found[2])
+
+
+def test_a_study_killed_mid_run_resumes_computing_only_missing_parts(
+    arc_520, tiny_model_dir, tmp_path
+):
+    """SIGKILL while a learning-curves study writes its parts: the parts already stored are
+    kept and reused, only the missing ones are computed, and the table equals an uninterrupted
+    run's."""
+    import pandas as pd
+
+    def args(runs: Path) -> list[str]:
+        return ["learning-curves", "--tasks", f"{arc_520}:grade", "--sizes", "4", "8", "16",
+                "--model", str(tiny_model_dir), "--n-train", "12", "--seeds", "3",
+                "--validation-size", "10", "--n-boot", "100", "--no-progress",
+                "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(runs),
+                "--plots-dir", str(tmp_path / "plots")]  # fmt: skip
+
+    reference = truthprobe(*args(tmp_path / "reference"))  # also fills the cache
+    assert reference.returncode == 0, reference.stderr
+    total, _ = parts_line(reference.stdout)
+    runs = tmp_path / "runs"
+    process = start(args(runs))
+    wait_for(lambda: any(runs.rglob("*.npz")), timeout=300)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stored = [p for p in runs.rglob("*.npz") if ".partial-" not in p.name]
+    assert 0 < len(stored) < total, (len(stored), total)
+    again = truthprobe(*args(runs))
+    assert again.returncode == 0, again.stderr
+    assert parts_line(again.stdout) == (total - len(stored), len(stored))
+    (mine,) = runs.glob("*/studies/*/learning_curves.csv")
+    (theirs,) = (tmp_path / "reference").glob("*/studies/*/learning_curves.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(mine), pd.read_csv(theirs))

@@ -1,7 +1,7 @@
 """Transfer studies, known answers on planted states (no model): a direction shared by two
-datasets transfers, an orthogonal one gives chance; label noise lowers agreement as a clean
-probe's confusion predicts; learning-curve draws are nested; hardness levels that share a
-direction transfer across the gap and those that do not sit at chance."""
+datasets transfers through stored probe arrays, an orthogonal one gives chance; label noise
+lowers agreement as a clean probe's confusion predicts; the one draw rule is nested; hardness
+levels that share a direction transfer across the gap and those that do not sit at chance."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from truthprobe.configs import OutputConfig
-from truthprobe.evaluate import TRAIN_ON
-from truthprobe.probes import ProbeData
+from truthprobe.evaluate import TRAIN_ON, EvalSplit, EvaluationError, SplitConfig, noisy_labels
+from truthprobe.probes import ProbeData, scorer_from_arrays
+from truthprobe.results import accuracy_cells, chance_items, recovered_cells
 from truthprobe.studies.base import Study
-from truthprobe.studies.fits import draw, fit_draws, hits, nested_draws, noisy_labels
+from truthprobe.studies.fits import fit_draws, hits
 from truthprobe.studies.hardness_gap import HardnessGapConfig, gap_rows
-from truthprobe.studies.learning_curves import LearningCurvesConfig, curve_rows
-from truthprobe.studies.noisy_labels import NoisyLabelsConfig, noise_rows
 from truthprobe.studies.sources import Source
-from truthprobe.studies.transfer_matrix import TransferMatrixConfig, transfer_rows
 
 D = 48
 
@@ -69,40 +66,38 @@ def study_of(config, *sources: Source) -> Study:
     return Study("test", config, sources={s.task: s for s in sources})
 
 
+def transferred(source: Source, target: Source, train_on: str) -> np.ndarray:
+    """What `Harness.run_transfers` computes: the probe fitted on `source`'s pool, stored as
+    arrays, rebuilt and scored on `target`'s test items; (items, seeds) correctness."""
+    pool = source.pools[train_on]
+    draws = [np.sort(np.random.default_rng(s).permutation(pool)[:160]) for s in range(5)]
+    fitted = fit_draws(source, 0, draws, list(range(5)))
+    rebuilt = [scorer_from_arrays("mc_linear", f.arrays()) for f in fitted]
+    return hits(rebuilt, target.at(0).take(target.test))
+
+
 def test_a_direction_shared_by_two_datasets_transfers_and_an_orthogonal_one_does_not():
     rng = np.random.default_rng(1)
     shared = unit(rng.normal(size=D))
     other = unit(rng.normal(size=D))
     other = unit(other - (other @ shared) * shared)  # orthogonal to the shared direction
-    config = TransferMatrixConfig(
-        tasks=("arc:grade", "strategyqa:steps"), layer=0, output=OutputConfig(n_boot=500)
-    )
     # StrategyQA-like: 2 choices; the multiple-choice probe normalises over each item's own
     for second, transfers in ((shared, True), (other, False)):
-        study = study_of(
-            config,
-            planted_source("arc:grade", [shared], choices=4, seed=2),
-            planted_source("strategyqa:steps", [second], choices=2, seed=3),
-        )
-        rows, items = transfer_rows(study)
-        cell = {(r["train_task"], r["train_on"], r["test_task"]): r for r in rows}
-        assert len(rows) == 2 * 3 * 2 and len(items) == len(rows)
-        for task in ("arc:grade", "strategyqa:steps"):  # own data: the planted signal
-            for s in TRAIN_ON:
-                assert cell[(task, s, task)]["accuracy"] > 0.9
-        assert cell[("arc:grade", "easy", "strategyqa:steps")]["chance"] == 0.5
-        assert cell[("strategyqa:steps", "easy", "arc:grade")]["chance"] == 0.25
+        arc = planted_source("arc:grade", [shared], choices=4, seed=2)
+        sqa = planted_source("strategyqa:steps", [second], choices=2, seed=3)
+        assert chance_items(sqa.n_choices[sqa.test]).mean() == 0.5
         for s in TRAIN_ON:
-            a_on_b = cell[("arc:grade", s, "strategyqa:steps")]
-            b_on_a = cell[("strategyqa:steps", s, "arc:grade")]
+            own = transferred(arc, arc, s)
+            assert own.mean() > 0.9  # own data: the planted signal
+            a_on_b, b_on_a = transferred(arc, sqa, s), transferred(sqa, arc, s)
             if transfers:
-                assert a_on_b["accuracy"] > 0.9 and b_on_a["accuracy"] > 0.9
-                assert a_on_b["recovered"] == pytest.approx(1.0, abs=0.06)
-                assert not a_on_b["no_gap"] and a_on_b["sgr"] == pytest.approx(1.0, abs=0.1)
+                assert a_on_b.mean() > 0.9 and b_on_a.mean() > 0.9
+                recovered = recovered_cells(a_on_b, transferred(sqa, sqa, "hard"), 500)
+                assert recovered["recovered"] == pytest.approx(1.0, abs=0.06)
             else:  # chance on the other dataset: within its interval
-                for r in (a_on_b, b_on_a):
-                    assert r["accuracy_low"] <= r["chance"] <= r["accuracy_high"]
-                assert a_on_b["recovered"] < 0.65 and a_on_b["sgr"] < 0.3
+                for matrix, chance in ((a_on_b, 0.5), (b_on_a, 0.25)):
+                    cells = accuracy_cells(matrix, 500)
+                    assert cells["accuracy_low"] <= chance <= cells["accuracy_high"]
 
 
 def test_noise_replaces_exactly_p_of_the_labels_with_a_wrong_choice():
@@ -138,42 +133,50 @@ def test_noise_lowers_agreement_as_a_clean_probes_confusion_predicts():
 
 def test_noisy_hard_training_falls_toward_chance_and_clean_easy_does_not():
     source = planted_source("arc:grade", [unit(np.ones(D))], n=2400, strength=1.2, seed=6)
-    config = NoisyLabelsConfig(tasks=("arc:grade",), layer=0, noise=(0.0, 0.5, 0.9))
-    study = study_of(config, source)
-    rows, _ = noise_rows(study)
-    hard = {r["p"]: r["accuracy"] for r in rows if r["train_on"] == "hard (noisy)"}
-    easy = next(r["accuracy"] for r in rows if r["train_on"] == "easy (clean)")
+    data, test = source.at(0), source.at(0).take(source.test)
+    easy = hits(fit_draws(source, 0, [source.pools["easy"][:160]], [0]), test).mean()
+    hard = {}
+    for p in (0.0, 0.5, 0.9):
+        rows = source.pools["hard"][:160]
+        labels = noisy_labels(data.answer_index[rows], source.n_choices[rows], p, seed=0)[0]
+        hard[p] = hits(fit_draws(source, 0, [rows], [0], labels=[labels]), test).mean()
     assert hard[0.0] == pytest.approx(easy, abs=0.05)
     # at p = 0.9 on 4 choices, gold is the label of 10% and each wrong choice of 30%: the
     # probe learns to avoid the planted direction and falls below chance
     assert hard[0.0] > hard[0.5] > hard[0.9] and hard[0.9] < 0.25
 
 
-def test_nested_learning_curve_draws_are_subsets_and_seeded():
-    pool = np.arange(1000, 1500)
+def test_draws_are_nested_seeded_and_the_sweeps_own():
+    """The one draw rule (`EvalSplit.train_rows`): a smaller draw is inside every larger one
+    of the same seed, so a learning curve's point at n_train is the sweep's draw."""
+    pools = {"easy": np.arange(1000, 1500), "hard": np.arange(1500, 1700), "all": np.arange(2000)}
+    split = EvalSplit(np.arange(10), np.arange(10, 20), pools, SplitConfig(n_train=160))
     for seed in range(3):
-        draws = nested_draws(pool, [10, 20, 40, 80, 160, 320, 640], seed, "arc:easy")
-        assert 640 not in draws  # larger than the pool: left out
+        draws = {n: split.train_rows("easy", seed, n) for n in (10, 20, 40, 80, 160, 320)}
         sizes = sorted(draws)
         for small, large in zip(sizes, sizes[1:], strict=False):
             assert set(draws[small]) <= set(draws[large])
-        assert all(len(set(draws[n])) == n and set(draws[n]) <= set(pool) for n in sizes)
-        again = nested_draws(pool, [10, 320], seed, "arc:easy")
-        assert (again[10] == draws[10]).all() and (again[320] == draws[320]).all()
-    assert set(nested_draws(pool, [40], 0, "a")[40]) != set(nested_draws(pool, [40], 1, "a")[40])
-    assert (draw(pool, 40, 2, "x") == np.sort(nested_draws(pool, [40], 2, "x")[40])).all()
+        assert all(len(set(draws[n])) == n and set(draws[n]) <= set(pools["easy"]) for n in sizes)
+        assert (split.train_rows("easy", seed) == draws[160]).all()  # the sweep's draw
+        # ... and the draw every release made before draws were nested: stored runs keep it
+        rng = np.random.default_rng([0, seed, TRAIN_ON.index("easy")])
+        assert (np.sort(rng.choice(pools["easy"], 160, replace=False)) == draws[160]).all()
+    assert set(split.train_rows("easy", 0, 40)) != set(split.train_rows("easy", 1, 40))
+    with pytest.raises(EvaluationError, match="hard pool has 200 items, 320 requested"):
+        split.train_rows("hard", 0, 320)
 
 
-def test_learning_curves_rise_with_n_and_cost_counts_hard_items():
+def test_learning_curves_rise_with_n():
     source = planted_source("arc:grade", [unit(np.ones(D))], n=1400, strength=0.8, seed=8)
-    config = LearningCurvesConfig(tasks=("arc:grade",), layer=0, sizes=(10, 320), hard_cost=3)
-    rows, items = curve_rows(study_of(config, source))
-    acc = {(r["train_on"], r["n_train"]): r for r in rows}
+    split = EvalSplit(source.test, source.validation, source.pools, SplitConfig())
+    test, seeds = source.at(0).take(source.test), list(range(5))
     for train_on in TRAIN_ON:
-        assert acc[(train_on, 320)]["accuracy"] > acc[(train_on, 10)]["accuracy"] + 0.05
-    assert acc[("easy", 320)]["cost"] == 320 and acc[("hard", 320)]["cost"] == 960
-    assert 320 < acc[("all", 320)]["cost"] < 960  # half hard, half easy items
-    assert "sgr_text" in acc[("easy", 10)] and len(items) == len(rows) == 6
+        small, large = (
+            hits(fit_draws(source, 0, [split.train_rows(train_on, s, n) for s in seeds], seeds),
+                 test).mean()
+            for n in (10, 320)
+        )  # fmt: skip
+        assert large > small + 0.05
 
 
 def test_levels_that_share_a_direction_transfer_across_the_gap_and_others_sit_at_chance():

@@ -9,6 +9,7 @@ subprocess, as a user meets them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +25,11 @@ STUDY_ARGS = {
     "learning-curves": ["--tasks", "{F}:grade", "--sizes", "4", "8", "12"],
     "noisy-labels": ["--tasks", "{F}:grade", "--noise", "0", "0.5"],
 }
+#: Studies that are plans over the sweep's run (the others still fit on their own).
+PLANNED = ("transfer-matrix", "learning-curves", "noisy-labels")
+#: The settings a study and the sweep share in these tests.
+SHARED = ["--n-train", "12", "--seeds", "2", "--validation-size", "10", "--n-boot", "200",
+          "--no-progress"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -32,42 +38,128 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("study-activations")
 
 
-def study(name: str, sample, model, tmp_path, cache, capsys):
+def study(name: str, sample, model, tmp_path, cache, capsys, *extra: str):
     args = [a.replace("{F}", str(sample)) for a in STUDY_ARGS[name]]
+    layer = [] if name in PLANNED else ["--layer", "1"]
     status = main([
-        name, *args, "--model", str(model), "--n-train", "12", "--seeds", "2",
-        "--validation-size", "10", "--n-boot", "200", "--layer", "1",
+        name, *args, *extra, *layer, "--model", str(model), *SHARED,
         "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs"),
-        "--plots-dir", str(tmp_path / "plots"), "--no-progress",
+        "--plots-dir", str(tmp_path / "plots"),
     ])  # fmt: skip
     out = capsys.readouterr()
     return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
 
 
+def study_folder(tmp_path: Path, kind: str) -> Path:
+    (folder,) = (tmp_path / "runs").glob(f"layer_sweep-*/studies/{kind}-*")
+    return folder
+
+
 @pytest.mark.parametrize("name", sorted(STUDY_ARGS))
-def test_each_study_writes_its_table_items_config_and_figure_reproducibly(
+def test_each_study_writes_its_table_config_and_figure_reproducibly(
     name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
 ):
     first = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     assert first.returncode == 0, first.stderr
     kind = name.replace("-", "_")
-    (run_dir,) = (tmp_path / "runs").glob(f"{kind}-*")
-    table = pd.read_csv(run_dir / f"{kind}.csv")
+    if name in PLANNED:  # a study folder inside the sweep's run directory
+        folder = study_folder(tmp_path, kind)
+        run_dir = folder.parent.parent
+        layers = json.loads((folder / "layers.json").read_text())
+        assert all(v["chosen_on"].startswith("easy validation") for v in layers.values())
+        figure = next((tmp_path / "plots").glob(f"{run_dir.name}/{kind}-*.png"))
+    else:
+        (folder,) = (tmp_path / "runs").glob(f"{kind}-*")
+        run_dir = folder
+        meta = json.loads((run_dir / "config.json").read_text())
+        assert all(v["layer"] == 1 for v in meta["layers"].values())
+        figure = next((tmp_path / "plots").glob(f"{kind}-*/{kind}.png"))
+    table = pd.read_csv(folder / f"{kind}.csv")
     assert len(table) > 0 and table["accuracy"].between(0, 1).all()
     assert (table["accuracy_low"] <= table["accuracy"] + 1e-12).all()
     meta = json.loads((run_dir / "config.json").read_text())
     assert meta["model_fingerprint"]["name"] == str(tiny_model_dir)
-    assert all(d["content_sha256"] for d in meta["datasets"].values())
-    assert all(v["layer"] == 1 for v in meta["layers"].values())
-    figure = next((tmp_path / "plots").glob(f"{kind}-*/{kind}.png"))
     assert figure.with_suffix(".pdf").is_file()
-    assert "table:" in first.stdout and "time:" in first.stdout
-    if name == "transfer-matrix":  # every layer of the tiny model, the chosen one marked
-        assert set(table["layer"]) == {0, 1, 2} and table["chosen"].sum() == 2 * 3 * 2
-        assert figure.with_name("transfer_matrix-layers.png").is_file()
+    assert "table:" in first.stdout
+    if name == "transfer-matrix":  # every layer of the tiny model and mid+last, one chosen
+        assert set(table["layer"]) == {0, 1, 2, -2} and table["chosen"].sum() == 2 * 3 * 2
+    if name == "learning-curves":  # cost: easy items 1 each, hard items --hard-cost (2)
+        cost = table.set_index(["train_on", "n_train"])["cost"]
+        assert cost[("easy", 8)] == 8 and cost[("hard", 8)] == 16
     again = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     assert again.returncode == 0, again.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(run_dir / f"{kind}.csv"), table)
+    if name in PLANNED:
+        assert "parts: 0 computed" in again.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(folder / f"{kind}.csv"), table)
+
+
+def part_files(run_dir: Path) -> dict[Path, tuple[bytes, int]]:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*.npz")}
+
+
+def test_a_studys_cells_are_the_sweeps_own_parts(
+    arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
+):
+    """The transfer matrix's diagonal, the learning curve at the sweep's n_train and noise 0
+    are the sweep's stored parts: the study reuses those very files (bytes and modification
+    times unchanged) and its cells are computed from them."""
+    from truthprobe.runstore import load_run
+
+    tasks = [f"{arc_sample}:grade", f"{arc_sample}:difficulty"]
+    status = main([
+        "sweep", "--tasks", *tasks, "--model", str(tiny_model_dir), *SHARED,
+        "--cache-dir", str(shared_cache), "--runs-dir", str(tmp_path / "runs"),
+        "--plots-dir", str(tmp_path / "plots"),
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").glob("layer_sweep-*")
+    swept = part_files(run_dir)
+    for name in PLANNED:
+        assert study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+    after = part_files(run_dir)
+    assert all(after[p] == swept[p] for p in swept), "the study rewrote a sweep part"
+    sweep = load_run(run_dir).items
+    sweep = sweep[
+        (sweep["role"] == "test") & (sweep["family"] == "mc_linear") & (sweep["n_train"] == 12)
+        & (sweep["noise"] == 0) & (sweep["test_task"] == sweep["task"])
+    ]  # fmt: skip
+
+    def swept_accuracy(task: str, layer: int, train_on: str) -> float:
+        mine = sweep[(sweep["task"] == task) & (sweep["layer"] == layer)]
+        return float(mine[mine["train_on"] == train_on]["correct"].mean())
+
+    matrix = load_run(study_folder(tmp_path, "transfer_matrix")).study
+    diagonal = matrix[(matrix["train_task"] == matrix["test_task"]) & matrix["chosen"]]
+    assert len(diagonal) == 2 * 3
+    for row in diagonal.itertuples():
+        assert row.accuracy == swept_accuracy(row.train_task, row.layer, row.train_on)
+    curves = load_run(study_folder(tmp_path, "learning_curves")).study
+    for row in curves[curves["n_train"] == 12].itertuples():
+        assert row.accuracy == swept_accuracy(row.task, row.layer, row.train_on)
+    noisy = load_run(study_folder(tmp_path, "noisy_labels")).study
+    for row in noisy[noisy["p"] == 0].itertuples():
+        train_on = "easy" if row.train_on == "easy (clean)" else "hard"
+        assert row.accuracy == swept_accuracy(row.task, row.layer, train_on)
+    # the study's parts sit beside the sweep's: more items, noisy labels, other tasks
+    extra = load_run(run_dir).summary
+    assert {12, 4, 8} <= set(extra["n_train"]) and {0.0, 0.5} <= set(extra["noise"])
+    assert set(extra["test_task"]) == set(tasks)
+
+
+def test_a_moved_run_folder_still_reports_its_sweep_and_studies(
+    arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
+):
+    first = study("noisy-labels", arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+    assert first.returncode == 0, first.stderr
+    folder = study_folder(tmp_path, "noisy_labels")
+    table = pd.read_csv(folder / "noisy_labels.csv")
+    moved = tmp_path / "elsewhere" / folder.parent.parent.name
+    shutil.move(folder.parent.parent, moved)  # the run folder alone: no cache, no model
+    for target in (moved, moved / "studies" / folder.name):
+        assert main(["report", str(target), "--plots-dir", str(tmp_path / "p2")]) == 0
+        assert "table" in capsys.readouterr().out  # `tables:` of the sweep, `table:` of a study
+    again = pd.read_csv(moved / "studies" / folder.name / "noisy_labels.csv")
+    pd.testing.assert_frame_equal(again, table)
 
 
 def test_a_study_with_lm_evals_prompt_reads_that_template_s_cache(
@@ -86,7 +178,10 @@ def test_a_study_with_lm_evals_prompt_reads_that_template_s_cache(
     (run_dir,) = (tmp_path / "runs").iterdir()
     (task,) = json.loads((run_dir / "config.json").read_text())["datasets"].values()
     assert task["template"] == {"name": "lmeval", "hash": LMEVAL.hash}
-    assert Path(task["cache"]).name.startswith("arc-sample-lmeval-")
+    (stored,) = run_dir.glob("parts/*/task.json")
+    assert Path(json.loads(stored.read_text())["cache"]["path"]).name.startswith(
+        "arc-sample-lmeval-"
+    )
 
 
 @pytest.mark.parametrize(

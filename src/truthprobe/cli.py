@@ -162,8 +162,12 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from truthprobe.report import write_report
+    from truthprobe.studies.planned import is_study_dir, render
 
-    print(write_report(args.run_dir, args.plots_dir))
+    if is_study_dir(args.run_dir):  # a study folder: its table, from the run store alone
+        print(render(args.run_dir, args.plots_dir))
+    else:
+        print(write_report(args.run_dir, args.plots_dir))
     return 0
 
 

@@ -60,7 +60,7 @@ class Directions:
         found: dict[tuple[str, str, int, str], dict[int, np.ndarray]] = defaultdict(dict)
         for slug in store.task_slugs():
             task = store.task(slug)["task"]
-            for key in store.keys(slug):
+            for key in store.keys(slug, default_only=True):
                 part = store.read(key)
                 arrays = part.probe_arrays
                 if arrays is None or part.meta["family"].startswith("ccs"):
@@ -121,7 +121,7 @@ def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
         store, slug, cache = view.store, view.slug, view.cache
         states_of, mask, answers = view.cache_rows, view.mask, view.answers
         test = np.flatnonzero(view.roles == "test")
-        keys = [k for k in store.keys(slug) if k.method.startswith(f"{family}@")]
+        keys = [k for k in store.keys(slug, default_only=True) if k.method.startswith(f"{family}@")]
         for method in sorted({k.method for k in keys}):
             layer = int(store.read(next(k for k in keys if k.method == method)).meta["layer"])
             states = answer_end_features(cache, layer, states_of)
@@ -160,7 +160,7 @@ def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dic
         if len(pool) < 2 * n_train:
             continue
         check_rows = np.flatnonzero(view.roles == "validation")
-        keys = [k for k in view.store.keys(view.slug) if "@" in k.method]
+        keys = [k for k in view.store.keys(view.slug, default_only=True) if "@" in k.method]
         layers = sorted({int(view.store.read(k).meta["layer"]) for k in keys})
         for layer in layers:
             states = answer_end_features(view.cache, layer, view.cache_rows)
@@ -220,8 +220,12 @@ def _twin_rows(mine: _TaskView, theirs: _TaskView, family: str, where: tuple) ->
         )
     names = (_precision(mine.cache), _precision(theirs.cache))
     test = np.flatnonzero(mine.roles == "test")
-    stored = set(theirs.store.keys(theirs.slug))
-    keys = [k for k in mine.store.keys(mine.slug) if k.method.startswith(f"{family}@")]
+    stored = set(theirs.store.keys(theirs.slug, default_only=True))
+    keys = [
+        k
+        for k in mine.store.keys(mine.slug, default_only=True)
+        if k.method.startswith(f"{family}@")
+    ]
     rows = []
     for method in sorted({k.method for k in keys}):
         layer = int(mine.store.read(next(k for k in keys if k.method == method)).meta["layer"])

@@ -73,18 +73,54 @@ class EvalSplit:
     config: SplitConfig
 
     def train_rows(self, train_on: str, seed: int, n: int | None = None) -> np.ndarray:
-        """`n` (default `n_train`) training rows for (train_on, seed), deterministic given both.
+        """`n` (default `n_train`) training rows for (train_on, seed): the one draw rule.
 
+        The first `n` of one seeded order of the pool (`draw_order`), so draws are nested: the
+        draw of 40 is a subset of the draw of 80 with the same seed (a learning curve adds
+        items, it never swaps them), and a curve's point at `n_train` is the sweep's own draw.
         ICL passes its k here: its demonstrations come from the same pools as probe training.
         """
-        if train_on not in self.pools:
+        pool = self.pools.get(train_on)
+        if pool is None:
             raise EvaluationError(f"unknown train_on {train_on!r}; valid: {', '.join(TRAIN_ON)}")
-        pool = self.pools[train_on]
-        rng = np.random.default_rng([self.config.split_seed, seed, TRAIN_ON.index(train_on)])
         size = self.config.n_train if n is None else n
         if size > len(pool):
             raise EvaluationError(f"{train_on} pool has {len(pool)} items, {size} requested")
-        return np.sort(rng.choice(pool, size=size, replace=False))
+        return np.sort(self.draw_order(train_on, seed)[:size])
+
+    def draw_order(self, train_on: str, seed: int) -> np.ndarray:
+        """The pool in the seeded order every draw of (train_on, seed) takes its first n from.
+
+        Its first `n_train` are the split's draw of that size as it has been made since the
+        first release (`Generator.choice` without replacement, which is not nested by itself),
+        followed by the rest of the pool shuffled by the same generator: runs stored before
+        draws were nested keep their training items, and every size is a prefix.
+        """
+        pool = self.pools[train_on]
+        rng = np.random.default_rng([self.config.split_seed, seed, TRAIN_ON.index(train_on)])
+        first = rng.choice(pool, size=min(self.config.n_train, len(pool)), replace=False)
+        rest = rng.permutation(np.setdiff1d(pool, first))
+        return np.concatenate([first, rest])
+
+
+def noisy_labels(
+    answers: np.ndarray, n_choices: np.ndarray, p: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Answers with round(p * n) of them, drawn at random, replaced by a random wrong choice.
+
+    Returns the noisy answers and a mask of the replaced items. Exactly that many labels are
+    wrong, so a probe that agrees with the clean labels scores 1 - p against the noisy ones.
+    The same (seed, p) always replaces the same items, whichever command asks.
+    """
+    answers = np.asarray(answers).copy()
+    n_choices = np.asarray(n_choices)
+    rng = np.random.default_rng([seed, int(round(p * 1000))])
+    flipped = np.zeros(len(answers), bool)
+    flipped[rng.choice(len(answers), int(round(p * len(answers))), replace=False)] = True
+    for i in np.flatnonzero(flipped):
+        wrong = [c for c in range(int(n_choices[i])) if c != answers[i]]
+        answers[i] = rng.choice(wrong)
+    return answers, flipped
 
 
 def make_split(strata: Sequence[Stratum | None], config: SplitConfig) -> EvalSplit:

@@ -36,7 +36,7 @@ from truthprobe.configs import (
 )
 from truthprobe.data import Dataset
 from truthprobe.errors import TruthprobeError
-from truthprobe.evaluate import TRAIN_ON, SplitConfig
+from truthprobe.evaluate import TRAIN_ON, SplitConfig, noisy_labels
 from truthprobe.hardness import get_measure
 from truthprobe.locks import Lock
 from truthprobe.methods import (
@@ -222,6 +222,20 @@ def _model_rated_task(
     return load_task(spec, config.data, config.split, dataset, scores)
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One part's training draw: the pool, the seed, how many items and how noisy their labels.
+
+    `n_train` 0 is the split's setting; a draw of the split's size is stored as that, so a study
+    asking for it gets the sweep's part.
+    """
+
+    train_on: str
+    seed: int
+    n_train: int = 0
+    noise: float = 0.0
+
+
 def part_fingerprint(
     task: Task,
     method: Method,
@@ -229,6 +243,7 @@ def part_fingerprint(
     model: dict[str, Any],
     cache: dict[str, Any] | None,
     split: SplitConfig,
+    noise: float = 0.0,
 ) -> str:
     """Hash of the code, model, data, cache, split and method settings behind a part."""
     from truthprobe.provenance import code_version
@@ -244,6 +259,8 @@ def part_fingerprint(
         "method": [method.label, method.settings()],
         "n_train": n_train,
     }
+    if noise:
+        payload["noise"] = noise
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -309,156 +326,292 @@ def run(config: HarnessConfig) -> RunSummary:
         TruthprobeError: bad data, a split that cannot be made, a method that fails (the
             message names task, method, train_on and seed); nothing half-written is left.
     """
-    datasets: dict[str, Dataset] = {}  # several measures of one dataset read it once
-    tasks: list[Task | TaskSpec] = []  # model-rated tasks are resolved once the model is there
-    for text in config.tasks:
-        spec = TaskSpec.parse(text)
-        if spec.dataset not in datasets:
-            datasets[spec.dataset] = config.data.load(spec.dataset)
-        if get_measure(spec.measure).needs_model:
-            tasks.append(spec)
-            continue
-        tasks.append(load_task(spec, config.data, config.split, datasets[spec.dataset]))
-    run_dir = config.run_dir()
-    made = [p for p in (run_dir.parent, run_dir) if not p.exists()]
-    lock = Lock(run_dir / ".lock").acquire(
-        f"run directory {run_dir}", "wait for it to finish, or pass another --runs-dir"
-    )
-    summary = RunSummary(run_dir)
-    try:
-        return _run(config, tasks, datasets, run_dir, summary)
-    except BaseException:
-        if made and summary.computed == 0:  # a failed first attempt leaves no empty folder
-            shutil.rmtree(made[0], ignore_errors=True)
-        raise
-    finally:
-        lock.release()
+    with Harness(config) as harness:
+        harness.run_all()
+        return harness.summary
 
 
-def _run(
-    config: HarnessConfig,
-    tasks: list[Task | TaskSpec],
-    datasets: dict[str, Dataset],
-    run_dir: Path,
-    summary: RunSummary,
-):
-    store = RunStore(run_dir)
-    models = Models(config.model)
-    started = time.perf_counter()
-    fingerprint = models.base.fingerprint.to_dict()
-    summary.model_seconds = time.perf_counter() - started
-    if "probe" in config.methods and config.settings.probe.layers is not None:
-        from truthprobe.activations.extraction import resolve_layers
+class Harness:
+    """One open run: its tasks resolved from the data, its directory locked, its caches filled
+    and its methods built; parts are computed on request and stored as they finish.
 
-        # before anything is extracted: a layer the model does not have is a setting error
-        resolve_layers(config.settings.probe.layers, models.base.n_layers)
-    verified: dict[str, set[int]] = {}
-    tasks = [
-        t
-        if isinstance(t, Task)
-        else _model_rated_task(t, datasets, models, config, summary, verified)
-        for t in tasks
-    ]
-    # each task's prompt, resolved once (the cache key holds it, so parts need no more)
-    templates = {t.name: config.prompt.resolve(t.pool) for t in tasks if not t.free_form}
-    _write_config(config, run_dir, tasks, templates, models)
-    for task in tasks:
-        states, layers, cache = None, (), None
-        if not task.free_form:
-            states, layers, cache = _prepare_cache(
-                task, templates[task.name], models, config, summary, verified
+    `run` computes every method's sweep parts; a study opens a `Harness`, runs the same, then
+    asks for the further parts its cells need (`run_parts`, `run_transfers`). Used as a context
+    manager: the lock is held until exit, and a first attempt that fails before computing any
+    part leaves no folder behind.
+    """
+
+    def __init__(self, config: HarnessConfig) -> None:
+        self.config = config
+        self.datasets: dict[str, Dataset] = {}  # several measures of one dataset read it once
+        self.pending: list[Task | TaskSpec] = []  # model-rated tasks wait for the model
+        for text in config.tasks:
+            spec = TaskSpec.parse(text)
+            if spec.dataset not in self.datasets:
+                self.datasets[spec.dataset] = config.data.load(spec.dataset)
+            if get_measure(spec.measure).needs_model:
+                self.pending.append(spec)
+                continue
+            self.pending.append(
+                load_task(spec, config.data, config.split, self.datasets[spec.dataset])
             )
-        methods = build_methods(config.methods, task, config.settings, layers)
-        store.write_task(
-            task.spec.slug,
-            {
-                "task": task.name,
-                "dataset": task.dataset.name,
-                "measure": task.spec.measure,
-                "fingerprint": task.fingerprint,
-                "cache": cache,
-                "items": task.table(),
-                "hardness_correlations": summary.correlations.get(task.name, []),
-            },
+        self.run_dir = config.run_dir()
+        self.store = RunStore(self.run_dir)
+        self.summary = RunSummary(self.run_dir)
+        self.tasks: dict[str, Task] = {}
+        self.tasks_by_slug: dict[str, Task] = {}
+        self.contexts: dict[str, MethodContext] = {}
+        self.methods: dict[str, dict[str, Method]] = {}
+        self.caches: dict[str, dict[str, Any] | None] = {}
+        self._lock: Lock | None = None
+        self._made: list[Path] = []
+        self._opened = False
+
+    def __enter__(self) -> Harness:
+        run_dir = self.run_dir
+        self._made = [p for p in (run_dir.parent, run_dir) if not p.exists()]
+        self._lock = Lock(run_dir / ".lock").acquire(
+            f"run directory {run_dir}", "wait for it to finish, or pass another --runs-dir"
         )
-        ctx = MethodContext(
-            task, models, states, run_dir, config.output.progress, templates.get(task.name)
-        )
-        total = sum(len(_draws(m, task.split.config)) for m in methods)
-        with tqdm(total=total, desc=task.name, unit="part", disable=not ctx.progress) as bar:
-            for method in methods:
-                _run_method(method, ctx, store, fingerprint, cache, summary, bar)
-    return summary
+        return self
 
-
-def _draws(method: Method, split: SplitConfig) -> list[tuple[str, int]]:
-    """The (train_on, seed) parts of a method: one unsupervised part, or every stratum x seed."""
-    if not method.supervised:
-        return [("none", 0)]
-    return [(t, s) for t in TRAIN_ON for s in split.seed_values]
-
-
-def _run_method(
-    method: Method,
-    ctx: MethodContext,
-    store: RunStore,
-    model: dict[str, Any],
-    cache: dict[str, Any] | None,
-    summary: RunSummary,
-    bar: tqdm,
-) -> None:
-    """Every (train_on, seed) part of one method on one task not stored yet."""
-    task, split = ctx.task, ctx.task.split
-    n_train = method.n_train(split.config.n_train) if method.supervised else 0
-    expected = part_fingerprint(task, method, n_train, model, cache, split.config)
-    draws = _draws(method, split.config)
-    stored_meta = {d: store.meta(PartKey(task.spec.slug, method.label, *d)) for d in draws}
-    missing = [d for d, m in stored_meta.items() if m is None or m.get("fingerprint") != expected]
-    shared = 0.0  # seconds of work shared by the missing parts, spread over them
-    if missing and method.supervised:
-        began = time.perf_counter()
+    def __exit__(self, kind, error, trace) -> None:
         try:
-            method.prepare(ctx, [(split.train_rows(t, s, n_train), s) for t, s in draws])
-        except TruthprobeError as err:
-            raise TruthprobeError(f"{task.name} {method.label}: {err}") from err
-        shared = (time.perf_counter() - began) / len(missing)
-    for train_on, seed in draws:
-        bar.update()
-        key = PartKey(task.spec.slug, method.label, train_on, seed)
-        stored = stored_meta[(train_on, seed)]
-        if (train_on, seed) not in missing:
-            summary.reused += 1
-            continue
-        if stored is not None:
-            summary.stale += 1
-            log.warning("%s: stored part was made by other code or data; recomputing", key)
-        train = split.train_rows(train_on, seed, n_train) if method.supervised else None
-        began = time.perf_counter()
-        try:
-            output = method.run(ctx, train, seed)
-        except TruthprobeError as err:
+            if kind is not None and self._made and self.summary.computed == 0:
+                shutil.rmtree(self._made[0], ignore_errors=True)  # no empty folder after a failure
+        finally:
+            assert self._lock is not None
+            self._lock.release()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def open(self) -> Harness:
+        """Load the model, fill each task's rows into its cache, write the run's config and
+        task tables, and build the methods (once; later calls return at once)."""
+        if self._opened:
+            return self
+        config, summary = self.config, self.summary
+        self.models = models = Models(config.model)
+        started = time.perf_counter()
+        self.fingerprint = models.base.fingerprint.to_dict()
+        summary.model_seconds = time.perf_counter() - started
+        if "probe" in config.methods and config.settings.probe.layers is not None:
+            from truthprobe.activations.extraction import resolve_layers
+
+            # before anything is extracted: a layer the model does not have is a setting error
+            resolve_layers(config.settings.probe.layers, models.base.n_layers)
+        verified: dict[str, set[int]] = {}
+        tasks = [
+            t
+            if isinstance(t, Task)
+            else _model_rated_task(t, self.datasets, models, config, summary, verified)
+            for t in self.pending
+        ]
+        # each task's prompt, resolved once (the cache key holds it, so parts need no more)
+        templates = {t.name: config.prompt.resolve(t.pool) for t in tasks if not t.free_form}
+        _write_config(config, self.run_dir, tasks, templates, models)
+        for task in tasks:
+            states, layers, cache = None, (), None
+            if not task.free_form:
+                states, layers, cache = _prepare_cache(
+                    task, templates[task.name], models, config, summary, verified
+                )
+            methods = build_methods(config.methods, task, config.settings, layers)
+            self.store.write_task(
+                task.spec.slug,
+                {
+                    "task": task.name,
+                    "dataset": task.dataset.name,
+                    "measure": task.spec.measure,
+                    "fingerprint": task.fingerprint,
+                    "cache": cache,
+                    "items": task.table(),
+                    "pools": {k: int(len(v)) for k, v in task.split.pools.items()},
+                    "hardness_correlations": summary.correlations.get(task.name, []),
+                },
+            )
+            self.tasks[task.name] = task
+            self.tasks_by_slug[task.spec.slug] = task
+            self.caches[task.name] = cache
+            self.methods[task.name] = {m.label: m for m in methods}
+            self.contexts[task.name] = MethodContext(
+                task, models, states, self.run_dir, config.output.progress, templates.get(task.name)
+            )
+        self._opened = True
+        return self
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        """Every method's sweep parts on every task: train_on x seed at the split's n_train."""
+        self.open()
+        for name, methods in self.methods.items():
+            draws = {
+                label: _draws(m, self.tasks[name].split.config) for label, m in methods.items()
+            }
+            total = sum(len(d) for d in draws.values())
+            progress = self.config.output.progress
+            with tqdm(total=total, desc=name, unit="part", disable=not progress) as bar:
+                for label, method_draws in draws.items():
+                    self.run_parts(name, label, method_draws, bar)
+
+    def key(self, task: str, label: str, draw: Draw, test: str = "") -> PartKey:
+        """The stored key of a draw (the split's n_train is stored as the default)."""
+        own = self.tasks[task]
+        n = 0 if draw.n_train == own.split.config.n_train else draw.n_train
+        test_slug = self.tasks[test].spec.slug if test and test != task else ""
+        return PartKey(own.spec.slug, label, draw.train_on, draw.seed, n, draw.noise, test_slug)
+
+    def run_parts(
+        self, task_name: str, label: str, draws: list[Draw], bar: tqdm | None = None
+    ) -> list[PartKey]:
+        """The parts of one method on one task for `draws`, computing those not stored (or
+        made by other code or data); returns their keys."""
+        self.open()
+        method = self.methods[task_name].get(label)
+        if method is None:
             raise TruthprobeError(
-                f"{task.name} {method.label} (train_on {train_on}, seed {seed}): {err}"
-            ) from err
-        seconds = time.perf_counter() - began + shared
-        summary.method_seconds += seconds
-        summary.computed += 1
-        store.put(
+                f"{task_name}: no method {label!r} in this run; built: "
+                f"{', '.join(self.methods[task_name])}"
+            )
+        ctx, task, store = self.contexts[task_name], self.tasks[task_name], self.store
+        split = task.split
+        keys = [self.key(task_name, label, d) for d in draws]
+        sizes = [
+            method.n_train(d.n_train or split.config.n_train) if method.supervised else 0
+            for d in draws
+        ]
+        expected = [
+            part_fingerprint(task, method, n, self.fingerprint, self.caches[task_name],
+                             split.config, d.noise)
+            for d, n in zip(draws, sizes, strict=True)
+        ]  # fmt: skip
+        stored = [store.meta(k) for k in keys]
+        missing = [
+            i for i, (m, f) in enumerate(zip(stored, expected, strict=True))
+            if m is None or m.get("fingerprint") != f
+        ]  # fmt: skip
+        trains = {
+            i: split.train_rows(draws[i].train_on, draws[i].seed, sizes[i])
+            for i in missing
+            if method.supervised
+        }
+        if any(d.noise for d in draws) and not method.noisy_labels:
+            raise TruthprobeError(f"{task.name} {label}: this method cannot train on noisy labels")
+        labels = {i: self._noisy(task, trains[i], draws[i]) for i in trains if draws[i].noise}
+        shared = 0.0  # seconds of work shared by the missing parts, spread over them
+        if missing and method.supervised:
+            began = time.perf_counter()
+            try:
+                method.prepare(
+                    ctx, [(trains[i], draws[i].seed) for i in missing if i not in labels]
+                )
+            except TruthprobeError as err:
+                raise TruthprobeError(f"{task.name} {method.label}: {err}") from err
+            shared = (time.perf_counter() - began) / len(missing)
+        for i, (draw, key) in enumerate(zip(draws, keys, strict=True)):
+            if bar is not None:
+                bar.update()
+            if i not in missing:
+                self.summary.reused += 1
+                continue
+            if stored[i] is not None:
+                self.summary.stale += 1
+                log.warning("%s: stored part was made by other code or data; recomputing", key)
+            train = trains.get(i)
+            began = time.perf_counter()
+            try:
+                output = method.run(ctx, train, draw.seed, labels.get(i))
+            except TruthprobeError as err:
+                raise TruthprobeError(
+                    f"{task.name} {method.label} (train_on {draw.train_on}, seed {draw.seed}): "
+                    f"{err}"
+                ) from err
+            seconds = time.perf_counter() - began + shared
+            self._put(key, output, train, method, draw, sizes[i], expected[i], seconds)
+        return keys
+
+    def _noisy(self, task: Task, train: np.ndarray, draw: Draw) -> np.ndarray:
+        """The training labels of a noisy draw (the one noise rule, `noisy_labels`)."""
+        if not self.contexts[task.name].states:
+            raise TruthprobeError(f"{task.name}: label noise needs answer choices")
+        n_choices = np.array([task.records[r].n_choices for r in train])
+        return noisy_labels(task.answers[train], n_choices, draw.noise, draw.seed)[0]
+
+    def run_transfers(
+        self, task_name: str, label: str, draws: list[Draw], test_name: str
+    ) -> list[PartKey]:
+        """Probes of `task_name`'s parts scored on another task's test and validation items
+        at the same layer (one model, so one space): one stored part per draw."""
+        from truthprobe.probes import scorer_from_arrays
+
+        reused = self.summary.reused
+        sources = self.run_parts(task_name, label, draws)  # the probes that transfer
+        self.summary.reused = reused  # counted where the sweep asked for them, not again here
+        target, ctx = self.tasks[test_name], self.contexts[test_name]
+        method = self.methods[task_name][label]
+        if ctx.states is None or method.family.split("-")[0] not in PROBE_FAMILIES:
+            raise TruthprobeError(f"{label} on {test_name}: only probes transfer between tasks")
+        rows = ctx.evaluated
+        keys = []
+        for draw, source in zip(draws, sources, strict=True):
+            key = self.key(task_name, label, draw, test_name)
+            keys.append(key)
+            origin = self.store.read(source)
+            cache = self.caches[test_name] or {}
+            expected = hashlib.sha256(
+                json.dumps([origin.meta["fingerprint"], target.fingerprint, cache.get("key")],
+                           sort_keys=True).encode()
+            ).hexdigest()[:16]  # fmt: skip
+            stored = self.store.meta(key)
+            if stored is not None and stored.get("fingerprint") == expected:
+                self.summary.reused += 1
+                continue
+            began = time.perf_counter()
+            assert origin.probe_arrays is not None
+            scorer = scorer_from_arrays(origin.meta["family"], origin.probe_arrays)
+            data = ctx.states.probe_data(method.layer).take(rows)
+            output = MethodOutput.from_choice_probs(rows, scorer.predict(data), data.answer_index)
+            seconds = time.perf_counter() - began
+            self._put(key, output, origin.arrays["train"], method, draw,
+                      int(origin.meta["n_train"]), expected, seconds, target)  # fmt: skip
+        return keys
+
+    def _put(
+        self, key: PartKey, output: MethodOutput, train: np.ndarray | None, method: Method,
+        draw: Draw, n_train: int, fingerprint: str, seconds: float, scored: Task | None = None,
+    ) -> None:  # fmt: skip
+        self.summary.method_seconds += seconds
+        self.summary.computed += 1
+        self.store.put(
             key,
             _arrays(output, train),
             {
-                "task": task.name,
+                "task": self.tasks_by_slug[key.task].name,
+                "test_task": scored.name if scored else self.tasks_by_slug[key.task].name,
                 "method": method.label,
                 "family": method.family,
                 "layer": method.layer,
-                "train_on": train_on,
-                "seed": seed,
+                "train_on": draw.train_on,
+                "seed": draw.seed,
                 "n_train": n_train,
+                "noise": draw.noise,
                 "seconds": seconds,
                 "settings": method.settings(),
-                "fingerprint": expected,
+                "fingerprint": fingerprint,
                 "info": output.info,
                 "prediction_text": output.prediction_text,
                 "generations": output.generations,
             },
         )
+
+
+#: Method families whose fitted arrays score any task's states (`probes.scorer_from_arrays`).
+PROBE_FAMILIES = ("mc_linear", "logistic", "mass_mean", "ccs")
+
+
+def _draws(method: Method, split: SplitConfig) -> list[Draw]:
+    """The sweep parts of a method: one unsupervised part, or every stratum x seed."""
+    if not method.supervised:
+        return [Draw("none", 0)]
+    return [Draw(t, s) for t in TRAIN_ON for s in split.seed_values]

@@ -14,142 +14,30 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from truthprobe.choice_probs import COLLAPSED_MARGIN
 from truthprobe.errors import TruthprobeError
-from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy, bootstrap_sgr, sgr_text
+from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy
 from truthprobe.methods.base import layer_name
 from truthprobe.plots import bands_note, plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
-from truthprobe.runstore import RunStore
+from truthprobe.results import (
+    NORMALISED,
+    UNSUPERVISED,
+    best_layer,
+    collect,
+    collect_tasks,
+    floor,
+    sgr_cells,
+)
 
-#: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
-UNSUPERVISED = ("zero_shot", "zero_shot+cot")
-NORMALISED = "zero_shot_norm"
 #: What the table takes from the chosen layer's SGR row (`SGRResult.to_dict`).
 CHOSEN_SGR = (
     "sgr", "sgr_low", "sgr_high", "n_test", "n_seeds", "denominator", "denominator_low",
     "denominator_high", "no_gap", "zero_denominators", "n_boot",
 )  # fmt: skip
-
-
-@dataclass
-class FamilyResults:
-    """Per-item test correctness of one method family of a task, keyed (layer, train_on)."""
-
-    correct: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
-    validation: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
-    info: dict[tuple[int, str], dict[int, dict]] = field(default_factory=dict)
-    """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
-    seconds: float = 0.0
-
-    def settings(self, layer: int, train_on: str | None = None) -> str:
-        """The settings chosen at `layer` (all train_on unless given), with counts."""
-        counts: dict[str, int] = defaultdict(int)
-        for (at, on), by_seed in self.info.items():
-            if at == layer and train_on in (None, on):
-                for info in by_seed.values():
-                    if "setting" in info:
-                        counts[info["setting"]] += 1
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return "; ".join(f"{name} x{n}" for name, n in ranked)
-
-    def collapsed(self, layer: int, train_on: str | None = None) -> tuple[int, int]:
-        """(collapsed parts, parts) at `layer` (all train_on unless given)."""
-        flags = [
-            bool(info.get("collapsed", False))
-            for (at, on), by_seed in self.info.items()
-            if at == layer and train_on in (None, on)
-            for info in by_seed.values()
-        ]
-        return sum(flags), len(flags)
-
-    def matrix(self, layer: int, train_on: str) -> np.ndarray | None:
-        """(test items, seeds) correctness, seeds in order; None if any draw is missing."""
-        by_seed = self.correct.get((layer, train_on))
-        if not by_seed:
-            return None
-        return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
-
-    @property
-    def layers(self) -> list[int]:
-        return sorted({layer for layer, _ in self.correct})
-
-
-@dataclass
-class TaskResults:
-    name: str
-    slug: str
-    """Safe file-name stem of the task (never a path)."""
-    families: dict[str, FamilyResults]
-    n_test: int
-    chance: float = float("nan")
-    """Expected accuracy of uniform guessing on the test items (mean of 1 / choices)."""
-    chance_items: np.ndarray | None = None
-    """Per test item 1 / choices: the floor of SGR against chance, resampled like the rest."""
-
-
-def collect(run_dir: str | Path) -> list[TaskResults]:
-    """Every stored part of a run, as test-set correctness per task and method family."""
-    store = RunStore(run_dir)
-    results = []
-    for slug in store.task_slugs():
-        task = store.task(slug)
-        roles = np.array(task["items"]["role"])
-        test_rows = np.flatnonzero(roles == "test")
-        position = {int(r): i for i, r in enumerate(test_rows)}
-        families: dict[str, FamilyResults] = defaultdict(FamilyResults)
-        for key in store.keys(slug):
-            part = store.read(key)
-            meta, items = part.meta, part.arrays["item"]
-            correct = part.arrays["correct"].astype(np.float64)
-            on_test = np.isin(items, test_rows)
-            hits = np.full(len(test_rows), np.nan)
-            hits[[position[int(r)] for r in items[on_test]]] = correct[on_test]
-            if np.isnan(hits).any():
-                raise TruthprobeError(
-                    f"{store.path(key)}: scores {int(on_test.sum())} of the task's "
-                    f"{len(test_rows)} test items; the run directory is inconsistent"
-                )
-            family = families[meta["family"]]
-            slot = (int(meta["layer"]), key.train_on)
-            family.correct.setdefault(slot, {})[key.seed] = hits
-            family.info.setdefault(slot, {})[key.seed] = meta.get("info") or {}
-            validation = roles[items] == "validation"
-            if validation.any():
-                family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
-            family.seconds += float(meta["seconds"])
-        choices = np.asarray(task["items"]["n_choices"], dtype=float)[test_rows]
-        free_form = not len(test_rows) or (choices == 0).any()  # GSM8k: no choices, no chance
-        chance = float("nan") if free_form else float((1.0 / choices).mean())
-        chance_items = None if free_form else 1.0 / choices
-        results.append(
-            TaskResults(task["task"], slug, dict(families), len(test_rows), chance, chance_items)
-        )
-    return results
-
-
-def collect_tasks(run_dir: str | Path) -> list[dict]:
-    """Every stored task description of a run (`task.json`)."""
-    store = RunStore(run_dir)
-    return [store.task(slug) for slug in store.task_slugs()]
-
-
-def best_layer(family: FamilyResults) -> int:
-    """The layer whose easy-trained probes do best on easy validation items (ties: lowest)."""
-    scores = {
-        layer: np.mean(list(family.validation[(layer, "easy")].values()))
-        for layer in family.layers
-        if (layer, "easy") in family.validation
-    }
-    if not scores:
-        return family.layers[0]
-    return max(scores, key=lambda layer: (scores[layer], -layer))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -166,10 +54,9 @@ def _family_order(name: str) -> tuple[int, str]:
     return (rank.get(name, 0), name)
 
 
-def _sgr(unsup: np.ndarray, easy: np.ndarray, hard: np.ndarray, n_boot: int):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bootstrap_sgr(unsup, easy, hard, n_boot)
+def _sgr_columns(cells: dict) -> dict:
+    """What `sgr.csv` keeps of `sgr_cells` (the per-layer SGR, no comparison with chance)."""
+    return {k: v for k, v in cells.items() if "vs_chance" not in k and k != "sgr_text"}
 
 
 def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> str:
@@ -193,10 +80,10 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
     table: list[dict] = []
     timing: list[str] = []
     for task in collect(run_dir):
-        floor = next((f for f in UNSUPERVISED if f in task.families), None)
-        if floor is None:
+        unsup_name = floor(task)
+        if unsup_name is None:
             continue
-        unsup = task.families[floor].matrix(-1, "none")
+        unsup = task.families[unsup_name].matrix(-1, "none")
         floor_acc = bootstrap_accuracy(unsup, n_boot)
         norm = task.families.get(NORMALISED)
         norm_acc = float(norm.matrix(-1, "none").mean()) if norm else float("nan")
@@ -232,8 +119,10 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     continue
                 if matrices["easy"].shape != matrices["hard"].shape:
                     continue  # a seed is still missing (interrupted run)
-                sgr = _sgr(unsup, matrices["easy"], matrices["hard"], n_boot)
-                family_sgr.append(dict(task=task.name, method=name, layer=layer, **sgr.to_dict()))
+                cells = sgr_cells(unsup, matrices["easy"], matrices["hard"], n_boot)
+                family_sgr.append(
+                    dict(task=task.name, method=name, layer=layer, **_sgr_columns(cells))
+                )
             best = best_layer(family)
             for row in family_sgr:
                 row["best_layer"] = row["layer"] == best
@@ -243,29 +132,18 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
             acc = {r["train_on"]: r["accuracy"] for r in family_acc if r["layer"] == best}
             if chosen is None or "all" not in acc:
                 continue  # a part is missing (interrupted run): no row rather than a wrong one
-            versus_chance: dict = dict(
-                sgr_vs_chance=float("nan"), sgr_vs_chance_low=float("nan"),
-                sgr_vs_chance_high=float("nan"), no_gap_vs_chance="", sgr_vs_chance_text="",
-            )  # fmt: skip
-            if floor_acc.estimate < task.chance and task.chance_items is not None:
-                # zero-shot below guessing: SGR against chance as well (the floor a probe
-                # must beat to have learned anything)
-                easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
-                versus = _sgr(task.chance_items, easy, hard, n_boot)
-                versus_chance = dict(
-                    sgr_vs_chance=versus.sgr.estimate,
-                    sgr_vs_chance_low=versus.sgr.low,
-                    sgr_vs_chance_high=versus.sgr.high,
-                    no_gap_vs_chance=versus.no_gap,
-                    sgr_vs_chance_text=versus.text(),
-                )
+            # the chosen layer's cells again, with SGR against chance where zero-shot falls
+            # below guessing (the floor a probe must beat to have learned anything)
+            easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
+            cells = sgr_cells(unsup, easy, hard, n_boot, task.chance_items)
+            versus_chance = {k: v for k, v in cells.items() if "vs_chance" in k}
             table.append(
                 dict(
                     task=task.name,
                     method=name,
                     label=f"{name}@{layer_name(best)}" if best != -1 else name,
                     layer=best,
-                    unsupervised_method=floor,
+                    unsupervised_method=unsup_name,
                     unsupervised=floor_acc.estimate,
                     zero_shot_norm=norm_acc,
                     easy=acc["easy"],
@@ -274,7 +152,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     **{k: chosen[k] for k in CHOSEN_SGR},
                     n_train=int(config["split"]["n_train"]),
                     chance=task.chance,
-                    sgr_text=sgr_text(chosen),
+                    sgr_text=cells["sgr_text"],
                     **versus_chance,
                     setting=family.settings(best),
                     collapsed=family.collapsed(best)[0],

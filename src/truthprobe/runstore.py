@@ -40,15 +40,58 @@ class RunStoreError(TruthprobeError, RuntimeError):
 
 @dataclass(frozen=True)
 class PartKey:
+    """Names one cell any command computes; equal keys are the same part file.
+
+    The model, data, split and prompt are the run directory's (its hash); within it a part is
+    (training task, method at its layer, training pool, seed) plus what a study varies: the
+    number of training items, the share of noisy training labels, and the task whose items are
+    scored (a probe applied to another dataset). A cell a study shares with the sweep has the
+    sweep's key, so it is the sweep's part.
+    """
+
     task: str
-    """The task's folder name (`TaskSpec.slug`)."""
+    """The training task's folder name (`TaskSpec.slug`)."""
     method: str
     """The method's label (`mc_linear@9`, `icl+cot`)."""
     train_on: str
     seed: int
+    n_train: int = 0
+    """Training items; 0 = the run's split setting (`--n-train`)."""
+    noise: float = 0.0
+    """Share of training labels replaced by a random wrong choice."""
+    test: str = ""
+    """Folder name of the task whose items were scored; "" = the training task itself."""
+
+    @property
+    def is_default(self) -> bool:
+        """A sweep part: the split's n_train, clean labels, scored on its own task."""
+        return not self.n_train and not self.noise and not self.test
 
     def relative(self) -> Path:
-        return Path(self.task) / self.method / f"{self.train_on}.{self.seed}.npz"
+        stem = self.train_on
+        if self.n_train:
+            stem += f"~n{self.n_train}"
+        if self.noise:
+            stem += f"~noise{self.noise:g}"
+        folder = Path(self.task) / self.method
+        if self.test:
+            folder = folder / f"on-{self.test}"
+        return folder / f"{stem}.{self.seed}.npz"
+
+    @classmethod
+    def from_path(cls, task: str, relative: Path) -> PartKey:
+        """The key of a part file (`relative` to the task folder)."""
+        head, seed = relative.stem.rsplit(".", 1)
+        train_on, *extras = head.split("~")
+        n_train, noise = 0, 0.0
+        for extra in extras:
+            if extra.startswith("noise"):
+                noise = float(extra[5:])
+            elif extra.startswith("n"):
+                n_train = int(extra[1:])
+        method = relative.parts[0]
+        test = relative.parts[1][3:] if len(relative.parts) == 3 else ""
+        return cls(task, method, train_on, int(seed), n_train, noise, test)
 
 
 @dataclass
@@ -125,14 +168,18 @@ class RunStore:
             meta = json.loads(str(data["meta"]))
         return Part(key, arrays, meta)
 
-    def keys(self, task: str | None = None) -> Iterator[PartKey]:
-        """Every stored part (of one task folder, if given), in a stable order."""
+    def keys(self, task: str | None = None, default_only: bool = False) -> Iterator[PartKey]:
+        """Every stored part (of one task folder, if given; only sweep parts if
+        `default_only`), in a stable order."""
         for slug in [task] if task else self.task_slugs():
-            for path in sorted((self.parts_dir / slug).glob("*/*.npz")):
+            folder = self.parts_dir / slug
+            paths = sorted([*folder.glob("*/*.npz"), *folder.glob("*/on-*/*.npz")])
+            for path in paths:
                 if ".partial-" in path.name:
                     continue
-                train_on, seed = path.stem.rsplit(".", 1)
-                yield PartKey(slug, path.parent.name, train_on, int(seed))
+                key = PartKey.from_path(slug, path.relative_to(folder))
+                if key.is_default or not default_only:
+                    yield key
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -151,11 +198,15 @@ class RunResults:
     config: dict[str, Any]
     items: Any
     """pandas DataFrame: task, dataset, measure, method, family, layer, train_on, seed,
-    item_id, role, stratum, answer_index, prediction, prediction_text, correct, probs."""
+    n_train, noise, test_task (the task whose item was scored), item_id, role, stratum,
+    answer_index, prediction, prediction_text, correct, probs."""
     summary: Any
-    """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, n_test,
-    accuracy (hard test set), validation_accuracy, seconds; for probes the chosen setting
-    (`l2=0.01 epochs=100`) and whether its probabilities collapsed to near uniform."""
+    """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, noise,
+    test_task, n_test, accuracy (hard test set), validation_accuracy, seconds; for probes the
+    chosen setting (`l2=0.01 epochs=100`) and whether its probabilities collapsed
+    to near uniform."""
+    study: Any = None
+    """pandas DataFrame: a study's table, when `load_run` was given a study folder."""
 
     def probe(self, task: str, method: str, train_on: str, seed: int):
         """The fitted probe of a part, rebuilt (`.predict(ProbeData)` gives `ChoiceProbs`)."""
@@ -177,25 +228,36 @@ def _slug_of(store: RunStore, task: str) -> str:
 
 
 def load_run(run_dir: str | Path) -> RunResults:
-    """Read a run directory into per-item and summary pandas DataFrames.
+    """Read a run directory (or a study folder inside one) into per-item and summary pandas
+    DataFrames; every part, a study's included (`n_train`, `noise`, `test_task` say which).
 
     Raises:
         RunStoreError: when `run_dir` is not a truthprobe run directory.
     """
     import pandas as pd
 
+    study = None
+    if (Path(run_dir) / "study.json").is_file():  # a study folder inside its run directory
+        csv = next(Path(run_dir).glob("*.csv"), None)
+        study = pd.read_csv(csv) if csv is not None else None
+        run_dir = Path(run_dir).parent.parent
     store = RunStore(run_dir)
     config_path = store.run_dir / "config.json"
     if not config_path.is_file():
         raise RunStoreError(f"{store.run_dir}: not a run directory (no config.json)")
     config = json.loads(config_path.read_text())
     item_frames, summary_rows = [], []
-    for slug in store.task_slugs():
-        task = store.task(slug)
-        table = task["items"]
-        ids, strata, roles = (np.array(table[k], dtype=object) for k in ("id", "stratum", "role"))
-        answers = np.array(table["answer_index"])
+    tables = {slug: store.task(slug) for slug in store.task_slugs()}
+    for slug, task in tables.items():
         for key in store.keys(slug):
+            tested = tables.get(key.test or slug)
+            if tested is None:
+                raise RunStoreError(f"{store.path(key)}: scores task {key.test!r}, not stored")
+            table = tested["items"]
+            ids, strata, roles = (
+                np.array(table[k], dtype=object) for k in ("id", "stratum", "role")
+            )
+            answers = np.array(table["answer_index"])
             part = store.read(key)
             meta, arrays = part.meta, part.arrays
             rows = arrays["item"]
@@ -215,6 +277,9 @@ def load_run(run_dir: str | Path) -> RunResults:
                         "layer": meta["layer"],
                         "train_on": key.train_on,
                         "seed": key.seed,
+                        "n_train": meta["n_train"],
+                        "noise": key.noise,
+                        "test_task": tested["task"],
                         "item_id": ids[rows],
                         "role": roles[rows],
                         "stratum": strata[rows],
@@ -235,6 +300,8 @@ def load_run(run_dir: str | Path) -> RunResults:
                     "train_on": key.train_on,
                     "seed": key.seed,
                     "n_train": meta["n_train"],
+                    "noise": key.noise,
+                    "test_task": tested["task"],
                     "n_test": int(test.sum()),
                     "accuracy": float(correct[test].mean()) if test.any() else float("nan"),
                     "validation_accuracy": (
@@ -246,4 +313,4 @@ def load_run(run_dir: str | Path) -> RunResults:
                 }
             )
     items = pd.concat(item_frames, ignore_index=True) if item_frames else pd.DataFrame()
-    return RunResults(store.run_dir, config, items, pd.DataFrame(summary_rows))
+    return RunResults(store.run_dir, config, items, pd.DataFrame(summary_rows), study)

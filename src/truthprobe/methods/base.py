@@ -202,6 +202,8 @@ class Method:
     layer: int = -1
     supervised: bool = True
     """False: runs once (train_on `none`) as an unsupervised floor."""
+    noisy_labels: bool = False
+    """True: `run` can train on given (noisy) labels."""
 
     def n_train(self, n_train: int) -> int:
         """Training items drawn per (train_on, seed); `n_train` is the split's setting."""
@@ -218,7 +220,18 @@ class Method:
         `run` must give the same output with or without it.
         """
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
+        """Score the evaluated items after training on `train` (rows of the task's items).
+
+        `labels`: answers to train on instead of the records' (label-noise draws); only methods
+        with `noisy_labels` set receive them.
+        """
         raise NotImplementedError
 
 

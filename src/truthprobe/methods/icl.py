@@ -29,7 +29,13 @@ class ICL(Method):
             "max_new_tokens": self.max_new_tokens,
         }
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
         from truthprobe.baselines import cot
         from truthprobe.baselines.icl import icl_choice_probs
 

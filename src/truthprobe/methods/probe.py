@@ -35,6 +35,7 @@ from truthprobe.probes import (
     LogisticProbe,
     MultipleChoiceLinearProbe,
     Probe,
+    ProbeData,
     choose,
     fit_many,
     preset_probes,
@@ -43,11 +44,16 @@ from truthprobe.probes import (
 log = logging.getLogger(__name__)
 
 
-def _draw_key(train: np.ndarray, seed: int) -> tuple[int, bytes]:
-    return seed, np.asarray(train, np.int64).tobytes()
+def _draw_key(
+    train: np.ndarray, seed: int, labels: np.ndarray | None = None
+) -> tuple[int, bytes, bytes]:
+    noisy = b"" if labels is None else np.asarray(labels, np.int64).tobytes()
+    return seed, np.asarray(train, np.int64).tobytes(), noisy
 
 
 class ProbeAtLayer(Method):
+    noisy_labels = True
+
     def __init__(
         self, kind: str, layer: int, preset: str = "validated", presets: tuple[str, ...] = ()
     ) -> None:
@@ -92,12 +98,22 @@ class ProbeAtLayer(Method):
         for (rows, seed), row in zip(todo, fitted, strict=True):
             fits[_draw_key(rows, seed)] = row
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
         assert ctx.states is not None and train is not None
         fits = self._fits(ctx)
-        if _draw_key(train, seed) not in fits:
+        if labels is not None:  # a noisy draw: fitted on its own labels
+            data = ctx.states.probe_data(self.layer).take(train)
+            noisy = ProbeData(data.ids, data.states, data.mask, np.asarray(labels))
+            fits[_draw_key(train, seed, labels)] = fit_many(self.pool, [noisy], [seed])[0]
+        elif _draw_key(train, seed) not in fits:
             self.prepare(ctx, [(train, seed)])
-        pooled = fits[_draw_key(train, seed)]
+        pooled = fits[_draw_key(train, seed, labels)]
         candidates: list[FittedProbe] = [pooled[self.pool.index(p)] for p in self.candidates]
         rows = ctx.evaluated
         if "evaluated" not in fits:  # the same items for every part at this layer
@@ -112,7 +128,7 @@ class ProbeAtLayer(Method):
         if shared:
             # a draw's candidates share its standardizer: z-score the items once for the
             # choice and for both presets' predictions (validation rows close `evaluated`)
-            key = ("z", *_draw_key(train, seed))
+            key = ("z", *_draw_key(train, seed, labels))
             if key not in fits:
                 fits[key] = candidates[0].standardizer(evaluated.states)  # type: ignore[union-attr]
             z = fits[key]

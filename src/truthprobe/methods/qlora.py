@@ -33,7 +33,13 @@ class QLoRA(Method):
             "max_new_tokens": self.max_new_tokens,
         }
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
         from truthprobe.baselines import cot
         from truthprobe.baselines.qlora import (
             QLoRAConfig,

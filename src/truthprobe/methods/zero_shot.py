@@ -42,7 +42,13 @@ class ZeroShot(Method):
     def settings(self) -> dict:
         return {"normalization": self.normalization}
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
         assert ctx.states is not None
         rows = ctx.evaluated
         logprob, mask = ctx.states.scores("choice_logprob")
@@ -68,7 +74,13 @@ class ZeroShotCoT(Method):
     def settings(self) -> dict:
         return {"max_new_tokens": self.max_new_tokens}
 
-    def run(self, ctx: MethodContext, train: np.ndarray | None, seed: int) -> MethodOutput:
+    def run(
+        self,
+        ctx: MethodContext,
+        train: np.ndarray | None,
+        seed: int,
+        labels: np.ndarray | None = None,
+    ) -> MethodOutput:
         from truthprobe.baselines import cot
 
         tests = [ctx.task.records[i] for i in ctx.test]

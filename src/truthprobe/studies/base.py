@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from truthprobe.configs import (
     check_tasks,
     settings_hash,
 )
-from truthprobe.evaluate import SplitConfig, bootstrap_accuracy, bootstrap_sgr
+from truthprobe.evaluate import SplitConfig
+from truthprobe.results import accuracy_cells, sgr_cells
 from truthprobe.studies.fits import choose_layer, draw, fit_draws
 from truthprobe.studies.sources import Source, load_sources
 
@@ -260,55 +260,3 @@ def run_with(
     study = Study.open(kind, config)
     rows, items = rows_of(study)
     return study.finish(rows, items, plot, summary_of(rows))
-
-
-def accuracy_cells(matrix: np.ndarray, n_boot: int) -> dict:
-    """Accuracy of a (test items, seeds) correctness matrix with its bootstrap interval."""
-    interval = bootstrap_accuracy(matrix, n_boot)
-    return dict(
-        accuracy=interval.estimate,
-        accuracy_low=interval.low,
-        accuracy_high=interval.high,
-        n_test=matrix.shape[0],
-        n_seeds=matrix.shape[1] if matrix.ndim == 2 else 1,
-    )
-
-
-def sgr_cells(
-    unsup: np.ndarray, easy: np.ndarray, hard: np.ndarray, n_boot: int, chance: np.ndarray
-) -> dict:
-    """SGR of `easy` with `hard` as the supervised ceiling, paired over items and seeds, with
-    the no-gap rule (`SGRResult.no_gap`) and the count of zero-denominator resamples; where
-    zero-shot is below chance (`chance`: 1 / choices per item), SGR against chance beside it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = bootstrap_sgr(unsup, easy, hard, n_boot)
-        versus = bootstrap_sgr(chance, easy, hard, n_boot) if unsup.mean() < chance.mean() else None
-    return {
-        "sgr": result.sgr.estimate,
-        "sgr_low": result.sgr.low,
-        "sgr_high": result.sgr.high,
-        "no_gap": result.no_gap,
-        "zero_denominators": result.zero_denominators,
-        "sgr_text": result.text(),
-        "sgr_vs_chance_text": versus.text() if versus else "",
-    }
-
-
-def sgr_shown(row: dict) -> str:
-    """A row's SGR as printed: `no gap` or `estimate [CI]`, and against chance where zero-shot
-    fell below it."""
-    versus = row.get("sgr_vs_chance_text")
-    return row["sgr_text"] + (f" (vs chance: {versus})" if versus else "")
-
-
-def recovered_cells(transfer: np.ndarray, own: np.ndarray, n_boot: int) -> dict:
-    """Recovered accuracy: a probe's accuracy on a target as a share of the target's own
-    probe's (the truth-probe generalisation literature's measure), paired bootstrap interval.
-    It is SGR with a floor of 0, so the same bootstrap computes it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = bootstrap_sgr(np.zeros(len(transfer)), transfer, own, n_boot)
-    return dict(
-        recovered=result.sgr.estimate, recovered_low=result.sgr.low, recovered_high=result.sgr.high
-    )

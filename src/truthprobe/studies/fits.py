@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from truthprobe.evaluate import noisy_labels  # noqa: F401  (the one noise rule)
 from truthprobe.probes import FittedProbe, ProbeData, choose, fit_many, preset_probes
 from truthprobe.studies.sources import Source
 
@@ -35,24 +36,6 @@ def nested_draws(
     rng = np.random.default_rng([split_seed, seed, zlib.crc32(salt.encode())])
     order = rng.permutation(np.asarray(pool))
     return {n: order[:n] for n in sizes if n <= len(order)}
-
-
-def noisy_labels(
-    answers: np.ndarray, n_choices: np.ndarray, p: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Answers with round(p * n) of them, drawn at random, replaced by a random wrong choice.
-
-    Returns the noisy answers and a mask of the replaced items. Exactly that many labels are
-    wrong, so a probe that agrees with the clean labels scores 1 - p against the noisy ones.
-    """
-    answers = np.asarray(answers).copy()
-    rng = np.random.default_rng([seed, int(round(p * 1000))])
-    flipped = np.zeros(len(answers), bool)
-    flipped[rng.choice(len(answers), int(round(p * len(answers))), replace=False)] = True
-    for i in np.flatnonzero(flipped):
-        wrong = [c for c in range(int(n_choices[i])) if c != answers[i]]
-        answers[i] = rng.choice(wrong)
-    return answers, flipped
 
 
 def fit_draws(

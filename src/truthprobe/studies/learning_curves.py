@@ -1,30 +1,42 @@
 """Learning curves (the paper's RQ4): accuracy on the hard test set as the training set grows,
 for easy, hard and all training items, and the cost-adjusted view.
 
-For each task and seed, one shuffle of each pool gives every size: the n = 10 draw is the first
-10 items of the n = 20 draw, and so on (nested), so a curve adds items rather than swapping
-them. Sizes larger than a pool are left out. With hard items costing `hard_cost` times an easy
-one (labelling college questions takes experts), the second view plots accuracy against the
+Every size is a draw by the one draw rule (`EvalSplit.train_rows`): the first n of one seeded
+shuffle of the pool, so the n = 10 draw is inside the n = 20 draw (a curve adds items rather
+than swapping them), and the point at the sweep's `--n-train` is the sweep's own part. Sizes
+larger than a pool are left out. With hard items costing `hard_cost` times an easy one
+(labelling college questions takes experts), the second view plots accuracy against the
 labelling cost of each draw: easy data can win per unit of cost while losing per item.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from truthprobe.configs import require
 from truthprobe.evaluate import TRAIN_ON
+from truthprobe.harness import Harness
+from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_learning_curves
-from truthprobe.studies.base import Study, TasksStudyConfig, run_with, scored, sgr_shown
-from truthprobe.studies.fits import fit_draws, hits, nested_draws
+from truthprobe.results import sgr_shown
+from truthprobe.studies.planned import (
+    FAMILY,
+    PlannedStudy,
+    PlannedStudyConfig,
+    View,
+    register,
+    run_planned,
+)
 
 
 @dataclass(frozen=True)
-class LearningCurvesConfig(TasksStudyConfig):
+class LearningCurvesConfig(PlannedStudyConfig):
     """Accuracy against n training items (nested draws) for easy / hard / all training."""
 
+    kind: ClassVar[str] = "learning_curves"
     sizes: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
     """Training-set sizes; each seed's draws are nested."""
     hard_cost: float = 2.0
@@ -36,45 +48,44 @@ class LearningCurvesConfig(TasksStudyConfig):
         require(self.hard_cost > 0, "hard_cost", f"must be positive, got {self.hard_cost}")
 
 
-def curve_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
-    config: LearningCurvesConfig = study.config  # type: ignore[assignment]
+def _cells(view: View, task: str) -> list[tuple[str, int]]:
+    """(train_on, n) of every point: sizes that fit the pool."""
+    config: LearningCurvesConfig = view.config  # type: ignore[assignment]
+    pools = view.tables[task]["pools"]
+    return [(t, n) for t in TRAIN_ON for n in sorted(set(config.sizes)) if n <= pools[t]]
+
+
+def plan(harness: Harness, view: View) -> None:
+    for task in view.config.tasks:
+        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        draws = [d for t, n in _cells(view, task) for d in view.seeds_of(t, n)]
+        harness.run_parts(task, label, draws)
+
+
+def curve_rows(view: View) -> list[dict]:
+    config: LearningCurvesConfig = view.config  # type: ignore[assignment]
     rows: list[dict] = []
-    items: dict[str, np.ndarray] = {}
-    seeds = list(study.seeds)
-    sizes = sorted(set(config.sizes))
-    for task, source in study.sources.items():
-        layer = study.layer(task)
-        test = source.at(layer).take(source.test)
-        assert source.hard is not None
-        correct: dict[tuple[str, int], np.ndarray] = {}
-        costs: dict[tuple[str, int], float] = {}
-        for train_on in TRAIN_ON:
-            pool = source.pools[train_on]
-            by_seed = [
-                nested_draws(pool, sizes, seed, f"{task}:{train_on}:curve",
-                             config.split.split_seed)
-                for seed in seeds
-            ]  # fmt: skip
-            for n in sizes:
-                if n > len(pool):
-                    continue
-                draws = [d[n] for d in by_seed]
-                fitted = fit_draws(source, layer, draws, seeds)
-                correct[(train_on, n)] = hits(fitted, test)
-                costs[(train_on, n)] = float(
-                    np.mean([np.where(source.hard[d], config.hard_cost, 1.0).sum() for d in draws])
-                )
+    for task in config.tasks:
+        layer = view.layer(task)
+        hard = np.array(view.tables[task]["items"]["stratum"]) == "hard"
+        correct, costs = {}, {}
+        for train_on, n in _cells(view, task):
+            draws = view.seeds_of(train_on, n)
+            correct[(train_on, n)] = view.correct(task, layer, draws)
+            trains = [view.store.read(k).arrays["train"] for k in view.keys(task, layer, draws)]
+            costs[(train_on, n)] = float(
+                np.mean([np.where(hard[t], config.hard_cost, 1.0).sum() for t in trains])
+            )
         for (train_on, n), matrix in correct.items():
             ceiling = correct.get(("hard", n)) if train_on == "easy" else None
-            items[f"{task}|{train_on}|{n}"] = matrix.astype(np.uint8)
+            cell = view.cell(task, matrix, ceiling)
             rows.append(
                 dict(
-                    scored(study, source, source.test, matrix, ceiling),
-                    task=task, train_on=train_on, n_train=n, cost=costs[(train_on, n)],
+                    cell, task=task, train_on=train_on, n_train=n, cost=costs[(train_on, n)],
                     hard_cost=config.hard_cost, layer=layer,
                 )
             )  # fmt: skip
-    return rows, items
+    return rows
 
 
 def summary(rows: list[dict]) -> str:
@@ -84,8 +95,9 @@ def summary(rows: list[dict]) -> str:
         sizes = sorted({r["n_train"] for r in mine})
         first = mine[0]
         lines.append(
-            f"{task} (layer {first['layer']}, {first['n_test']} hard test items; zero-shot "
-            f"{first['zero_shot']:.3f}, chance {first['chance']:.3f}): accuracy by n_train"
+            f"{task} (layer {layer_name(first['layer'])}, {first['n_test']} hard test items; "
+            f"zero-shot {first['zero_shot']:.3f}, chance {first['chance']:.3f}): accuracy by "
+            "n_train"
         )
         lines.append(f"  {'train_on':<8} " + " ".join(f"{n:>6}" for n in sizes))
         for train_on in TRAIN_ON:
@@ -102,6 +114,12 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+STUDY = register(
+    PlannedStudy("learning_curves", LearningCurvesConfig, plan, curve_rows, summary,
+                 plot_learning_curves)
+)  # fmt: skip
+
+
 def run_study(config: LearningCurvesConfig) -> str:
     """Run the study, store it; returns what the command prints."""
-    return run_with("learning_curves", config, curve_rows, summary, plot_learning_curves)
+    return run_planned(STUDY, config)

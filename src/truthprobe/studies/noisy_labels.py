@@ -1,35 +1,38 @@
 """Noisy labels (the paper's RQ3): is clean easy data better than noisy hard data?
 
-A fraction p of each hard training draw's labels is replaced by a random wrong choice
-(`fits.noisy_labels`: exactly round(p * n) of them); the same items are drawn for every p, so
-only the labels differ. Each noisy-hard probe is compared with the clean easy probe on the hard
-test set: SGR(p) = (easy - zero-shot) / (hard_p - zero-shot) above 1 means clean easy data beats
-hard data with that much noise.
+A fraction p of each hard training draw's labels is replaced by a random wrong choice (the one
+noise rule, `evaluate.noisy_labels`: exactly round(p * n) of them); the draw is the sweep's, so
+only the labels differ between p, and p = 0 is the sweep's own hard part. Each noisy-hard probe
+is compared with the clean easy probe (the sweep's easy part) on the hard test set:
+SGR(p) = (easy - zero-shot) / (hard_p - zero-shot) above 1 means clean easy data beats hard
+data with that much noise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import ClassVar
 
 from truthprobe.configs import require
+from truthprobe.harness import Harness
+from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_noisy_labels
-from truthprobe.studies.base import (
-    Study,
-    TasksStudyConfig,
-    run_with,
-    scored,
-    sgr_cells,
-    sgr_shown,
+from truthprobe.results import sgr_shown
+from truthprobe.studies.planned import (
+    FAMILY,
+    PlannedStudy,
+    PlannedStudyConfig,
+    View,
+    register,
+    run_planned,
 )
-from truthprobe.studies.fits import draw, fit_draws, hits, noisy_labels
 
 
 @dataclass(frozen=True)
-class NoisyLabelsConfig(TasksStudyConfig):
+class NoisyLabelsConfig(PlannedStudyConfig):
     """Hard training labels with noise p against clean easy training, on the hard test set."""
 
+    kind: ClassVar[str] = "noisy_labels"
     noise: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5)
     """Fractions of hard training labels replaced by a random wrong choice."""
 
@@ -42,44 +45,30 @@ class NoisyLabelsConfig(TasksStudyConfig):
         )
 
 
-def noise_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
-    config: NoisyLabelsConfig = study.config  # type: ignore[assignment]
+def plan(harness: Harness, view: View) -> None:
+    config: NoisyLabelsConfig = view.config  # type: ignore[assignment]
+    for task in config.tasks:
+        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        draws = [d for p in sorted(set(config.noise)) for d in view.seeds_of("hard", noise=p)]
+        harness.run_parts(task, label, draws)
+
+
+def noise_rows(view: View) -> list[dict]:
+    config: NoisyLabelsConfig = view.config  # type: ignore[assignment]
     rows: list[dict] = []
-    items: dict[str, np.ndarray] = {}
-    seeds = list(study.seeds)
-    for task, source in study.sources.items():
-        layer = study.layer(task)
-        test = source.at(layer).take(source.test)
-        easy = hits(study.fit(task, source.pools["easy"], "easy"), test)
-        draws = [
-            draw(source.pools["hard"], study.n_train, seed, f"{task}:hard",
-                 config.split.split_seed)
-            for seed in seeds
-        ]  # fmt: skip
-        answers = source.at(layer).answer_index
+    for task in config.tasks:
+        layer = view.layer(task)
+        easy = view.correct(task, layer, view.seeds_of("easy"))
         common = dict(task=task, layer=layer)
-        items[f"{task}|easy"] = easy.astype(np.uint8)
-        rows.append(
-            dict(common, train_on="easy (clean)", p=0.0, **scored(study, source, source.test, easy))
-        )
+        rows.append(dict(common, train_on="easy (clean)", p=0.0, **view.cell(task, easy)))
         for p in sorted(set(config.noise)):
-            labels = [
-                noisy_labels(answers[d], source.n_choices[d], p, seed)[0]
-                for d, seed in zip(draws, seeds, strict=True)
-            ]
-            fitted = fit_draws(source, layer, draws, seeds, labels=labels)
-            hard = hits(fitted, test)
-            items[f"{task}|hard|{p:g}"] = hard.astype(np.uint8)
+            hard = view.correct(task, layer, view.seeds_of("hard", noise=p))
             # the noisy hard probe's accuracy, and SGR of clean easy data with it as ceiling
-            unsup, chance = source.zero_shot[source.test], source.chance(source.test)
-            rows.append(
-                dict(
-                    common, train_on="hard (noisy)", p=p,
-                    **scored(study, source, source.test, hard),
-                    **sgr_cells(unsup, easy, hard, study.n_boot, chance),
-                )
-            )  # fmt: skip
-    return rows, items
+            cell = view.cell(task, hard)
+            versus = view.cell(task, easy, hard)  # clean easy, with hard_p as the ceiling
+            sgr = {k: v for k, v in versus.items() if k not in cell and k != "own"}
+            rows.append(dict(common, train_on="hard (noisy)", p=p, **cell, **sgr))
+    return rows
 
 
 def summary(rows: list[dict]) -> str:
@@ -88,8 +77,8 @@ def summary(rows: list[dict]) -> str:
         mine = [r for r in rows if r["task"] == task]
         easy = next(r for r in mine if r["train_on"] == "easy (clean)")
         lines.append(
-            f"{task} (layer {easy['layer']}, {easy['n_test']} hard test items): zero-shot "
-            f"{easy['zero_shot']:.3f}, chance {easy['chance']:.3f}, clean easy "
+            f"{task} (layer {layer_name(easy['layer'])}, {easy['n_test']} hard test items): "
+            f"zero-shot {easy['zero_shot']:.3f}, chance {easy['chance']:.3f}, clean easy "
             f"{easy['accuracy']:.3f} [{easy['accuracy_low']:.3f}, {easy['accuracy_high']:.3f}]"
         )
         for r in mine:
@@ -101,6 +90,11 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+STUDY = register(
+    PlannedStudy("noisy_labels", NoisyLabelsConfig, plan, noise_rows, summary, plot_noisy_labels)
+)
+
+
 def run_study(config: NoisyLabelsConfig) -> str:
     """Run the study, store it; returns what the command prints."""
-    return run_with("noisy_labels", config, noise_rows, summary, plot_noisy_labels)
+    return run_planned(STUDY, config)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from truthprobe.plots import plot_ladder
-from truthprobe.studies.base import Study, StudyConfig, run_with, scored, sgr_shown
+from truthprobe.results import sgr_shown
+from truthprobe.studies.base import Study, StudyConfig, run_with, scored
 from truthprobe.studies.fits import hits
 
 ARC, MMLU = "arc:grade", "mmlu:level"

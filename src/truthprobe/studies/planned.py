@@ -1,0 +1,319 @@
+"""A study as a plan over the one harness and a view over its run store.
+
+A planned study opens the sweep's run (`truthprobe.harness.Harness` with the sweep's settings,
+so its run directory is the sweep's), has every sweep part made or reused (zero-shot and the
+validated probe at every layer: the layer choice reads them), then asks for the further parts
+its cells need: more or fewer training items, noisy labels, a probe scored on another task.
+A cell whose key equals a sweep part *is* that part, so the study and `truthprobe sweep` never
+disagree on it, and an interrupted study resumes from the parts already stored.
+
+The table is a view: `render` reads the run store alone (no model, no cache), so
+`truthprobe report <study folder>` redraws a study anywhere the run folder is copied. A study
+folder is `<run directory>/studies/<kind>-<hash>/`: `study.json` (the study's settings),
+`<kind>.csv`, `summary.txt`; its figure goes to `<plots>/<run directory>/<kind>-<hash>.png`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from truthprobe.configs import (
+    CacheConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OutputConfig,
+    PromptConfig,
+    check_tasks,
+)
+from truthprobe.errors import TruthprobeError
+from truthprobe.evaluate import SplitConfig
+from truthprobe.harness import Draw, Harness, HarnessConfig
+from truthprobe.methods.base import layer_name
+from truthprobe.methods.settings import MethodSettings, ProbeSettings
+from truthprobe.results import (
+    TaskResults,
+    accuracy_cells,
+    best_layer,
+    collect,
+    floor,
+    part_matrix,
+    sgr_cells,
+    test_rows,
+)
+from truthprobe.runstore import PartKey, RunStore, _write_atomic
+from truthprobe.tasks import Task, TaskSpec
+
+#: The probe every study trains: the sweep's validated multiple-choice linear probe.
+FAMILY = "mc_linear"
+
+
+@dataclass(frozen=True)
+class PlannedStudyConfig:
+    """Settings every planned study shares; all but the study's own fields are the sweep's, so
+    with the same flags a study and `truthprobe sweep` share one run directory."""
+
+    kind: ClassVar[str] = ""
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
+    """dataset:measure tasks (a .jsonl file in the schema works as dataset)."""
+    layer: int | None = None
+    """Report every probe at this hidden-state layer (-2: the middle and last layers
+    concatenated); default: per training task, the layer whose easy-trained probes do best on
+    its easy validation items (the sweep's rule)."""
+    model: ModelConfig = ModelConfig()
+    split: SplitConfig = SplitConfig()
+    data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
+    cache: CacheConfig = CacheConfig()
+    output: OutputConfig = OutputConfig()
+
+    def __post_init__(self) -> None:
+        from truthprobe.hardness import get_measure
+
+        check_tasks(self.tasks)
+        for text in self.tasks:
+            if get_measure(TaskSpec.parse(text).measure).needs_model:
+                raise ConfigError(f"--tasks {text}: the studies take human-rated measures only")
+
+    def harness(self) -> HarnessConfig:
+        """The sweep's harness: zero-shot and the validated probe at every layer."""
+        probe = ProbeSettings(probes=(FAMILY,), probe_preset=("validated",))
+        return HarnessConfig(
+            kind="layer_sweep",
+            tasks=self.tasks,
+            methods=("zero_shot", "probe"),
+            model=self.model,
+            cache=self.cache,
+            data=self.data,
+            prompt=self.prompt,
+            split=self.split,
+            settings=MethodSettings(probe=probe),
+            output=self.output,
+        )
+
+    def own(self) -> dict[str, Any]:
+        """The study's own settings (what the run directory's hash does not hold)."""
+        shared = {"model", "split", "data", "prompt", "cache", "output"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in shared}
+        return {**values, "n_boot": self.output.n_boot}
+
+    def study_hash(self) -> str:
+        payload = json.dumps({"kind": self.kind, **self.own()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class View:
+    """A run store read for a study's table: tasks, sweep results, chosen layers, cells."""
+
+    def __init__(self, run_dir: Path, config: PlannedStudyConfig) -> None:
+        self.store = RunStore(run_dir)
+        self.config = config
+        self.results: dict[str, TaskResults] = {t.name: t for t in collect(run_dir)}
+        stored = {slug: self.store.task(slug) for slug in self.store.task_slugs()}
+        self.tables = {table["task"]: table for table in stored.values()}
+        self.slugs = {table["task"]: slug for slug, table in stored.items()}
+        missing = [t for t in config.tasks if t not in self.tables]
+        if missing:
+            raise TruthprobeError(f"{run_dir}: task {missing[0]} not stored; run the study again")
+        self.layers: dict[str, dict] = {}
+
+    @property
+    def seeds(self) -> range:
+        return self.config.split.seed_values
+
+    @property
+    def n_boot(self) -> int:
+        return self.config.output.n_boot
+
+    def layer(self, task: str) -> int:
+        """The probe layer of a training task: `--layer`, or chosen on its easy validation
+        items by the sweep's rule (`results.best_layer`) from its stored parts."""
+        if task not in self.layers:
+            family = self.results[task].families[FAMILY]
+            if self.config.layer is not None:
+                self.layers[task] = {"layer": self.config.layer, "chosen_on": "--layer"}
+            else:
+                validation = {
+                    layer_name(layer): float(np.mean(list(by_seed.values())))
+                    for (layer, on), by_seed in family.validation.items()
+                    if on == "easy"
+                }
+                self.layers[task] = {
+                    "layer": best_layer(family),
+                    "chosen_on": "easy validation accuracy of easy-trained probes",
+                    "validation_accuracy": validation,
+                }
+        return int(self.layers[task]["layer"])
+
+    def family_layers(self, task: str) -> list[int]:
+        return self.results[task].families[FAMILY].layers
+
+    def test(self, task: str) -> np.ndarray:
+        return test_rows(self.tables[task])
+
+    def keys(self, task: str, layer: int, draws: list[Draw], test: str = "") -> list[PartKey]:
+        """Stored keys of draws, as `Harness.key` names them."""
+        n_default = self.config.split.n_train
+        test_slug = self.slugs[test] if test and test != task else ""
+        return [
+            PartKey(self.slugs[task], f"{FAMILY}@{layer_name(layer)}", d.train_on, d.seed,
+                    0 if d.n_train == n_default else d.n_train, d.noise, test_slug)
+            for d in draws
+        ]  # fmt: skip
+
+    def correct(self, task: str, layer: int, draws: list[Draw], test: str = "") -> np.ndarray:
+        """(test items of `test` (default: `task`), draws) correctness of the parts."""
+        rows = self.test(test or task)
+        return part_matrix(self.store, self.keys(task, layer, draws, test), rows)
+
+    def seeds_of(self, train_on: str, n_train: int = 0, noise: float = 0.0) -> list[Draw]:
+        return [Draw(train_on, s, n_train, noise) for s in self.seeds]
+
+    def cell(self, task: str, correct: np.ndarray, ceiling: np.ndarray | None = None) -> dict:
+        """One cell on `task`'s hard test set: accuracy [CI] of `correct` ((items, seeds)),
+        chance and zero-shot there, and given the ceiling (the supervised probe SGR divides
+        by) its accuracy (`own`) and SGR with the no-gap rule (`results.sgr_cells`)."""
+        results = self.results[task]
+        unsup_name = floor(results)
+        if unsup_name is None:
+            raise TruthprobeError(f"{task}: no zero-shot part stored")
+        unsup = results.families[unsup_name].matrix(-1, "none")[:, 0]
+        chance = results.chance_items
+        row = dict(
+            **accuracy_cells(correct, self.n_boot),
+            chance=float("nan") if chance is None else float(chance.mean()),
+            zero_shot=float(unsup.mean()),
+            n_train=self.config.split.n_train,
+        )
+        if ceiling is not None:
+            row["own"] = float(ceiling.mean())
+            row.update(sgr_cells(unsup, correct, ceiling, self.n_boot, chance))
+        return row
+
+
+@dataclass(frozen=True)
+class PlannedStudy:
+    """What a study is: its config type, the parts it asks for, its table and its figure."""
+
+    kind: str
+    config_type: type[PlannedStudyConfig]
+    plan: Callable[[Harness, View], None]
+    """Ask the harness for every part the cells need (the sweep's are made already)."""
+    rows: Callable[[View], list[dict]]
+    """The tidy table, from the store alone."""
+    summary: Callable[[list[dict]], str]
+    plot: Callable[[list[dict], Path, str], Path]
+
+
+STUDIES: dict[str, PlannedStudy] = {}
+
+
+def register(study: PlannedStudy) -> PlannedStudy:
+    STUDIES[study.kind] = study
+    return study
+
+
+def study_dir(run_dir: Path, config: PlannedStudyConfig) -> Path:
+    return run_dir / "studies" / f"{config.kind}-{config.study_hash()}"
+
+
+def run_planned(study: PlannedStudy, config: PlannedStudyConfig) -> str:
+    """Make (or reuse) every part of the study, then write its table and figure; returns the
+    printed report."""
+    started = time.perf_counter()
+    harness = Harness(config.harness())  # tasks resolved from the data, before any model
+    for task in harness.pending:
+        if isinstance(task, Task) and task.free_form:
+            raise TruthprobeError(
+                f"{task.name}: {task.dataset.name} has no answer choices, so no probes"
+            )
+    with harness:
+        harness.run_all()  # the sweep's parts: zero-shot and the probe at every layer
+        view = View(harness.run_dir, config)
+        study.plan(harness, view)
+        summary = harness.summary
+    folder = study_dir(summary.run_dir, config)
+    _write_atomic(
+        folder / "study.json",
+        json.dumps({"kind": study.kind, "config": asdict(config)}, indent=2, default=str),
+    )
+    text = render(folder)
+    return (
+        f"{text}\nparts: {summary.computed} computed, {summary.reused} reused; time: model "
+        f"loading {summary.model_seconds:.1f} s, extraction {summary.extract_seconds:.1f} s, "
+        f"total {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _config_from(kind: str, values: dict) -> PlannedStudyConfig:
+    """Rebuild a study's config from its `study.json` (nested dataclasses, tuples)."""
+    parts = {"model": ModelConfig, "split": SplitConfig, "data": DataConfig,
+             "prompt": PromptConfig, "cache": CacheConfig, "output": OutputConfig}  # fmt: skip
+    config_type = STUDIES[kind].config_type
+    types = {f.name: f for f in fields(config_type)}
+    built: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in types:
+            continue
+        if name in parts:
+            value = parts[name](**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in value.items()})  # fmt: skip
+        elif isinstance(value, list):
+            value = tuple(value)
+        built[name] = value
+    return config_type(**built)
+
+
+def is_study_dir(path: str | Path) -> bool:
+    return (Path(path) / "study.json").is_file()
+
+
+def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
+    """A study's table, CSV, summary and figure from the run store alone.
+
+    Raises:
+        TruthprobeError: not a study folder, or a part the table needs is missing.
+    """
+    import pandas as pd
+
+    from truthprobe.studies import learning_curves, noisy_labels, transfer_matrix  # noqa: F401
+
+    folder = Path(folder)
+    meta_path = folder / "study.json"
+    if not meta_path.is_file():
+        raise TruthprobeError(f"{folder}: not a study folder (no study.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        study = STUDIES[meta["kind"]]
+        config = _config_from(meta["kind"], meta["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise TruthprobeError(f"{meta_path}: not a readable study description ({err})") from None
+    run_dir = folder.parent.parent
+    view = View(run_dir, config)
+    rows = study.rows(view)
+    run_meta = json.loads((run_dir / "config.json").read_text())
+    model = run_meta["model_fingerprint"]["name"]
+    csv_path = folder / f"{study.kind}.csv"
+    staging = csv_path.with_suffix(".csv.partial")
+    pd.DataFrame(rows).to_csv(staging, index=False)
+    staging.replace(csv_path)
+    plots = Path(plots_dir or config.output.plots_dir) / run_dir.name
+    figure = study.plot(rows, plots / f"{folder.name}.png", model)
+    layers = ", ".join(f"{t} {layer_name(v['layer'])}" for t, v in view.layers.items())
+    how = "--layer" if config.layer is not None else "chosen on easy validation"
+    text = (
+        f"{study.kind} {config.study_hash()} (run {run_dir.name})  model {model}; n_train "
+        f"{config.split.n_train}, seeds {config.split.seeds}; layers ({how}): {layers}\n\n"
+        f"{study.summary(rows)}\n\ntable: {csv_path}; figure: {figure} (and .pdf)"
+    )
+    _write_atomic(folder / "summary.txt", text + "\n")
+    _write_atomic(folder / "layers.json", json.dumps(view.layers, indent=2, default=str))
+    return text
