@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from truthprobe.report import FamilyResults, best_layer
+from truthprobe.results import FamilyResults, best_layer
 
 
 def test_best_layer_is_chosen_on_validation_not_test():
