@@ -24,9 +24,10 @@ STUDY_ARGS = {
     "hardness-gap": ["--tasks", "{F}:difficulty", "--min-test-per-level", "5"],
     "learning-curves": ["--tasks", "{F}:grade", "--sizes", "4", "8", "12"],
     "noisy-labels": ["--tasks", "{F}:grade", "--noise", "0", "0.5"],
+    "third-grade-to-college": ["--tasks", "{F}:grade", "{M}:level"],
 }
-#: Studies that are plans over the sweep's run (the others still fit on their own).
-PLANNED = ("transfer-matrix", "learning-curves", "noisy-labels")
+#: Studies whose defaults are the sweep's: with the same flags they share its run directory.
+SWEEP_DEFAULTS = ("transfer-matrix", "learning-curves", "noisy-labels")
 #: The settings a study and the sweep share in these tests.
 SHARED = ["--n-train", "12", "--seeds", "2", "--validation-size", "10", "--n-boot", "200",
           "--no-progress"]  # fmt: skip
@@ -38,11 +39,19 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("study-activations")
 
 
-def study(name: str, sample, model, tmp_path, cache, capsys, *extra: str):
-    args = [a.replace("{F}", str(sample)) for a in STUDY_ARGS[name]]
-    layer = [] if name in PLANNED else ["--layer", "1"]
+@pytest.fixture(scope="module")
+def mmlu_sample(tmp_path_factory, load) -> Path:
+    """Every 4th real MMLU-STEM-5 record (high school and college levels), as a JSONL file."""
+    from conftest import write_jsonl
+
+    records = load("mmlu").records[::4]
+    return write_jsonl(tmp_path_factory.mktemp("data") / "mmlu-sample.jsonl", records)
+
+
+def study(name: str, sample, model, tmp_path, cache, capsys, *extra: str, mmlu=None):
+    args = [a.replace("{F}", str(sample)).replace("{M}", str(mmlu)) for a in STUDY_ARGS[name]]
     status = main([
-        name, *args, *extra, *layer, "--model", str(model), *SHARED,
+        name, *args, *extra, "--model", str(model), *SHARED,
         "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs"),
         "--plots-dir", str(tmp_path / "plots"),
     ])  # fmt: skip
@@ -57,23 +66,21 @@ def study_folder(tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("name", sorted(STUDY_ARGS))
 def test_each_study_writes_its_table_config_and_figure_reproducibly(
-    name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
+    name, arc_sample, mmlu_sample, tiny_model_dir, tmp_path, shared_cache, capsys
 ):
-    first = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+    def again():
+        return study(
+            name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys, mmlu=mmlu_sample
+        )
+
+    first = again()
     assert first.returncode == 0, first.stderr
     kind = name.replace("-", "_")
-    if name in PLANNED:  # a study folder inside the sweep's run directory
-        folder = study_folder(tmp_path, kind)
-        run_dir = folder.parent.parent
-        layers = json.loads((folder / "layers.json").read_text())
-        assert all(v["chosen_on"].startswith("easy validation") for v in layers.values())
-        figure = next((tmp_path / "plots").glob(f"{run_dir.name}/{kind}-*.png"))
-    else:
-        (folder,) = (tmp_path / "runs").glob(f"{kind}-*")
-        run_dir = folder
-        meta = json.loads((run_dir / "config.json").read_text())
-        assert all(v["layer"] == 1 for v in meta["layers"].values())
-        figure = next((tmp_path / "plots").glob(f"{kind}-*/{kind}.png"))
+    folder = study_folder(tmp_path, kind)  # a study folder inside the sweep's run directory
+    run_dir = folder.parent.parent
+    layers = json.loads((folder / "layers.json").read_text())
+    assert all(v["chosen_on"].startswith("easy validation") for v in layers.values())
+    figure = next((tmp_path / "plots").glob(f"{run_dir.name}/{kind}-*.png"))
     table = pd.read_csv(folder / f"{kind}.csv")
     assert len(table) > 0 and table["accuracy"].between(0, 1).all()
     assert (table["accuracy_low"] <= table["accuracy"] + 1e-12).all()
@@ -86,10 +93,12 @@ def test_each_study_writes_its_table_config_and_figure_reproducibly(
     if name == "learning-curves":  # cost: easy items 1 each, hard items --hard-cost (2)
         cost = table.set_index(["train_on", "n_train"])["cost"]
         assert cost[("easy", 8)] == 8 and cost[("hard", 8)] == 16
-    again = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
-    assert again.returncode == 0, again.stderr
-    if name in PLANNED:
-        assert "parts: 0 computed" in again.stdout
+    if name == "hardness-gap":  # each level's test half, stored with the study
+        plan = json.loads((folder / "plan.json").read_text())
+        assert len(plan["sets"][f"{arc_sample}:difficulty"]) == table["test_level"].nunique()
+    second = again()
+    assert second.returncode == 0, second.stderr
+    assert "parts: 0 computed" in second.stdout
     pd.testing.assert_frame_equal(pd.read_csv(folder / f"{kind}.csv"), table)
 
 
@@ -114,7 +123,7 @@ def test_a_studys_cells_are_the_sweeps_own_parts(
     assert status == 0, capsys.readouterr().err
     (run_dir,) = (tmp_path / "runs").glob("layer_sweep-*")
     swept = part_files(run_dir)
-    for name in PLANNED:
+    for name in SWEEP_DEFAULTS:
         assert study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
     after = part_files(run_dir)
     assert all(after[p] == swept[p] for p in swept), "the study rewrote a sweep part"
@@ -192,6 +201,8 @@ def test_a_study_with_lm_evals_prompt_reads_that_template_s_cache(
         (["transfer-matrix", "--tasks", "gsm8k:steps"], "no answer choices"),
         (["transfer-matrix", "--tasks", "arc:mdl"], "human-rated measures only"),
         (["hardness-gap", "--tasks", "arc:level"], "level"),
+        (["third-grade-to-college", "--tasks", "arc:grade", "arc:grade"], "twice"),
+        (["third-grade-to-college", "--tasks", "mmlu:level", "arc:grade"], "by grade"),
     ],
 )
 def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir):

@@ -110,6 +110,7 @@ def test_a_sweep_with_the_lmeval_template_scores_as_lm_eval(
     task = meta["datasets"][f"{path}:grade"]
     assert task["template"] == {"name": "lmeval", "hash": LMEVAL.hash}
     frame = load_run(run_dir).items
+    frame = frame[frame["role"].isin(["test", "validation"])]  # zero-shot scores every item
     zero = frame[frame["method"] == "zero_shot"].set_index("item_id")
     norm = frame[frame["method"] == "zero_shot_norm"].set_index("item_id")
     by_id = {r.id: r for r in graded_arc}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -23,6 +24,12 @@ from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import Stratum
 
 TRAIN_ON: tuple[str, ...] = ("easy", "hard", "all")
+
+
+def pool_key(name: str) -> int:
+    """The number a pool's name adds to its draws' seed: easy / hard / all keep the index they
+    always had; a study's own pool (`grade-3`) a checksum of its name."""
+    return TRAIN_ON.index(name) if name in TRAIN_ON else zlib.crc32(name.encode())
 
 
 class EvaluationError(TruthprobeError, ValueError):
@@ -97,7 +104,7 @@ class EvalSplit:
         draws were nested keep their training items, and every size is a prefix.
         """
         pool = self.pools[train_on]
-        rng = np.random.default_rng([self.config.split_seed, seed, TRAIN_ON.index(train_on)])
+        rng = np.random.default_rng([self.config.split_seed, seed, pool_key(train_on)])
         first = rng.choice(pool, size=min(self.config.n_train, len(pool)), replace=False)
         rest = rng.permutation(np.setdiff1d(pool, first))
         return np.concatenate([first, rest])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -244,8 +245,10 @@ def part_fingerprint(
     cache: dict[str, Any] | None,
     split: SplitConfig,
     noise: float = 0.0,
+    pool: np.ndarray | None = None,
 ) -> str:
-    """Hash of the code, model, data, cache, split and method settings behind a part."""
+    """Hash of the code, model, data, cache, split and method settings behind a part (and the
+    rows of a study's own training pool, and its label noise, where it has them)."""
     from truthprobe.provenance import code_version
     from truthprobe.runstore import PART_FORMAT
 
@@ -261,6 +264,8 @@ def part_fingerprint(
     }
     if noise:
         payload["noise"] = noise
+    if pool is not None:
+        payload["pool"] = _rows_hash(pool)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -455,12 +460,24 @@ class Harness:
                 for label, method_draws in draws.items():
                     self.run_parts(name, label, method_draws, bar)
 
-    def key(self, task: str, label: str, draw: Draw, test: str = "") -> PartKey:
-        """The stored key of a draw (the split's n_train is stored as the default)."""
+    def key(
+        self, task: str, label: str, draw: Draw, test: str = "", scored_set: str = ""
+    ) -> PartKey:
+        """The stored key of a draw (the split's n_train is stored as the default); `test` and
+        `scored_set` name what a scoring part scored (`<task>` or `<task>~<set>`)."""
         own = self.tasks[task]
         n = 0 if draw.n_train == own.split.config.n_train else draw.n_train
-        test_slug = self.tasks[test].spec.slug if test and test != task else ""
-        return PartKey(own.spec.slug, label, draw.train_on, draw.seed, n, draw.noise, test_slug)
+        scored = ""
+        if scored_set or (test and test != task):
+            scored = self.tasks[test or task].spec.slug + (f"~{scored_set}" if scored_set else "")
+        return PartKey(own.spec.slug, label, draw.train_on, draw.seed, n, draw.noise, scored)
+
+    def add_pool(self, task_name: str, name: str, rows: np.ndarray) -> None:
+        """A study's own training pool of a task (rows of its items), beside easy / hard / all;
+        its draws follow the one draw rule, and its rows enter the fingerprints of its parts."""
+        _check_set_name(name)
+        self.open()
+        self.tasks[task_name].split.pools[name] = np.sort(np.asarray(rows, np.int64))
 
     def run_parts(
         self, task_name: str, label: str, draws: list[Draw], bar: tqdm | None = None
@@ -483,7 +500,8 @@ class Harness:
         ]
         expected = [
             part_fingerprint(task, method, n, self.fingerprint, self.caches[task_name],
-                             split.config, d.noise)
+                             split.config, d.noise,
+                             None if d.train_on in TRAIN_ON else split.pools.get(d.train_on))
             for d, n in zip(draws, sizes, strict=True)
         ]  # fmt: skip
         stored = [store.meta(k) for k in keys]
@@ -539,30 +557,41 @@ class Harness:
         return noisy_labels(task.answers[train], n_choices, draw.noise, draw.seed)[0]
 
     def run_transfers(
-        self, task_name: str, label: str, draws: list[Draw], test_name: str
+        self,
+        task_name: str,
+        label: str,
+        draws: list[Draw],
+        test_name: str,
+        scored_set: str = "",
+        rows: np.ndarray | None = None,
     ) -> list[PartKey]:
-        """Probes of `task_name`'s parts scored on another task's test and validation items
-        at the same layer (one model, so one space): one stored part per draw."""
+        """Probes of `task_name`'s parts scored on other items at the same layer (one model, so
+        one space): another task's test and validation items, or the `rows` of a named scoring
+        set of `test_name` (a hardness level's test items); one stored part per draw."""
         from truthprobe.probes import scorer_from_arrays
 
         reused = self.summary.reused
-        sources = self.run_parts(task_name, label, draws)  # the probes that transfer
+        sources = self.run_parts(task_name, label, draws)  # the probes that are scored
         self.summary.reused = reused  # counted where the sweep asked for them, not again here
         target, ctx = self.tasks[test_name], self.contexts[test_name]
         method = self.methods[task_name][label]
         if ctx.states is None or method.family.split("-")[0] not in PROBE_FAMILIES:
             raise TruthprobeError(f"{label} on {test_name}: only probes transfer between tasks")
-        rows = ctx.evaluated
+        if scored_set:
+            _check_set_name(scored_set)
+            if rows is None:
+                raise TruthprobeError(f"scoring set {scored_set!r} needs its rows")
+        rows = ctx.evaluated if rows is None else np.sort(np.asarray(rows, np.int64))
         keys = []
         for draw, source in zip(draws, sources, strict=True):
-            key = self.key(task_name, label, draw, test_name)
+            key = self.key(task_name, label, draw, test_name, scored_set)
             keys.append(key)
             origin = self.store.read(source)
             cache = self.caches[test_name] or {}
-            expected = hashlib.sha256(
-                json.dumps([origin.meta["fingerprint"], target.fingerprint, cache.get("key")],
-                           sort_keys=True).encode()
-            ).hexdigest()[:16]  # fmt: skip
+            identity = [origin.meta["fingerprint"], target.fingerprint, cache.get("key")]
+            if scored_set:
+                identity.append(_rows_hash(rows))
+            expected = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
             stored = self.store.meta(key)
             if stored is not None and stored.get("fingerprint") == expected:
                 self.summary.reused += 1
@@ -603,6 +632,22 @@ class Harness:
                 "prediction_text": output.prediction_text,
                 "generations": output.generations,
             },
+        )
+
+
+def _rows_hash(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest()[:16]
+
+
+#: A study's own pool or scoring set: a file-name-safe name that cannot be read as a key part.
+SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9=._-]{0,63}")
+
+
+def _check_set_name(name: str) -> None:
+    if name in (*TRAIN_ON, "none") or not SET_NAME.fullmatch(name):
+        raise TruthprobeError(
+            f"{name!r} cannot name a pool or scoring set: letters, digits, '=', '.', '_', '-' "
+            "only, not easy / hard / all / none"
         )
 
 

@@ -60,7 +60,8 @@ class PartKey:
     noise: float = 0.0
     """Share of training labels replaced by a random wrong choice."""
     test: str = ""
-    """Folder name of the task whose items were scored; "" = the training task itself."""
+    """What was scored: "" = the training task's own test and validation items; `<task>` =
+    another task's; `<task>~<set>` = a named set of a task's items (a study's)."""
 
     @property
     def is_default(self) -> bool:
@@ -250,7 +251,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     tables = {slug: store.task(slug) for slug in store.task_slugs()}
     for slug, task in tables.items():
         for key in store.keys(slug):
-            tested = tables.get(key.test or slug)
+            tested = tables.get(key.test.split("~")[0] or slug)
             if tested is None:
                 raise RunStoreError(f"{store.path(key)}: scores task {key.test!r}, not stored")
             table = tested["items"]

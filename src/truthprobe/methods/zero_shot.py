@@ -50,7 +50,9 @@ class ZeroShot(Method):
         labels: np.ndarray | None = None,
     ) -> MethodOutput:
         assert ctx.states is not None
-        rows = ctx.evaluated
+        # every item of the task, not only test and validation: reading the cache is all it
+        # costs, and a study's own sets (a hardness level's test items) need their floor too
+        rows = np.arange(len(ctx.task.items))
         logprob, mask = ctx.states.scores("choice_logprob")
         # from the records, not the cache: caches before 0.5 counted the separator too
         chars = np.zeros(mask[rows].shape, np.int64)

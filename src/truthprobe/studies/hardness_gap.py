@@ -2,36 +2,52 @@
 window (train on every level up to k, test on the top level).
 
 For each `dataset:measure` (ARC grade 3-8, Bloom 1-5, difficulty 1-3, depth of knowledge 1-3,
-StrategyQA steps, MMLU level), each level's rated records (outside the task's easy validation
+StrategyQA steps, MMLU level), each level's rated items (outside the task's easy validation
 items, which choose the probe's settings) are split once into a test half (at most
 `max_test_per_level`) and a training pool. A level whose pool is smaller than `n_train`, or
 whose test set is smaller than `min_test_per_level`, is left out and named. For every pair of
 levels (i, j) the probe trained on level i is scored on level j's test set, with SGR against
 level j's zero-shot and level j's own probe as ceiling; gap = rank(j) - rank(i) (positive:
 trained on easier items than tested on).
+
+A plan over the harness: each level's pool (`level=3`) and each window (`levels-upto-5`) is a
+training pool of the task (the one draw rule), each level's test half a named scoring set
+(`level=5-test`); the divisions are stored in the study's `plan.json`, so the table is drawn
+from the store alone.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from truthprobe.configs import require
+from truthprobe.configs import CacheConfig, DataConfig, require
 from truthprobe.evaluate import SplitConfig
+from truthprobe.hardness import hardness_values
+from truthprobe.harness import Harness
+from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_hardness_gap
-from truthprobe.studies.base import Study, TasksStudyConfig, run_with, scored
-from truthprobe.studies.fits import hits
-from truthprobe.studies.sources import Source
+from truthprobe.studies.planned import (
+    FAMILY,
+    PlannedStudy,
+    PlannedStudyConfig,
+    View,
+    register,
+    run_planned,
+)
+from truthprobe.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HardnessGapConfig(TasksStudyConfig):
+class HardnessGapConfig(PlannedStudyConfig):
     """Train on level i, test on level j of each ordinal measure; and the moving window."""
 
+    kind: ClassVar[str] = "hardness_gap"
     tasks: tuple[str, ...] = (
         "arc:grade",
         "arc:bloom",
@@ -44,6 +60,10 @@ class HardnessGapConfig(TasksStudyConfig):
     split: SplitConfig = SplitConfig(n_train=80)
     """80 training items per level by default, so that ARC's grade 3 (178 items outside the
     validation set) keeps a test half and a pool."""
+    data: DataConfig = DataConfig(max_per_stratum=0)
+    """Every rated item: a level needs a test half and a pool."""
+    cache: CacheConfig = CacheConfig(batch_size=8)
+    """Whole datasets are read; batches of 8 extract faster on a CPU."""
     max_test_per_level: int = 250
     """Test items per level at most (half the level otherwise)."""
     min_test_per_level: int = 40
@@ -56,19 +76,15 @@ class HardnessGapConfig(TasksStudyConfig):
         require(high >= low, "max_test_per_level", "must be at least --min-test-per-level")
 
 
-@dataclass
-class Level:
-    value: float
-    rank: int
-    test: np.ndarray
-    pool: np.ndarray
-
-
-def levels(source: Source, measure: str, config: HardnessGapConfig) -> tuple[list[Level], str]:
-    """Each usable level's test set and pool; and a note naming the levels left out."""
-    values = source.values(measure)
+def levels(task: Task, config: HardnessGapConfig) -> dict:
+    """Each usable level's value, rank, test set and pool (rows of the task's items), and a
+    note naming the levels left out."""
+    values = np.array(
+        [np.nan if v is None else v for v in hardness_values(task.records, task.spec.measure)],
+        dtype=float,
+    )
     held = np.zeros(len(values), bool)
-    held[source.validation] = True
+    held[task.split.validation] = True
     usable, skipped = [], []
     for rank, value in enumerate(sorted(set(values[np.isfinite(values)].tolist()))):
         rows = np.flatnonzero((values == value) & ~held)
@@ -79,53 +95,85 @@ def levels(source: Source, measure: str, config: HardnessGapConfig) -> tuple[lis
         if n_test < config.min_test_per_level or len(pool) < config.split.n_train:
             skipped.append(f"{value:g} ({len(rows)} items)")
             continue
-        usable.append(Level(value, rank, test, pool))
+        usable.append({"value": value, "rank": rank, "test": test, "pool": pool})
     note = f"left out (too few items): {', '.join(skipped)}" if skipped else ""
-    return usable, note
+    return {"levels": usable, "note": note}
 
 
-def gap_rows(study: Study) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Every (task, level i, level j) cell, and every task's moving window."""
-    config: HardnessGapConfig = study.config  # type: ignore[assignment]
-    rows: list[dict] = []
-    items: dict[str, np.ndarray] = {}
-    for task, source in study.sources.items():
-        measure = task.split(":", 1)[1]
-        found, note = levels(source, measure, config)
-        if note:
-            log.info("%s: %s", task, note)
-        if len(found) < 2:
+def _test(value: float) -> str:
+    return f"level={value:g}-test"
+
+
+def _window(value: float) -> str:
+    return f"levels-upto-{value:g}"
+
+
+def plan(harness: Harness, view: View) -> None:
+    """Per task: each level's pool and window as training pools, each level's test half as a
+    scoring set; every level's probe scored on every level's test set."""
+    config: HardnessGapConfig = view.config  # type: ignore[assignment]
+    view.plan.update(sets={}, levels={})
+    for task in config.tasks:
+        found = levels(harness.tasks[task], config)
+        if found["note"]:
+            log.info("%s: %s", task, found["note"])
+        view.plan["levels"][task] = {
+            "note": found["note"],
+            "levels": [{"value": lv["value"], "rank": lv["rank"]} for lv in found["levels"]],
+        }
+        view.plan["sets"][task] = {_test(lv["value"]): lv["test"] for lv in found["levels"]}
+        if len(found["levels"]) < 2:
             log.warning("%s: fewer than two levels with enough items; skipped", task)
             continue
-        layer = study.layer(task)
-        data = source.at(layer)
-        fitted = {lv.value: study.fit(task, lv.pool, f"level {lv.value:g}") for lv in found}
-        own = {lv.value: hits(fitted[lv.value], data.take(lv.test)) for lv in found}
+        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        for lv in found["levels"]:
+            harness.add_pool(task, f"level={lv['value']:g}", lv["pool"])
+        for k, upto in enumerate(found["levels"]):
+            pool = np.concatenate([lv["pool"] for lv in found["levels"][: k + 1]])
+            harness.add_pool(task, _window(upto["value"]), pool)
+        top = found["levels"][-1]
+        for train in found["levels"]:
+            draws = view.seeds_of(f"level={train['value']:g}")
+            for test in found["levels"]:
+                harness.run_transfers(task, label, draws, task, _test(test["value"]), test["test"])
+            window = view.seeds_of(_window(train["value"]))
+            harness.run_transfers(task, label, window, task, _test(top["value"]), top["test"])
+
+
+def gap_rows(view: View) -> list[dict]:
+    """Every (task, level i, level j) cell, and every task's moving window."""
+    rows: list[dict] = []
+    for task, described in view.plan["levels"].items():
+        found, note = described["levels"], described["note"]
+        if len(found) < 2:
+            continue
+        layer = view.layer(task)
+
+        def scored(pool: str, test: dict, task: str = task, layer: int = layer) -> np.ndarray:
+            return view.correct(task, layer, view.seeds_of(pool), task, _test(test["value"]))
+
+        own = {lv["value"]: scored(f"level={lv['value']:g}", lv) for lv in found}
         for train in found:
             for test in found:
-                correct = hits(fitted[train.value], data.take(test.test))
-                items[f"{task}|{train.value:g}|{test.value:g}"] = correct.astype(np.uint8)
+                correct = scored(f"level={train['value']:g}", test)
                 rows.append(
                     dict(
-                        task=task, kind="pair", layer=layer, train_level=train.value,
-                        test_level=test.value, gap=test.rank - train.rank, note=note,
-                        **scored(study, source, test.test, correct, own[test.value]),
+                        task=task, kind="pair", layer=layer, train_level=train["value"],
+                        test_level=test["value"], gap=test["rank"] - train["rank"], note=note,
+                        **view.cell(task, correct, own[test["value"]], _test(test["value"])),
                     )
                 )  # fmt: skip
         top = found[-1]
-        for k, upto in enumerate(found):
-            pool = np.sort(np.concatenate([lv.pool for lv in found[: k + 1]]))
-            fitted_k = study.fit(task, pool, f"levels <= {upto.value:g}")
-            correct = hits(fitted_k, data.take(top.test))
-            items[f"{task}|<={upto.value:g}|{top.value:g}"] = correct.astype(np.uint8)
+        for upto in found:
+            correct = scored(_window(upto["value"]), top)
             rows.append(
                 dict(
-                    task=task, kind="window", layer=layer, train_level=upto.value,
-                    test_level=top.value, gap=top.rank - upto.rank, note=note,
-                    **scored(study, source, top.test, correct, own[top.value]),
+                    task=task, kind="window", layer=layer, train_level=upto["value"],
+                    test_level=top["value"], gap=top["rank"] - upto["rank"], note=note,
+                    **view.cell(task, correct, own[top["value"]], _test(top["value"])),
                 )
             )  # fmt: skip
-    return rows, items
+    return rows
 
 
 def summary(rows: list[dict]) -> str:
@@ -135,8 +183,9 @@ def summary(rows: list[dict]) -> str:
         pairs = [r for r in mine if r["kind"] == "pair"]
         levels_ = sorted({r["test_level"] for r in pairs})
         lines.append(
-            f"{task} (layer {mine[0]['layer']}): hard-test accuracy, rows trained on level, "
-            "columns tested on level" + (f"; {mine[0]['note']}" if mine[0]["note"] else "")
+            f"{task} (layer {layer_name(mine[0]['layer'])}): hard-test accuracy, rows trained "
+            "on level, columns tested on level"
+            + (f"; {mine[0]['note']}" if mine[0]["note"] else "")
         )
         lines.append(f"  {'train':>7} " + " ".join(f"{v:>7g}" for v in levels_))
         for train in levels_:
@@ -170,6 +219,11 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+STUDY = register(
+    PlannedStudy("hardness_gap", HardnessGapConfig, plan, gap_rows, summary, plot_hardness_gap)
+)
+
+
 def run_study(config: HardnessGapConfig) -> str:
     """Run the study, store it; returns what the command prints."""
-    return run_with("hardness_gap", config, gap_rows, summary, plot_hardness_gap)
+    return run_planned(STUDY, config)

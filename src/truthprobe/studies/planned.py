@@ -43,6 +43,7 @@ from truthprobe.results import (
     TaskResults,
     accuracy_cells,
     best_layer,
+    chance_items,
     collect,
     floor,
     part_matrix,
@@ -113,8 +114,11 @@ class PlannedStudyConfig:
 class View:
     """A run store read for a study's table: tasks, sweep results, chosen layers, cells."""
 
-    def __init__(self, run_dir: Path, config: PlannedStudyConfig) -> None:
+    def __init__(self, run_dir: Path, config: PlannedStudyConfig, plan: dict | None = None) -> None:
         self.store = RunStore(run_dir)
+        self.plan: dict[str, Any] = plan or {}
+        """What a plan defined from the data and its table needs (JSON, stored as `plan.json`):
+        `sets` (per task, named sets of its items: a level's test items, a study's pool)."""
         self.config = config
         self.results: dict[str, TaskResults] = {t.name: t for t in collect(run_dir)}
         stored = {slug: self.store.task(slug) for slug in self.store.task_slugs()}
@@ -159,34 +163,59 @@ class View:
     def test(self, task: str) -> np.ndarray:
         return test_rows(self.tables[task])
 
-    def keys(self, task: str, layer: int, draws: list[Draw], test: str = "") -> list[PartKey]:
+    def keys(
+        self, task: str, layer: int, draws: list[Draw], test: str = "", scored_set: str = ""
+    ) -> list[PartKey]:
         """Stored keys of draws, as `Harness.key` names them."""
         n_default = self.config.split.n_train
-        test_slug = self.slugs[test] if test and test != task else ""
+        scored = ""
+        if scored_set or (test and test != task):
+            scored = self.slugs[test or task] + (f"~{scored_set}" if scored_set else "")
         return [
             PartKey(self.slugs[task], f"{FAMILY}@{layer_name(layer)}", d.train_on, d.seed,
-                    0 if d.n_train == n_default else d.n_train, d.noise, test_slug)
+                    0 if d.n_train == n_default else d.n_train, d.noise, scored)
             for d in draws
         ]  # fmt: skip
 
-    def correct(self, task: str, layer: int, draws: list[Draw], test: str = "") -> np.ndarray:
-        """(test items of `test` (default: `task`), draws) correctness of the parts."""
-        rows = self.test(test or task)
-        return part_matrix(self.store, self.keys(task, layer, draws, test), rows)
+    def rows(self, task: str, scored_set: str = "") -> np.ndarray:
+        """Rows (task items) of a scoring set: the hard test set, or a study's named set."""
+        if not scored_set:
+            return self.test(task)
+        try:
+            return np.asarray(self.plan["sets"][task][scored_set], np.int64)
+        except KeyError:
+            raise TruthprobeError(f"{task}: no scoring set {scored_set!r} stored") from None
+
+    def correct(
+        self, task: str, layer: int, draws: list[Draw], test: str = "", scored_set: str = ""
+    ) -> np.ndarray:
+        """(items, draws) correctness of the parts on what they scored: `test`'s (default:
+        `task`'s) hard test set, or its named set."""
+        rows = self.rows(test or task, scored_set)
+        keys = self.keys(task, layer, draws, test, scored_set)
+        return part_matrix(self.store, keys, rows)
 
     def seeds_of(self, train_on: str, n_train: int = 0, noise: float = 0.0) -> list[Draw]:
         return [Draw(train_on, s, n_train, noise) for s in self.seeds]
 
-    def cell(self, task: str, correct: np.ndarray, ceiling: np.ndarray | None = None) -> dict:
-        """One cell on `task`'s hard test set: accuracy [CI] of `correct` ((items, seeds)),
-        chance and zero-shot there, and given the ceiling (the supervised probe SGR divides
-        by) its accuracy (`own`) and SGR with the no-gap rule (`results.sgr_cells`)."""
-        results = self.results[task]
-        unsup_name = floor(results)
+    def cell(
+        self,
+        task: str,
+        correct: np.ndarray,
+        ceiling: np.ndarray | None = None,
+        scored_set: str = "",
+    ) -> dict:
+        """One cell on `task`'s hard test set (or its named set): accuracy [CI] of `correct`
+        ((items, seeds)), chance and zero-shot there, and given the ceiling (the supervised
+        probe SGR divides by) its accuracy (`own`) and SGR with the no-gap rule
+        (`results.sgr_cells`)."""
+        rows = self.rows(task, scored_set)
+        unsup_name = floor(self.results[task])
         if unsup_name is None:
             raise TruthprobeError(f"{task}: no zero-shot part stored")
-        unsup = results.families[unsup_name].matrix(-1, "none")[:, 0]
-        chance = results.chance_items
+        key = PartKey(self.slugs[task], unsup_name, "none", 0)
+        unsup = part_matrix(self.store, [key], rows)[:, 0]
+        chance = chance_items(np.asarray(self.tables[task]["items"]["n_choices"])[rows])
         row = dict(
             **accuracy_cells(correct, self.n_boot),
             chance=float("nan") if chance is None else float(chance.mean()),
@@ -206,7 +235,8 @@ class PlannedStudy:
     kind: str
     config_type: type[PlannedStudyConfig]
     plan: Callable[[Harness, View], None]
-    """Ask the harness for every part the cells need (the sweep's are made already)."""
+    """Ask the harness for every part the cells need (the sweep's are made already); a plan
+    that defines sets of its own from the data puts them in `view.plan` (`plan.json`)."""
     rows: Callable[[View], list[dict]]
     """The tidy table, from the store alone."""
     summary: Callable[[list[dict]], str]
@@ -241,6 +271,8 @@ def run_planned(study: PlannedStudy, config: PlannedStudyConfig) -> str:
         study.plan(harness, view)
         summary = harness.summary
     folder = study_dir(summary.run_dir, config)
+    if view.plan:
+        _write_atomic(folder / "plan.json", json.dumps(view.plan, default=_jsonable))
     _write_atomic(
         folder / "study.json",
         json.dumps({"kind": study.kind, "config": asdict(config)}, indent=2, default=str),
@@ -251,6 +283,15 @@ def run_planned(study: PlannedStudy, config: PlannedStudyConfig) -> str:
         f"loading {summary.model_seconds:.1f} s, extraction {summary.extract_seconds:.1f} s, "
         f"total {time.perf_counter() - started:.1f} s"
     )
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy arrays and numbers in a plan, as JSON."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _config_from(kind: str, values: dict) -> PlannedStudyConfig:
@@ -284,7 +325,13 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
     """
     import pandas as pd
 
-    from truthprobe.studies import learning_curves, noisy_labels, transfer_matrix  # noqa: F401
+    from truthprobe.studies import (  # noqa: F401  (each registers its study)
+        hardness_gap,
+        learning_curves,
+        noisy_labels,
+        third_grade_to_college,
+        transfer_matrix,
+    )
 
     folder = Path(folder)
     meta_path = folder / "study.json"
@@ -297,7 +344,13 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
     except (ValueError, KeyError, TypeError) as err:
         raise TruthprobeError(f"{meta_path}: not a readable study description ({err})") from None
     run_dir = folder.parent.parent
-    view = View(run_dir, config)
+    plan = None
+    if (folder / "plan.json").is_file():
+        try:
+            plan = json.loads((folder / "plan.json").read_text())
+        except ValueError as err:
+            raise TruthprobeError(f"{folder / 'plan.json'}: not readable ({err})") from None
+    view = View(run_dir, config, plan)
     rows = study.rows(view)
     run_meta = json.loads((run_dir / "config.json").read_text())
     model = run_meta["model_fingerprint"]["name"]
