@@ -115,3 +115,15 @@ def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
     accuracy = {r["pair"] for r in rows if r["comparison"] == "quantization_accuracy"}
     own = models["none"].split("-")[-1]  # the unquantized run is named by its dtype
     assert accuracy == {f"{a} on {b}" for a in (own, "4bit") for b in (own, "4bit")}
+    # the run folder and its caches moved elsewhere: the caches are found again by identity
+    import shutil
+
+    from truthprobe.directions import write_directions
+
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "runs", moved / "runs")
+    shutil.move(tmp_path / "act", moved / "activations")
+    run_dir = next((moved / "runs").glob("*/config.json")).parent  # either quantization's
+    text = write_directions(run_dir, tmp_path / "p2", n_train=6, cache_dir=moved / "activations")
+    rows = list(csv.DictReader((run_dir / "directions.csv").open()))
+    assert "table:" in text and any(r["comparison"] == "rescaled" for r in rows)

@@ -337,7 +337,12 @@ def run_directions(config) -> int:
         run_harness(twin)
         versus = twin.harness().run_dir()
     run_dir, plots = config.harness().run_dir(), config.output.plots_dir
-    print(write_directions(run_dir, plots, n_train=config.split.n_train, versus=versus))
+    print(
+        write_directions(
+            run_dir, plots, n_train=config.split.n_train, versus=versus,
+            cache_dir=config.cache.cache_dir,
+        )
+    )  # fmt: skip
     return 0
 
 

@@ -106,7 +106,9 @@ def _row(task, family, layer, comparison, pair, a, b) -> dict:
     )  # fmt: skip
 
 
-def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
+def rescaled_rows(
+    run_dir: str | Path, family: str = "mc_linear", cache_dir: str | Path | None = None
+) -> list[dict]:
     """Hard-test accuracy, per task and layer, of easy-trained directions as trained, and with
     their standardisation (mu, sigma) refitted on the same seed's hard training items; beside
     the hard-trained probe. The easy direction is kept; only its per-feature scale and centre
@@ -117,7 +119,7 @@ def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
     from truthprobe.probes import Standardizer
 
     rows = []
-    for view in _cached_tasks(run_dir):
+    for view in _cached_tasks(run_dir, cache_dir):
         store, slug, cache = view.store, view.slug, view.cache
         states_of, mask, answers = view.cache_rows, view.mask, view.answers
         test = np.flatnonzero(view.roles == "test")
@@ -144,7 +146,9 @@ def rescaled_rows(run_dir: str | Path, family: str = "mc_linear") -> list[dict]:
     return rows
 
 
-def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dict]:
+def disjoint_rows(
+    run_dir: str | Path, n_train: int, draws: int = 3, cache_dir: str | Path | None = None
+) -> list[dict]:
     """The seed-to-seed reference without shared items: per task and layer, the cosine of
     validated probes fitted on two *disjoint* draws of `n_train` easy pool items (as the run
     chooses their setting, on its easy validation items). Seeded draws of one pool share
@@ -155,7 +159,7 @@ def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dic
 
     grid = preset_probes("mc_linear", "validated")
     rows = []
-    for view in _cached_tasks(run_dir):
+    for view in _cached_tasks(run_dir, cache_dir):
         pool = np.flatnonzero((view.roles == "pool") & (view.strata == "easy"))
         if len(pool) < 2 * n_train:
             continue
@@ -185,7 +189,10 @@ def disjoint_rows(run_dir: str | Path, n_train: int, draws: int = 3) -> list[dic
 
 
 def quantization_rows(
-    run_dir: str | Path, other_dir: str | Path, family: str = "mc_linear"
+    run_dir: str | Path,
+    other_dir: str | Path,
+    family: str = "mc_linear",
+    cache_dir: str | Path | None = None,
 ) -> list[dict]:
     """The same model under two quantizations: two runs of the same tasks, items and seeds whose
     caches differ only in the model's precision (`truthprobe directions --versus-quantization`).
@@ -198,8 +205,8 @@ def quantization_rows(
     from truthprobe.errors import TruthprobeError
 
     rows: list[dict] = []
-    for mine in _cached_tasks(run_dir):
-        for theirs in _cached_tasks(other_dir):
+    for mine in _cached_tasks(run_dir, cache_dir):
+        for theirs in _cached_tasks(other_dir, cache_dir):
             if theirs.task == mine.task:
                 rows += _twin_rows(mine, theirs, family, (run_dir, other_dir))
     if not rows:
@@ -285,17 +292,25 @@ class _TaskView:
     mask: np.ndarray
 
 
-def _cached_tasks(run_dir: str | Path) -> Iterator[_TaskView]:
-    """Each multiple-choice task of a run, its cache open while the caller works on it."""
+def _cached_tasks(run_dir: str | Path, cache_dir: str | Path | None) -> Iterator[_TaskView]:
+    """Each multiple-choice task of a run, its cache (found by identity under `cache_dir`,
+    default: the one the run recorded) open while the caller works on it."""
+    import json
+
     from truthprobe.activations import ActivationCache
+    from truthprobe.activations.cache import locate_cache
 
     store = RunStore(run_dir)
+    if cache_dir is None:
+        recorded = json.loads((store.run_dir / "config.json").read_text())
+        cache_dir = recorded["config"]["cache"]["cache_dir"]
     for slug in store.task_slugs():
         task = store.task(slug)
         if not task.get("cache"):
             continue
         items = task["items"]
-        with ActivationCache(task["cache"]["path"]) as cache:
+        path = locate_cache(task["cache"], cache_dir, task["task"])
+        with ActivationCache(path) as cache:
             rows = cache.rows_of(items["id"])
             yield _TaskView(
                 store, slug, task["task"], np.array(items["role"]), np.array(items["stratum"]),
@@ -324,6 +339,7 @@ def write_directions(
     family: str = "mc_linear",
     n_train: int = 160,
     versus: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> str:
     """`directions.csv` in the run directory and `directions.png` in `plots_dir`; a summary.
 
@@ -339,16 +355,16 @@ def write_directions(
     rows = [
         dict(task=r["task"], family=r["family"], layer=r["layer"], comparison=r["comparison"],
              pair=r["pair"], value=r["cosine"], sd=r["cosine_sd"], n=r["n_pairs"])
-        for r in direction_rows(run_dir) + disjoint_rows(run_dir, n_train)
+        for r in direction_rows(run_dir) + disjoint_rows(run_dir, n_train, cache_dir=cache_dir)
     ]  # fmt: skip
     by_layer: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rescaled_rows(run_dir, family):
+    for r in rescaled_rows(run_dir, family, cache_dir):
         by_layer[(r["task"], r["layer"])].append(r)
     for (task, layer), seeds in sorted(by_layer.items()):
         for pair in ("easy", "easy_rescaled_on_hard", "hard"):
             rows.append(_summary(task, family, layer, "rescaled", pair, [r[pair] for r in seeds]))
     if versus is not None:
-        rows += quantization_rows(run_dir, versus, family)
+        rows += quantization_rows(run_dir, versus, family, cache_dir)
     if not rows:
         from truthprobe.errors import TruthprobeError
 

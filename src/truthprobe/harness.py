@@ -152,6 +152,11 @@ def _prepare_cache(
             verified=verified.setdefault(str(cache.path), set()),
         )
         identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
+        try:  # how a moved run folder finds its cache again (`activations.locate_cache`)
+            identity["relative"] = str(cache.path.resolve().relative_to(
+                Path(config.cache.cache_dir).resolve()))  # fmt: skip
+        except ValueError:
+            pass
         layers = cache.layers
     summary.extract_seconds += time.perf_counter() - started
     summary.rows_extracted[task.name] = filled.rows_extracted

@@ -766,3 +766,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def locate_cache(identity: dict, cache_dir: str | Path, owner: str = "") -> Path:
+    """The cache file a run's task refers to, found by identity: under `cache_dir` at the path
+    recorded relative to it, at the absolute path recorded, or anywhere under `cache_dir` (a
+    run folder or a cache folder moved elsewhere still finds its cache). Each candidate's
+    identity hash (`ActivationCache.key`) must equal the recorded one.
+
+    Raises:
+        CacheError: no cache with that identity (the message says where it looked).
+    """
+    key = identity["key"]
+    root = Path(cache_dir)
+    candidates = []
+    if identity.get("relative"):
+        candidates.append(root / identity["relative"])
+    if identity.get("path"):
+        candidates.append(Path(identity["path"]))
+    seen = set()
+    anywhere = sorted(root.rglob("*.h5")) if root.is_dir() else []
+    for path in [*candidates, *anywhere]:
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            with ActivationCache(path) as cache:
+                if cache.key == key:
+                    return path
+        except (CacheError, OSError):
+            continue
+    raise CacheError(
+        f"{owner + ': ' if owner else ''}no activation cache with identity {key[:12]} under "
+        f"{root} (nor at {identity.get('path')}); pass the folder that holds it as --cache-dir"
+    )
