@@ -18,7 +18,7 @@ import time
 from truthprobe.activations import ActivationCache, ExtractConfig, extract
 from truthprobe.configs import CacheConfig, DataConfig, OutputConfig
 from truthprobe.evaluate import SplitConfig
-from truthprobe.transfer import SweepConfig, layer_sweep
+from truthprobe.sweep import SweepConfig, layer_sweep
 
 MEASURES = ("grade", "bloom", "difficulty", "depth_of_knowledge")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from truthprobe.baselines.compare import BaselinesConfig
-from truthprobe.transfer import SweepConfig
+from truthprobe.comparison import BaselinesConfig
+from truthprobe.sweep import SweepConfig
 
 #: The installed console script, as a user runs it.
 SCRIPT = Path(sys.executable).parent / "truthprobe"

@@ -50,8 +50,8 @@ def test_validate_good_and_bad_files(capsys, tmp_path, load):
 
 def test_baselines_flags_build_the_config():
     """Defaults come from `BaselinesConfig`; `--cot` with no datasets turns CoT off."""
-    from truthprobe.baselines.compare import BaselinesConfig
     from truthprobe.cli import parse_config
+    from truthprobe.comparison import BaselinesConfig
 
     default = parse_config(BaselinesConfig, [], "truthprobe baselines")
     assert default == BaselinesConfig() and "gsm8k:steps" in default.tasks

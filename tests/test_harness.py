@@ -10,8 +10,8 @@ import pytest
 from conftest import write_jsonl
 
 from truthprobe.activations import ActivationCache
-from truthprobe.baselines.compare import BaselinesConfig, run_baselines
 from truthprobe.cli import main
+from truthprobe.comparison import BaselinesConfig, run_baselines
 from truthprobe.configs import CacheConfig, DataConfig, ModelConfig, OutputConfig
 from truthprobe.evaluate import SplitConfig
 from truthprobe.methods import ProbeSettings, QLoRASettings
@@ -20,7 +20,7 @@ from truthprobe.methods.settings import CoTSettings, ICLSettings
 from truthprobe.probes import ProbeData
 from truthprobe.report import collect
 from truthprobe.runstore import PartKey, RunStore, load_run
-from truthprobe.transfer import SweepConfig, layer_sweep
+from truthprobe.sweep import SweepConfig, layer_sweep
 
 SPLIT = SplitConfig(n_train=12, seeds=2, validation_size=10)
 

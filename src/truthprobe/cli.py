@@ -384,13 +384,13 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         "cache per-layer hidden states of a model to HDF5",
     ),
     "sweep": ConfigCommand(
-        "truthprobe.transfer",
+        "truthprobe.sweep",
         "SweepConfig",
         run_harness,
         "train probes on easy/hard/all items at every layer; report SGR",
     ),
     "directions": ConfigCommand(
-        "truthprobe.transfer",
+        "truthprobe.sweep",
         "DirectionsConfig",
         run_directions,
         "the sweep, then cosines of its probe directions across strata, seeds, tasks and "
@@ -435,7 +435,7 @@ CONFIG_COMMANDS: dict[str, ConfigCommand] = {
         "same items (needs truthprobe[lmeval])",
     ),
     "baselines": ConfigCommand(
-        "truthprobe.baselines.compare",
+        "truthprobe.comparison",
         "BaselinesConfig",
         run_harness,
         "zero-shot, ICL, probes and QLoRA on the same splits; report SGR",

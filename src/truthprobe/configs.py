@@ -89,12 +89,6 @@ class ModelConfig:
             f"must be cpu, cuda, cuda:N or auto, got {self.device!r}",
         )
 
-    def load(self):
-        """Load the model (`truthprobe.models.load_model`)."""
-        from truthprobe.models import load_model
-
-        return load_model(self.name, self.quantization, self.dtype, self.device)
-
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -280,7 +274,7 @@ def check_task(text: str) -> tuple[str, str]:
         ConfigError: no measure, an unknown dataset, or a measure that does not apply.
     """
     from truthprobe.data import DATASET_NAMES
-    from truthprobe.hardness import MEASURES, measures_for
+    from truthprobe.hardness import MEASURES, MODEL_MEASURES, measures_for
 
     dataset, sep, measure = text.rpartition(":")
     if not sep or not dataset or not measure:
@@ -296,8 +290,6 @@ def check_task(text: str) -> tuple[str, str]:
             )
         if not Path(dataset).is_file():
             raise ConfigError(f"task {text!r}: no such file {dataset}")
-
-    from truthprobe.mdl import MODEL_MEASURES
 
     def human(names):  # or computed by truthprobe.mdl
         return [m for m in names if not MEASURES[m].needs_model or m in MODEL_MEASURES]

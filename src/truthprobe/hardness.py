@@ -19,6 +19,10 @@ import numpy as np
 from truthprobe.data.hub import gsm8k_solution_lines
 from truthprobe.data.records import DataError, Question
 from truthprobe.errors import TruthprobeError
+from truthprobe.min_k import MEASURE_SCORES as MIN_K_MEASURES
+
+#: Model-based measures the package computes itself (`truthprobe.mdl`), per item, beside a cache.
+MODEL_MEASURES: tuple[str, ...] = ("mdl", "probe_mdl", *MIN_K_MEASURES)
 
 Stratum = Literal["easy", "medium", "hard"]
 STRATA: tuple[Stratum, ...] = ("easy", "medium", "hard")

@@ -7,8 +7,8 @@ written atomically the moment it finishes (`truthprobe.runstore`), with a finger
 code, model, data, split and method settings that made it: an interrupted run resumes where it
 stopped, and a part made by other code or data is recomputed, never silently reused.
 
-The layer sweep (`truthprobe.transfer`) and the baselines comparison
-(`truthprobe.baselines.compare`) are two configurations of this; `truthprobe.report` renders
+The layer sweep (`truthprobe.sweep`) and the baselines comparison
+(`truthprobe.comparison`) are two configurations of this; `truthprobe.report` renders
 both from the stored parts alone.
 """
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.errors import TruthprobeError
+from truthprobe.hardness import MODEL_MEASURES
 from truthprobe.min_k import DEFAULT_PERCENT, hardness_column
 from truthprobe.min_k import MEASURE_SCORES as MIN_K_MEASURES
 
-MODEL_MEASURES: tuple[str, ...] = ("mdl", "probe_mdl", *MIN_K_MEASURES)
 FOLDS = 5
 CURVE: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
 """Shares of the other folds' items each learning-curve probe trains on (nested)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from truthprobe.configs import DType, Quantization
+from truthprobe.configs import DType, ModelConfig, Quantization
 from truthprobe.errors import TruthprobeError
 
 #: Spec that selects the embedded model.
@@ -240,3 +240,8 @@ def load_model(
         dtype=str(torch_dtype).removeprefix("torch."),
     )
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint)
+
+
+def load_configured(config: ModelConfig) -> LoadedModel:
+    """The model a `ModelConfig` names, in its quantization, dtype and device."""
+    return load_model(config.name, config.quantization, config.dtype, config.device)

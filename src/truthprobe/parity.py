@@ -21,7 +21,7 @@ from truthprobe.configs import ModelConfig, Source, require, require_positive
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.methods.zero_shot import zero_shot_probs
-from truthprobe.models import LoadedModel
+from truthprobe.models import LoadedModel, load_configured
 from truthprobe.prompts import resolve_template
 from truthprobe.scoring import encode, score_continuations
 
@@ -252,7 +252,7 @@ def draw_test_items(config: ParityConfig, dataset: str) -> list[Question]:
 
 def run_parity(config: ParityConfig) -> int:
     """Print each dataset's comparison; exit status 1 if a tolerance is exceeded."""
-    loaded = config.model.load()
+    loaded = load_configured(config.model)
     ok = True
     for dataset in config.datasets:
         items = draw_test_items(config, dataset)

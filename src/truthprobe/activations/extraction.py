@@ -27,7 +27,7 @@ from truthprobe.configs import CacheConfig, ExtractConfig
 from truthprobe.data import Question, content_hash
 from truthprobe.errors import TruthprobeError
 from truthprobe.min_k import min_k_rows
-from truthprobe.models import LoadedModel
+from truthprobe.models import LoadedModel, load_configured
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
     EncodedItem,
@@ -317,7 +317,7 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
     wanted = selected_records(config, records)
     if not wanted:
         raise ExtractError(f"{dataset.name}: the selection holds no items to extract")
-    loaded = loaded or config.model.load()
+    loaded = loaded or load_configured(config.model)
     template = config.prompt.resolve(records)
     with open_cache(
         dataset.name,

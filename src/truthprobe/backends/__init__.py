@@ -9,18 +9,16 @@ imports from the scoring engine or the extraction dispatcher: they import this.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
+from truthprobe.backends.base import SequenceRunner
 from truthprobe.configs import Backend  # one definition, re-exported here
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 
 BACKENDS: tuple[str, ...] = ("hf", "nnsight", "transformer_lens")
-
-#: Runs one full sequence (1, T) and returns (hidden states 0..L each (T, d_model), logits (T, V)).
-SequenceRunner = Callable[[torch.Tensor], tuple[Sequence[torch.Tensor], torch.Tensor]]
 
 
 def hf_runner(loaded: LoadedModel) -> SequenceRunner:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from truthprobe.backends import SequenceRunner
+from truthprobe.backends.base import SequenceRunner
 from truthprobe.models import LoadedModel
 
 

@@ -251,6 +251,17 @@ def register(study: PlannedStudy) -> PlannedStudy:
     return study
 
 
+def registered(kind: str) -> PlannedStudy:
+    """The study `kind` names; its module (`truthprobe.studies.<kind>`) registers it on import
+    (imported by name here, so this module imports no study and no cycle forms)."""
+    import importlib
+
+    if kind not in STUDIES:
+        if not kind.isidentifier():
+            raise KeyError(kind)
+        importlib.import_module(f"truthprobe.studies.{kind}")
+    return STUDIES[kind]
+
 def study_dir(run_dir: Path, config: PlannedStudyConfig) -> Path:
     return run_dir / "studies" / f"{config.kind}-{config.study_hash()}"
 
@@ -298,7 +309,7 @@ def _config_from(kind: str, values: dict) -> PlannedStudyConfig:
     """Rebuild a study's config from its `study.json` (nested dataclasses, tuples)."""
     parts = {"model": ModelConfig, "split": SplitConfig, "data": DataConfig,
              "prompt": PromptConfig, "cache": CacheConfig, "output": OutputConfig}  # fmt: skip
-    config_type = STUDIES[kind].config_type
+    config_type = registered(kind).config_type
     types = {f.name: f for f in fields(config_type)}
     built: dict[str, Any] = {}
     for name, value in values.items():
@@ -325,13 +336,6 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
     """
     import pandas as pd
 
-    from truthprobe.studies import (  # noqa: F401  (each registers its study)
-        hardness_gap,
-        learning_curves,
-        noisy_labels,
-        third_grade_to_college,
-        transfer_matrix,
-    )
 
     folder = Path(folder)
     meta_path = folder / "study.json"
@@ -339,9 +343,9 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
         raise TruthprobeError(f"{folder}: not a study folder (no study.json)")
     try:
         meta = json.loads(meta_path.read_text())
-        study = STUDIES[meta["kind"]]
+        study = registered(meta["kind"])
         config = _config_from(meta["kind"], meta["config"])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, ImportError) as err:
         raise TruthprobeError(f"{meta_path}: not a readable study description ({err})") from None
     run_dir = folder.parent.parent
     plan = None
