@@ -106,9 +106,9 @@ def test_answer_extraction_edge_cases(text, expected):
 def test_zero_shot_icl_equals_cached_zero_shot(gemma_fp32, mixed_arc_file, tmp_path):
     """k = 0 through the ICL path reproduces the cache's zero-shot log-likelihoods."""
     from truthprobe.activations import ActivationCache, ExtractConfig, extract
+    from truthprobe.choice_probs import zero_shot_probs
     from truthprobe.configs import CacheConfig, ModelConfig
     from truthprobe.data import load_dataset
-    from truthprobe.methods.zero_shot import zero_shot_probs
 
     config = ExtractConfig(
         dataset=str(mixed_arc_file),

@@ -14,8 +14,8 @@ import pytest
 from conftest import write_jsonl
 from test_cli_config import truthprobe
 
+from truthprobe.choice_probs import zero_shot_probs
 from truthprobe.data import Question
-from truthprobe.methods.zero_shot import zero_shot_probs
 from truthprobe.prompts import LMEVAL, choice_chars, resolve_template
 
 

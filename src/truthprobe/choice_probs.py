@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -67,3 +68,20 @@ class ChoiceProbs:
         """
         k = self.mask.sum(1)
         return float((self.probs.max(1) - 1 / k).mean())
+
+
+Normalization = Literal["raw", "chars"]
+
+
+def zero_shot_probs(
+    ids, logprob: np.ndarray, chars: np.ndarray, mask: np.ndarray, normalization: Normalization
+) -> ChoiceProbs:
+    """The zero-shot rule, the one place it lives: choice probabilities from summed
+    log-likelihoods as continuations of the prompt (`raw`, lm-eval's `acc`), or per character
+    of the choice (`chars`, lm-eval's `acc_norm`; `chars` may be None for `raw`)."""
+    scores = np.asarray(logprob, np.float64)
+    if normalization == "chars":
+        scores = scores / np.maximum(chars, 1)
+    elif normalization != "raw":
+        raise ValueError(f"unknown normalization {normalization!r}; use raw or chars")
+    return ChoiceProbs.from_scores(ids, scores, mask)

@@ -347,10 +347,10 @@ def run_directions(config) -> int:
 
 
 def run_study(config) -> int:
-    """A transfer study: its module's `run_study` prints the table and where files went."""
-    import importlib
+    """A transfer study: the plan run over the harness, then its table and where files went."""
+    from truthprobe.studies.planned import registered, run_planned
 
-    print(importlib.import_module(type(config).__module__).run_study(config))
+    print(run_planned(registered(config.kind), config))
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.choice_probs import zero_shot_probs
 from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import MODEL_MEASURES
 from truthprobe.min_k import DEFAULT_PERCENT, hardness_column
@@ -40,7 +40,7 @@ SCORES_FORMAT = 1
 def zero_shot_mdl(logprob: np.ndarray, mask: np.ndarray, answers: np.ndarray) -> np.ndarray:
     """1 - p(gold) under zero-shot scoring (softmax of summed log-likelihoods over choices)."""
     ids = tuple(map(str, range(len(answers))))
-    return 1.0 - ChoiceProbs.from_scores(ids, logprob, mask).gold_probability(answers)
+    return 1.0 - zero_shot_probs(ids, logprob, None, mask, "raw").gold_probability(answers)
 
 
 def probe_mdl(
@@ -144,7 +144,8 @@ def zero_shot_correct(cache) -> dict[str, float]:
     per-stratum accuracy `truthprobe data summary` shows beside model-based strata (under
     `min_k`, the direct test of contamination: are likely-seen items answered better?)."""
     ids = cache.item("id").astype(str)
-    probs = ChoiceProbs.from_scores(ids, cache.score("choice_logprob"), cache.item("choice_mask"))
+    logprob, mask = cache.score("choice_logprob"), cache.item("choice_mask")
+    probs = zero_shot_probs(ids, logprob, None, mask, "raw")
     right = probs.correct(cache.item("answer_index"))
     return dict(zip(ids, right.tolist(), strict=True))
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from truthprobe.choice_probs import zero_shot_probs
 from truthprobe.configs import ModelConfig, Source, require, require_positive
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
-from truthprobe.methods.zero_shot import zero_shot_probs
 from truthprobe.models import LoadedModel, load_configured
 from truthprobe.prompts import resolve_template
 from truthprobe.scoring import encode, score_continuations

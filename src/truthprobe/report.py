@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from truthprobe.plots import bands_note, plot_layer_accuracy, plot_layer_sgr, pl
 from truthprobe.results import (
     NORMALISED,
     UNSUPERVISED,
+    FamilyResults,
+    TaskResults,
     best_layer,
     collect,
     collect_tasks,
@@ -59,26 +62,41 @@ def _sgr_columns(cells: dict) -> dict:
     return {k: v for k, v in cells.items() if "vs_chance" not in k and k != "sgr_text"}
 
 
-def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> str:
-    """Compute tables and figures for a run; returns the summary text (also saved).
+@dataclass
+class FamilyFigure:
+    """What the per-layer figures of one method family draw."""
 
-    Raises:
-        TruthprobeError: not a run directory, or no method with easy, hard and all results.
-    """
-    run_dir = Path(run_dir)
+    task: TaskResults
+    family: str
+    accuracy: list[dict]
+    sgr: list[dict]
+    zero_shot: dict
+    layer: int
+    n_seeds: int
+
+
+@dataclass
+class ReportRows:
+    """A run's result rows: `table` (one per task x method family, at the chosen layer),
+    `accuracy` and `sgr` (per layer), method times, and what the figures draw."""
+
+    table: list[dict] = field(default_factory=list)
+    accuracy: list[dict] = field(default_factory=list)
+    sgr: list[dict] = field(default_factory=list)
+    timing: list[str] = field(default_factory=list)
+    figures: list[FamilyFigure] = field(default_factory=list)
+
+
+def read_meta(run_dir: Path) -> dict:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise TruthprobeError(f"{run_dir}: not a run directory (no config.json)")
-    meta = json.loads(config_path.read_text())
-    config = meta["config"]
-    n_boot = int(config["output"]["n_boot"])
-    plots_dir = Path(plots_dir or config["output"]["plots_dir"]) / run_dir.name
-    model = meta["model_fingerprint"]
+    return json.loads(config_path.read_text())
 
-    accuracy_rows: list[dict] = []
-    sgr_rows: list[dict] = []
-    table: list[dict] = []
-    timing: list[str] = []
+
+def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
+    """Every task's accuracy and SGR rows from the stored parts (`results.collect`)."""
+    rows = ReportRows()
     for task in collect(run_dir):
         unsup_name = floor(task)
         if unsup_name is None:
@@ -90,44 +108,20 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         zero_row = dict(
             accuracy=floor_acc.estimate, accuracy_low=floor_acc.low, accuracy_high=floor_acc.high
         )
-        timing.append(
+        rows.timing.append(
             f"{task.name}: "
             + ", ".join(f"{n} {f.seconds:.0f} s" for n, f in sorted(task.families.items()))
         )
         for name in sorted(task.families, key=_family_order):
-            family = task.families[name]
             if name in UNSUPERVISED or name == NORMALISED:
                 continue
-            layers = family.layers
-            family_acc, family_sgr = [], []
-            for layer in layers:
-                matrices = {t: family.matrix(layer, t) for t in TRAIN_ON}
-                for train_on, matrix in matrices.items():
-                    if matrix is None:
-                        continue
-                    interval = bootstrap_accuracy(matrix, n_boot)
-                    family_acc.append(
-                        dict(
-                            task=task.name, method=name, layer=layer, train_on=train_on,
-                            accuracy=interval.estimate, accuracy_low=interval.low,
-                            accuracy_high=interval.high, n_seeds=matrix.shape[1],
-                            setting=family.settings(layer, train_on),
-                            collapsed=family.collapsed(layer, train_on)[0],
-                        )
-                    )  # fmt: skip
-                if matrices["easy"] is None or matrices["hard"] is None:
-                    continue
-                if matrices["easy"].shape != matrices["hard"].shape:
-                    continue  # a seed is still missing (interrupted run)
-                cells = sgr_cells(unsup, matrices["easy"], matrices["hard"], n_boot)
-                family_sgr.append(
-                    dict(task=task.name, method=name, layer=layer, **_sgr_columns(cells))
-                )
+            family = task.families[name]
+            family_acc, family_sgr = _layer_rows(task, name, family, unsup, n_boot)
             best = best_layer(family)
             for row in family_sgr:
                 row["best_layer"] = row["layer"] == best
-            accuracy_rows += family_acc
-            sgr_rows += family_sgr
+            rows.accuracy += family_acc
+            rows.sgr += family_sgr
             chosen = next((r for r in family_sgr if r["layer"] == best), None)
             acc = {r["train_on"]: r["accuracy"] for r in family_acc if r["layer"] == best}
             if chosen is None or "all" not in acc:
@@ -137,7 +131,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
             easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
             cells = sgr_cells(unsup, easy, hard, n_boot, task.chance_items)
             versus_chance = {k: v for k, v in cells.items() if "vs_chance" in k}
-            table.append(
+            rows.table.append(
                 dict(
                     task=task.name,
                     method=name,
@@ -150,7 +144,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     hard=acc["hard"],
                     all=acc["all"],
                     **{k: chosen[k] for k in CHOSEN_SGR},
-                    n_train=int(config["split"]["n_train"]),
+                    n_train=n_train,
                     chance=task.chance,
                     sgr_text=cells["sgr_text"],
                     **versus_chance,
@@ -159,28 +153,67 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
                     parts=family.collapsed(best)[1],
                 )
             )
-            if len(layers) > 1:
-                stem = f"{task.slug}-{name}"
-                title = f"{task.name}: {name} probe, hard test set ({model['name']})"
-                bands = bands_note(task.n_test, chosen["n_seeds"], config["split"]["n_train"])
-                plot_layer_accuracy(
-                    family_acc, zero_row, title, plots_dir / f"{stem}-accuracy.png",
-                    task.chance, best, bands,
+            if len(family.layers) > 1:
+                rows.figures.append(
+                    FamilyFigure(task, name, family_acc, family_sgr, zero_row, best,
+                                 chosen["n_seeds"])
                 )  # fmt: skip
-                plot_layer_sgr(
-                    family_sgr, f"{task.name}: {name} probe, SGR ({model['name']})",
-                    plots_dir / f"{stem}-sgr.png", best, bands,
-                )  # fmt: skip
-    if not table:
-        raise TruthprobeError(
-            f"{run_dir}: no complete method results to tabulate (every method needs easy, hard "
-            "and all parts for every seed; run the same command again to finish it)"
-        )
-    _write_csv(run_dir / "table.csv", table)
-    _write_csv(run_dir / "accuracy.csv", accuracy_rows)
-    _write_csv(run_dir / "sgr.csv", sgr_rows)
-    plot_sgr_bars(table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model['name']})")
-    split = config["split"]
+    return rows
+
+
+def _layer_rows(
+    task: TaskResults, name: str, family: FamilyResults, unsup: np.ndarray, n_boot: int
+) -> tuple[list[dict], list[dict]]:
+    """Per layer of a family: accuracy of each training pool, and SGR where easy and hard
+    have every seed."""
+    family_acc, family_sgr = [], []
+    for layer in family.layers:
+        matrices = {t: family.matrix(layer, t) for t in TRAIN_ON}
+        for train_on, matrix in matrices.items():
+            if matrix is None:
+                continue
+            interval = bootstrap_accuracy(matrix, n_boot)
+            family_acc.append(
+                dict(
+                    task=task.name, method=name, layer=layer, train_on=train_on,
+                    accuracy=interval.estimate, accuracy_low=interval.low,
+                    accuracy_high=interval.high, n_seeds=matrix.shape[1],
+                    setting=family.settings(layer, train_on),
+                    collapsed=family.collapsed(layer, train_on)[0],
+                )
+            )  # fmt: skip
+        if matrices["easy"] is None or matrices["hard"] is None:
+            continue
+        if matrices["easy"].shape != matrices["hard"].shape:
+            continue  # a seed is still missing (interrupted run)
+        cells = sgr_cells(unsup, matrices["easy"], matrices["hard"], n_boot)
+        family_sgr.append(dict(task=task.name, method=name, layer=layer, **_sgr_columns(cells)))
+    return family_acc, family_sgr
+
+
+def draw_figures(rows: ReportRows, plots_dir: Path, model: str, n_train: int) -> None:
+    """Per family accuracy and SGR per layer, and the SGR bars of the table."""
+    for f in rows.figures:
+        task = f.task
+        stem = f"{task.slug}-{f.family}"
+        title = f"{task.name}: {f.family} probe, hard test set ({model})"
+        bands = bands_note(task.n_test, f.n_seeds, n_train)
+        plot_layer_accuracy(
+            f.accuracy, f.zero_shot, title, plots_dir / f"{stem}-accuracy.png", task.chance,
+            f.layer, bands,
+        )  # fmt: skip
+        plot_layer_sgr(
+            f.sgr, f"{task.name}: {f.family} probe, SGR ({model})", plots_dir / f"{stem}-sgr.png",
+            f.layer, bands,
+        )  # fmt: skip
+    plot_sgr_bars(rows.table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model})")
+
+
+def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) -> str:
+    """The printed summary: the table, the chosen probe settings, model-based hardness
+    correlations, collapse notes, method times and where the files are."""
+    config, model, table = meta["config"], meta["model_fingerprint"], rows.table
+    split, n_boot = config["split"], int(config["output"]["n_boot"])
     wide = max([18, *(len(r["task"]) for r in table)])  # a file path can be a long task name
     lines = [
         f"{meta['kind']} {meta['run_hash']}  model {model['name']} "
@@ -235,9 +268,35 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
         ]
     lines += [
         "",
-        "method time (s, summed over parts): " + "; ".join(timing),
+        "method time (s, summed over parts): " + "; ".join(rows.timing),
         f"tables: {run_dir}/table.csv, accuracy.csv, sgr.csv; figures: {plots_dir}/",
     ]
-    summary = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> str:
+    """Tables, figures and the summary of a run, from its stored parts alone: collect
+    (`report_rows`), write the CSVs, draw (`draw_figures`), render (`render_text`). Returns
+    the summary text (also saved as `summary.txt`).
+
+    Raises:
+        TruthprobeError: not a run directory, or no method with easy, hard and all results.
+    """
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    config = meta["config"]
+    plots_dir = Path(plots_dir or config["output"]["plots_dir"]) / run_dir.name
+    n_train = int(config["split"]["n_train"])
+    rows = report_rows(run_dir, int(config["output"]["n_boot"]), n_train)
+    if not rows.table:
+        raise TruthprobeError(
+            f"{run_dir}: no complete method results to tabulate (every method needs easy, hard "
+            "and all parts for every seed; run the same command again to finish it)"
+        )
+    _write_csv(run_dir / "table.csv", rows.table)
+    _write_csv(run_dir / "accuracy.csv", rows.accuracy)
+    _write_csv(run_dir / "sgr.csv", rows.sgr)
+    draw_figures(rows, plots_dir, meta["model_fingerprint"]["name"], n_train)
+    summary = render_text(meta, rows, run_dir, plots_dir)
     (run_dir / "summary.txt").write_text(summary + "\n")
     return summary

@@ -9,27 +9,11 @@ lm-eval's `acc_norm`: `len(choice)`, not `len(" " + choice)`). Free-form tasks
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from truthprobe.choice_probs import ChoiceProbs
+from truthprobe.choice_probs import Normalization, zero_shot_probs
 from truthprobe.methods.base import Method, MethodContext, MethodOutput, register_method
 from truthprobe.prompts import choice_chars
-
-Normalization = Literal["raw", "chars"]
-
-
-def zero_shot_probs(
-    ids, logprob: np.ndarray, chars: np.ndarray, mask: np.ndarray, normalization: Normalization
-) -> ChoiceProbs:
-    """Choice probabilities from summed log-likelihoods (`chars`: per character)."""
-    scores = np.asarray(logprob, np.float64)
-    if normalization == "chars":
-        scores = scores / np.maximum(chars, 1)
-    elif normalization != "raw":
-        raise ValueError(f"unknown normalization {normalization!r}; use raw or chars")
-    return ChoiceProbs.from_scores(ids, scores, mask)
 
 
 class ZeroShot(Method):

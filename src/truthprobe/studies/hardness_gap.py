@@ -31,12 +31,10 @@ from truthprobe.harness import Harness
 from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_hardness_gap
 from truthprobe.studies.planned import (
-    FAMILY,
     PlannedStudy,
     PlannedStudyConfig,
     View,
     register,
-    run_planned,
 )
 from truthprobe.tasks import Task
 
@@ -125,7 +123,7 @@ def plan(harness: Harness, view: View) -> None:
         if len(found["levels"]) < 2:
             log.warning("%s: fewer than two levels with enough items; skipped", task)
             continue
-        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        label = view.label(task)
         for lv in found["levels"]:
             harness.add_pool(task, f"level={lv['value']:g}", lv["pool"])
         for k, upto in enumerate(found["levels"]):
@@ -222,8 +220,3 @@ def summary(rows: list[dict]) -> str:
 STUDY = register(
     PlannedStudy("hardness_gap", HardnessGapConfig, plan, gap_rows, summary, plot_hardness_gap)
 )
-
-
-def run_study(config: HardnessGapConfig) -> str:
-    """Run the study, store it; returns what the command prints."""
-    return run_planned(STUDY, config)

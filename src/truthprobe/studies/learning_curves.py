@@ -23,12 +23,10 @@ from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_learning_curves
 from truthprobe.results import sgr_shown
 from truthprobe.studies.planned import (
-    FAMILY,
     PlannedStudy,
     PlannedStudyConfig,
     View,
     register,
-    run_planned,
 )
 
 
@@ -57,7 +55,7 @@ def _cells(view: View, task: str) -> list[tuple[str, int]]:
 
 def plan(harness: Harness, view: View) -> None:
     for task in view.config.tasks:
-        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        label = view.label(task)
         draws = [d for t, n in _cells(view, task) for d in view.seeds_of(t, n)]
         harness.run_parts(task, label, draws)
 
@@ -118,8 +116,3 @@ STUDY = register(
     PlannedStudy("learning_curves", LearningCurvesConfig, plan, curve_rows, summary,
                  plot_learning_curves)
 )  # fmt: skip
-
-
-def run_study(config: LearningCurvesConfig) -> str:
-    """Run the study, store it; returns what the command prints."""
-    return run_planned(STUDY, config)

@@ -19,12 +19,10 @@ from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_noisy_labels
 from truthprobe.results import sgr_shown
 from truthprobe.studies.planned import (
-    FAMILY,
     PlannedStudy,
     PlannedStudyConfig,
     View,
     register,
-    run_planned,
 )
 
 
@@ -48,7 +46,7 @@ class NoisyLabelsConfig(PlannedStudyConfig):
 def plan(harness: Harness, view: View) -> None:
     config: NoisyLabelsConfig = view.config  # type: ignore[assignment]
     for task in config.tasks:
-        label = f"{FAMILY}@{layer_name(view.layer(task))}"
+        label = view.label(task)
         draws = [d for p in sorted(set(config.noise)) for d in view.seeds_of("hard", noise=p)]
         harness.run_parts(task, label, draws)
 
@@ -93,8 +91,3 @@ def summary(rows: list[dict]) -> str:
 STUDY = register(
     PlannedStudy("noisy_labels", NoisyLabelsConfig, plan, noise_rows, summary, plot_noisy_labels)
 )
-
-
-def run_study(config: NoisyLabelsConfig) -> str:
-    """Run the study, store it; returns what the command prints."""
-    return run_planned(STUDY, config)

@@ -38,7 +38,7 @@ from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
 from truthprobe.harness import Draw, Harness, HarnessConfig
 from truthprobe.methods.base import layer_name
-from truthprobe.methods.settings import MethodSettings, ProbeSettings
+from truthprobe.methods.settings import ProbeSettings
 from truthprobe.results import (
     TaskResults,
     accuracy_cells,
@@ -55,6 +55,11 @@ from truthprobe.tasks import Task, TaskSpec
 
 #: The probe every study trains: the sweep's validated multiple-choice linear probe.
 FAMILY = "mc_linear"
+
+
+def method_label(layer: int) -> str:
+    """The stored method label of the studies' probe at `layer` (as `ProbeAtLayer` names it)."""
+    return f"{FAMILY}@{layer_name(layer)}"
 
 
 @dataclass(frozen=True)
@@ -85,20 +90,12 @@ class PlannedStudyConfig:
                 raise ConfigError(f"--tasks {text}: the studies take human-rated measures only")
 
     def harness(self) -> HarnessConfig:
-        """The sweep's harness: zero-shot and the validated probe at every layer."""
+        """The sweep's harness (`SweepConfig.harness`) with the validated probe alone."""
+        from truthprobe.sweep import SweepConfig
+
         probe = ProbeSettings(probes=(FAMILY,), probe_preset=("validated",))
-        return HarnessConfig(
-            kind="layer_sweep",
-            tasks=self.tasks,
-            methods=("zero_shot", "probe"),
-            model=self.model,
-            cache=self.cache,
-            data=self.data,
-            prompt=self.prompt,
-            split=self.split,
-            settings=MethodSettings(probe=probe),
-            output=self.output,
-        )
+        shared = {f: getattr(self, f) for f in ("model", "split", "data", "prompt", "cache")}
+        return SweepConfig(self.tasks, probe=probe, output=self.output, **shared).harness()
 
     def own(self) -> dict[str, Any]:
         """The study's own settings (what the run directory's hash does not hold)."""
@@ -157,6 +154,10 @@ class View:
                 }
         return int(self.layers[task]["layer"])
 
+    def label(self, task: str) -> str:
+        """The method label of the task's probe at its layer (`mc_linear@9`)."""
+        return method_label(self.layer(task))
+
     def family_layers(self, task: str) -> list[int]:
         return self.results[task].families[FAMILY].layers
 
@@ -172,7 +173,7 @@ class View:
         if scored_set or (test and test != task):
             scored = self.slugs[test or task] + (f"~{scored_set}" if scored_set else "")
         return [
-            PartKey(self.slugs[task], f"{FAMILY}@{layer_name(layer)}", d.train_on, d.seed,
+            PartKey(self.slugs[task], method_label(layer), d.train_on, d.seed,
                     0 if d.n_train == n_default else d.n_train, d.noise, scored)
             for d in draws
         ]  # fmt: skip
@@ -262,6 +263,7 @@ def registered(kind: str) -> PlannedStudy:
         importlib.import_module(f"truthprobe.studies.{kind}")
     return STUDIES[kind]
 
+
 def study_dir(run_dir: Path, config: PlannedStudyConfig) -> Path:
     return run_dir / "studies" / f"{config.kind}-{config.study_hash()}"
 
@@ -335,7 +337,6 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
         TruthprobeError: not a study folder, or a part the table needs is missing.
     """
     import pandas as pd
-
 
     folder = Path(folder)
     meta_path = folder / "study.json"

@@ -25,12 +25,10 @@ from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_ladder
 from truthprobe.results import sgr_shown
 from truthprobe.studies.planned import (
-    FAMILY,
     PlannedStudy,
     PlannedStudyConfig,
     View,
     register,
-    run_planned,
 )
 
 ARC, MMLU = "arc:grade", "mmlu:level"
@@ -85,7 +83,7 @@ def plan(harness: Harness, view: View) -> None:
         sizes[f"grade={value}"] = len(rows)
     sizes.update({k: len(harness.tasks[college].split.pools[k]) for k in ("easy", "hard")})
     view.plan["pool_sizes"] = sizes
-    label = f"{FAMILY}@{layer_name(view.layer(college))}"
+    label = view.label(college)
     for value in (3, 8):
         harness.run_transfers(school, label, view.seeds_of(f"grade={value}"), college)
 
@@ -139,8 +137,3 @@ STUDY = register(
     PlannedStudy("third_grade_to_college", ThirdGradeToCollegeConfig, plan, ladder_rows, summary,
                  plot_ladder)
 )  # fmt: skip
-
-
-def run_study(config: ThirdGradeToCollegeConfig) -> str:
-    """Run the study, store it; returns what the command prints."""
-    return run_planned(STUDY, config)

@@ -22,12 +22,11 @@ from truthprobe.methods.base import layer_name
 from truthprobe.plots import plot_transfer_matrix
 from truthprobe.results import recovered_cells, sgr_shown
 from truthprobe.studies.planned import (
-    FAMILY,
     PlannedStudy,
     PlannedStudyConfig,
     View,
+    method_label,
     register,
-    run_planned,
 )
 
 
@@ -51,7 +50,7 @@ def plan(harness: Harness, view: View) -> None:
     """A's parts scored on every other task B, at A's layer (or every layer)."""
     for train_task in view.config.tasks:
         for layer in _layers(view, train_task):
-            label = f"{FAMILY}@{layer_name(layer)}"
+            label = method_label(layer)
             draws = [d for s in TRAIN_ON for d in view.seeds_of(s)]
             for test_task in view.config.tasks:
                 if test_task != train_task:
@@ -105,8 +104,3 @@ STUDY = register(
     PlannedStudy("transfer_matrix", TransferMatrixConfig, plan, transfer_rows, summary,
                  plot_transfer_matrix)
 )  # fmt: skip
-
-
-def run_study(config: TransferMatrixConfig) -> str:
-    """Run the study, store it; returns what the command prints."""
-    return run_planned(STUDY, config)
