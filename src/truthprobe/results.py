@@ -171,7 +171,6 @@ def sgr_cells(
         below = chance is not None and float(np.mean(unsup)) < float(np.mean(chance))
         versus = bootstrap_sgr(chance, easy, hard, n_boot) if below else None
     cells = {**result.to_dict(), "sgr_text": result.text()}
-    cells.pop("warning")
     cells.update(
         sgr_vs_chance=versus.sgr.estimate if versus else float("nan"),
         sgr_vs_chance_low=versus.sgr.low if versus else float("nan"),
