@@ -32,8 +32,8 @@ from truthprobe.evaluate import TRAIN_ON
 from truthprobe.methods import ProbeSettings, TaskStates
 from truthprobe.probes import fit_many, make_probe, preset_probes
 from truthprobe.report import write_report
-from truthprobe.tasks import TaskSpec, load_task
 from truthprobe.sweep import SweepConfig, layer_sweep
+from truthprobe.tasks import TaskSpec, load_task
 
 
 def fit_rates(config: SweepConfig, cache_path: str) -> None:
