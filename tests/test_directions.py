@@ -112,6 +112,14 @@ def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
     cosines = [r for r in rows if r["comparison"] == "quantization"]
     assert {int(r["layer"]) for r in cosines} == {1, 2} and all(int(r["n"]) == 2 for r in cosines)
     assert all(-1 <= float(r["value"]) <= 1 for r in cosines)
+    # the disjoint-draw reference: parts of the run (3 pairs of disjoint easy halves per layer)
+    disjoint = [r for r in rows if r["pair"] == "easy~easy disjoint"]
+    assert {int(r["layer"]) for r in disjoint} == {1, 2} and all(r["n"] == "3" for r in disjoint)
+    from truthprobe.runstore import load_run
+
+    parts = load_run(csv_path.parent).summary
+    halves = parts[parts["train_on"].str.startswith("easy-disjoint-")]
+    assert len(halves) == 2 * 3 * 2 and set(halves["n_train"]) == {6}
     accuracy = {r["pair"] for r in rows if r["comparison"] == "quantization_accuracy"}
     own = models["none"].split("-")[-1]  # the unquantized run is named by its dtype
     assert accuracy == {f"{a} on {b}" for a in (own, "4bit") for b in (own, "4bit")}
@@ -124,6 +132,6 @@ def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
     shutil.move(tmp_path / "runs", moved / "runs")
     shutil.move(tmp_path / "act", moved / "activations")
     run_dir = next((moved / "runs").glob("*/config.json")).parent  # either quantization's
-    text = write_directions(run_dir, tmp_path / "p2", n_train=6, cache_dir=moved / "activations")
+    text = write_directions(run_dir, tmp_path / "p2", cache_dir=moved / "activations")
     rows = list(csv.DictReader((run_dir / "directions.csv").open()))
     assert "table:" in text and any(r["comparison"] == "rescaled" for r in rows)

@@ -25,3 +25,25 @@ def test_ties_go_to_the_lowest_layer():
         family.correct[(layer, "easy")] = {0: np.ones(3)}
         family.validation[(layer, "easy")] = {0: 0.5}
     assert best_layer(family) == 2
+
+
+def test_part_keys_round_trip_through_their_file_names():
+    """Every cell a command computes has one file name, and the name gives the key back."""
+    from truthprobe.runstore import PartKey
+
+    keys = [
+        PartKey("arc-grade", "mc_linear@9", "easy", 3),
+        PartKey("arc-grade", "zero_shot", "none", 0),
+        PartKey("arc-grade", "mc_linear@mid+last", "hard", 1, n_train=40),
+        PartKey("arc-grade", "mc_linear@9", "hard", 4, noise=0.3),
+        PartKey("arc-grade", "mc_linear@9", "all", 0, n_train=80, noise=0.05, test="mmlu-level"),
+        PartKey(
+            "arc-difficulty", "mc_linear@2", "level=3", 2, 80, 0.0, "arc-difficulty~level=1-test"
+        ),
+        PartKey("arc-grade", "mc_linear@9", "easy-disjoint-0a", 0),
+    ]
+    for key in keys:
+        relative = key.relative().relative_to(key.task)
+        assert PartKey.from_path(key.task, relative) == key
+    assert [k.is_default for k in keys] == [True, True, False, False, False, False, False]
+    assert len({k.relative() for k in keys}) == len(keys)

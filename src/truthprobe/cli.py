@@ -327,22 +327,26 @@ def run_harness(config) -> int:
 
 
 def run_directions(config) -> int:
-    """`directions`: the sweep (resumed: stored parts are reused), then its probes' directions."""
-    from truthprobe.directions import write_directions
+    """`directions`: the sweep (resumed: stored parts are reused) with the disjoint-draw
+    reference's parts, then its probes' directions."""
+    from truthprobe.directions import plan_disjoint, write_directions
+    from truthprobe.harness import Harness
+    from truthprobe.report import write_report
 
-    run_harness(config)
+    with Harness(config.harness()) as harness:
+        harness.run_all()
+        plan_disjoint(harness)
+    print(write_report(harness.run_dir))
+    print(harness.summary.describe())
     versus = None
     if config.versus_quantization is not None:
         twin = config.twin()
         run_harness(twin)
         versus = twin.harness().run_dir()
-    run_dir, plots = config.harness().run_dir(), config.output.plots_dir
+    plots = config.output.plots_dir
     print(
-        write_directions(
-            run_dir, plots, n_train=config.split.n_train, versus=versus,
-            cache_dir=config.cache.cache_dir,
-        )
-    )  # fmt: skip
+        write_directions(harness.run_dir, plots, versus=versus, cache_dir=config.cache.cache_dir)
+    )
     return 0
 
 

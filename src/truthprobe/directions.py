@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from truthprobe.evaluate import TRAIN_ON
+from truthprobe.harness import Draw, Harness
 from truthprobe.runstore import PartKey, RunStore
 
 
@@ -146,44 +147,59 @@ def rescaled_rows(
     return rows
 
 
-def disjoint_rows(
-    run_dir: str | Path, n_train: int, draws: int = 3, cache_dir: str | Path | None = None
-) -> list[dict]:
-    """The seed-to-seed reference without shared items: per task and layer, the cosine of
-    validated probes fitted on two *disjoint* draws of `n_train` easy pool items (as the run
-    chooses their setting, on its easy validation items). Seeded draws of one pool share
-    about n_train / pool of their items, and their cosine tracks that share; this is what two
-    draws that share nothing agree on, the fair reference for easy~hard (disjoint pools)."""
-    from truthprobe.methods.base import answer_end_features
-    from truthprobe.probes import choose, fit_many, preset_probes
+#: The pools of the disjoint reference: draw k's two halves (`easy-disjoint-0a`, `...-0b`).
+DISJOINT = "easy-disjoint"
 
-    grid = preset_probes("mc_linear", "validated")
-    rows = []
-    for view in _cached_tasks(run_dir, cache_dir):
-        pool = np.flatnonzero((view.roles == "pool") & (view.strata == "easy"))
+
+def plan_disjoint(harness: Harness, draws: int = 3) -> None:
+    """Ask the harness for the disjoint reference's parts: per task, `draws` pairs of disjoint
+    halves of the easy pool (n_train items each, a fixed shuffle per pair), each half a pool of
+    its own, fitted by the run's validated probe at every layer (its setting chosen on the
+    easy validation items, as every part's)."""
+    for name, task in harness.tasks.items():
+        if task.free_form:
+            continue
+        pool, n_train = task.split.pools["easy"], task.split.config.n_train
         if len(pool) < 2 * n_train:
             continue
-        check_rows = np.flatnonzero(view.roles == "validation")
-        keys = [k for k in view.store.keys(view.slug, default_only=True) if "@" in k.method]
-        layers = sorted({int(view.store.read(k).meta["layer"]) for k in keys})
-        for layer in layers:
-            states = answer_end_features(view.cache, layer, view.cache_rows)
+        plan = []
+        for k in range(draws):
+            order = np.random.default_rng([k, 2024]).permutation(pool)
+            harness.add_pool(name, f"{DISJOINT}-{k}a", order[:n_train])
+            harness.add_pool(name, f"{DISJOINT}-{k}b", order[n_train : 2 * n_train])
+            plan += [Draw(f"{DISJOINT}-{k}a", 2 * k), Draw(f"{DISJOINT}-{k}b", 2 * k + 1)]
+        for label, method in harness.methods[name].items():
+            if method.family == "mc_linear":
+                harness.run_parts(name, label, plan)
 
-            def data(rows, states=states, view=view):
-                return _data(states, view.mask, view.answers, rows)
 
-            halves, seeds = [], []
-            for k in range(draws):
-                order = np.random.default_rng([k, 2024]).permutation(pool)
-                halves += [np.sort(order[:n_train]), np.sort(order[n_train : 2 * n_train])]
-                seeds += [2 * k, 2 * k + 1]
-            fits = fit_many(grid, [data(h) for h in halves], seeds)
-            chosen = [raw_direction(f[choose(f, data(check_rows))[0]].arrays()) for f in fits]
-            cosines = [float(chosen[2 * k] @ chosen[2 * k + 1]) for k in range(draws)]
+def disjoint_rows(run_dir: str | Path) -> list[dict]:
+    """The seed-to-seed reference without shared items: per task and layer, the cosine of
+    validated probes fitted on two *disjoint* draws of `n_train` easy pool items (the parts
+    `plan_disjoint` stored). Seeded draws of one pool share about n_train / pool of their items,
+    and their cosine tracks that share; this is what two draws that share nothing agree on, the
+    fair reference for easy~hard (disjoint pools)."""
+    store = RunStore(run_dir)
+    rows = []
+    for slug in store.task_slugs():
+        task = store.task(slug)["task"]
+        halves: dict[int, dict[str, np.ndarray]] = defaultdict(dict)
+        for key in store.keys(slug):
+            if key.test or not key.train_on.startswith(f"{DISJOINT}-"):
+                continue
+            part = store.read(key)
+            if part.meta["family"] == "mc_linear" and part.probe_arrays is not None:
+                halves[int(part.meta["layer"])][key.train_on] = raw_direction(part.probe_arrays)
+        for layer, found in sorted(halves.items()):
+            pairs = sorted({name[:-1] for name in found})
+            cosines = [float(found[f"{p}a"] @ found[f"{p}b"]) for p in pairs
+                       if f"{p}a" in found and f"{p}b" in found]  # fmt: skip
+            if not cosines:
+                continue
             rows.append(
-                dict(task=view.task, family="mc_linear", layer=layer, comparison="seeds",
+                dict(task=task, family="mc_linear", layer=layer, comparison="seeds",
                      pair="easy~easy disjoint", cosine=float(np.mean(cosines)),
-                     cosine_sd=float(np.std(cosines)), n_pairs=draws)
+                     cosine_sd=float(np.std(cosines)), n_pairs=len(cosines))
             )  # fmt: skip
     return rows
 
@@ -337,7 +353,6 @@ def write_directions(
     run_dir: str | Path,
     plots_dir: str | Path,
     family: str = "mc_linear",
-    n_train: int = 160,
     versus: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> str:
@@ -355,7 +370,7 @@ def write_directions(
     rows = [
         dict(task=r["task"], family=r["family"], layer=r["layer"], comparison=r["comparison"],
              pair=r["pair"], value=r["cosine"], sd=r["cosine_sd"], n=r["n_pairs"])
-        for r in direction_rows(run_dir) + disjoint_rows(run_dir, n_train, cache_dir=cache_dir)
+        for r in direction_rows(run_dir) + disjoint_rows(run_dir)
     ]  # fmt: skip
     by_layer: dict[tuple, list[dict]] = defaultdict(list)
     for r in rescaled_rows(run_dir, family, cache_dir):

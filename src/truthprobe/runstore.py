@@ -30,6 +30,10 @@ import numpy as np
 
 from truthprobe.errors import TruthprobeError
 
+#: The training pools of sweep parts (`evaluate.TRAIN_ON` and `none`, the unsupervised floor);
+#: a study's own pools (`grade=3`) are not sweep parts.
+SWEEP_POOLS = ("easy", "hard", "all", "none")
+
 #: Bumped when the part format changes; parts of another version are recomputed.
 PART_FORMAT = 1
 
@@ -65,8 +69,11 @@ class PartKey:
 
     @property
     def is_default(self) -> bool:
-        """A sweep part: the split's n_train, clean labels, scored on its own task."""
-        return not self.n_train and not self.noise and not self.test
+        """A sweep part: a sweep pool (not a study's own), the split's n_train, clean labels,
+        scored on its own task."""
+        return (
+            self.train_on in SWEEP_POOLS and not self.n_train and not self.noise and not self.test
+        )
 
     def relative(self) -> Path:
         stem = self.train_on
