@@ -203,15 +203,27 @@ def test_a_study_with_lm_evals_prompt_reads_that_template_s_cache(
         (["hardness-gap", "--tasks", "arc:level"], "level"),
         (["third-grade-to-college", "--tasks", "arc:grade", "arc:grade"], "twice"),
         (["third-grade-to-college", "--tasks", "mmlu:level", "arc:grade"], "by grade"),
+        (["noisy-labels", "--tasks", "{F}:grade", "--layer", "99"], "not a probed layer"),
     ],
 )
-def test_bad_study_settings_are_one_line_errors(args, message, tmp_path, tiny_model_dir):
-    """Through the console script, as a user meets them: exit 2, one line, no folder."""
+def test_bad_study_settings_are_one_line_errors(
+    args, message, tmp_path, tiny_model_dir, arc_sample
+):
+    """Through the console script, as a user meets them: exit 2, one line, no folder (a
+    layer the model lacks is known once the model is: the sweep's parts made by then stay)."""
+    args = [a.replace("{F}", str(arc_sample)) for a in args]
     result = truthprobe(
-        *args, "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"),
-        "--cache-dir", str(tmp_path / "act"), "--no-progress",
+        *args, "--n-train", "12", "--validation-size", "10", "--model", str(tiny_model_dir),
+        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "act"),
+        "--no-progress",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
-    assert not (tmp_path / "runs").exists()
+    if "--layer" not in args:
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+        assert not (tmp_path / "runs").exists()
+    else:  # after the model's loading messages: one error line, the last; nothing half-written
+        assert [x for x in lines if x.startswith("error:")] == lines[-1:], lines
+        assert message in lines[-1]
+        assert not list((tmp_path / "runs").rglob("studies"))
+        assert not list((tmp_path / "runs").rglob("*.partial-*"))

@@ -242,6 +242,21 @@ class Draw:
     noise: float = 0.0
 
 
+def part_key(
+    slug: str, label: str, draw: Draw, n_default: int, scored: str = "", scored_set: str = ""
+) -> PartKey:
+    """How a draw is stored, the one naming rule (the harness writes, study views read): the
+    split's n_train (`n_default`) is stored as the default, and what was scored as "" (the
+    task's own test and validation items), `<task>` or `<task>~<set>` (`scored`: the scored
+    task's folder name, "" = the training task's own)."""
+    n = 0 if draw.n_train == n_default else draw.n_train
+    if scored_set:
+        scored = f"{scored or slug}~{scored_set}"
+    elif scored == slug:
+        scored = ""
+    return PartKey(slug, label, draw.train_on, draw.seed, n, draw.noise, scored)
+
+
 def part_fingerprint(
     task: Task,
     method: Method,
@@ -468,14 +483,10 @@ class Harness:
     def key(
         self, task: str, label: str, draw: Draw, test: str = "", scored_set: str = ""
     ) -> PartKey:
-        """The stored key of a draw (the split's n_train is stored as the default); `test` and
-        `scored_set` name what a scoring part scored (`<task>` or `<task>~<set>`)."""
+        """The stored key of a draw (`part_key`)."""
         own = self.tasks[task]
-        n = 0 if draw.n_train == own.split.config.n_train else draw.n_train
-        scored = ""
-        if scored_set or (test and test != task):
-            scored = self.tasks[test or task].spec.slug + (f"~{scored_set}" if scored_set else "")
-        return PartKey(own.spec.slug, label, draw.train_on, draw.seed, n, draw.noise, scored)
+        scored = self.tasks[test].spec.slug if test else ""
+        return part_key(own.spec.slug, label, draw, own.split.config.n_train, scored, scored_set)
 
     def add_pool(self, task_name: str, name: str, rows: np.ndarray) -> None:
         """A study's own training pool of a task (rows of its items), beside easy / hard / all;
@@ -591,9 +602,9 @@ class Harness:
         for draw, source in zip(draws, sources, strict=True):
             key = self.key(task_name, label, draw, test_name, scored_set)
             keys.append(key)
-            origin = self.store.read(source)
+            origin_meta = self.store.meta(source) or {}
             cache = self.caches[test_name] or {}
-            identity = [origin.meta["fingerprint"], target.fingerprint, cache.get("key")]
+            identity = [origin_meta.get("fingerprint"), target.fingerprint, cache.get("key")]
             if scored_set:
                 identity.append(_rows_hash(rows))
             expected = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
@@ -602,6 +613,7 @@ class Harness:
                 self.summary.reused += 1
                 continue
             began = time.perf_counter()
+            origin = self.store.read(source)  # its arrays, only when the part is computed
             assert origin.probe_arrays is not None
             scorer = scorer_from_arrays(origin.meta["family"], origin.probe_arrays)
             data = ctx.states.probe_data(method.layer).take(rows)

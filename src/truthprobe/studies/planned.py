@@ -36,7 +36,7 @@ from truthprobe.configs import (
 )
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
-from truthprobe.harness import Draw, Harness, HarnessConfig
+from truthprobe.harness import Draw, Harness, HarnessConfig, part_key
 from truthprobe.methods.base import layer_name
 from truthprobe.methods.settings import ProbeSettings
 from truthprobe.results import (
@@ -125,6 +125,7 @@ class View:
         if missing:
             raise TruthprobeError(f"{run_dir}: task {missing[0]} not stored; run the study again")
         self.layers: dict[str, dict] = {}
+        self._zero_shot: dict[str, np.ndarray] = {}
 
     @property
     def seeds(self) -> range:
@@ -167,16 +168,12 @@ class View:
     def keys(
         self, task: str, layer: int, draws: list[Draw], test: str = "", scored_set: str = ""
     ) -> list[PartKey]:
-        """Stored keys of draws, as `Harness.key` names them."""
-        n_default = self.config.split.n_train
-        scored = ""
-        if scored_set or (test and test != task):
-            scored = self.slugs[test or task] + (f"~{scored_set}" if scored_set else "")
+        """Stored keys of draws, named as the harness names them (`harness.part_key`)."""
+        n_default, scored = self.config.split.n_train, self.slugs[test] if test else ""
         return [
-            PartKey(self.slugs[task], method_label(layer), d.train_on, d.seed,
-                    0 if d.n_train == n_default else d.n_train, d.noise, scored)
+            part_key(self.slugs[task], method_label(layer), d, n_default, scored, scored_set)
             for d in draws
-        ]  # fmt: skip
+        ]
 
     def rows(self, task: str, scored_set: str = "") -> np.ndarray:
         """Rows (task items) of a scoring set: the hard test set, or a study's named set."""
@@ -196,6 +193,17 @@ class View:
         keys = self.keys(task, layer, draws, test, scored_set)
         return part_matrix(self.store, keys, rows)
 
+    def zero_shot(self, task: str) -> np.ndarray:
+        """The task's zero-shot correctness on every item (its part, read once per view)."""
+        if task not in self._zero_shot:
+            unsup_name = floor(self.results[task])
+            if unsup_name is None:
+                raise TruthprobeError(f"{task}: no zero-shot part stored")
+            key = PartKey(self.slugs[task], unsup_name, "none", 0)
+            every = np.arange(len(self.tables[task]["items"]["id"]))
+            self._zero_shot[task] = part_matrix(self.store, [key], every)[:, 0]
+        return self._zero_shot[task]
+
     def seeds_of(self, train_on: str, n_train: int = 0, noise: float = 0.0) -> list[Draw]:
         return [Draw(train_on, s, n_train, noise) for s in self.seeds]
 
@@ -211,11 +219,7 @@ class View:
         probe SGR divides by) its accuracy (`own`) and SGR with the no-gap rule
         (`results.sgr_cells`)."""
         rows = self.rows(task, scored_set)
-        unsup_name = floor(self.results[task])
-        if unsup_name is None:
-            raise TruthprobeError(f"{task}: no zero-shot part stored")
-        key = PartKey(self.slugs[task], unsup_name, "none", 0)
-        unsup = part_matrix(self.store, [key], rows)[:, 0]
+        unsup = self.zero_shot(task)[rows]
         chance = chance_items(np.asarray(self.tables[task]["items"]["n_choices"])[rows])
         row = dict(
             **accuracy_cells(correct, self.n_boot),
@@ -280,6 +284,14 @@ def run_planned(study: PlannedStudy, config: PlannedStudyConfig) -> str:
             )
     with harness:
         harness.run_all()  # the sweep's parts: zero-shot and the probe at every layer
+        if config.layer is not None:  # known once the model is: its layers are the run's
+            built = [m.layer for m in next(iter(harness.methods.values())).values()]
+            if method_label(config.layer) not in next(iter(harness.methods.values())):
+                probed = ", ".join(f"{layer_name(k)} ({k})" if k < 0 else str(k)
+                                   for k in sorted({k for k in built if k != -1}))  # fmt: skip
+                raise TruthprobeError(
+                    f"--layer {config.layer}: not a probed layer of this model; layers: {probed}"
+                )
         view = View(harness.run_dir, config)
         study.plan(harness, view)
         summary = harness.summary
