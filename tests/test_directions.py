@@ -135,3 +135,9 @@ def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
     text = write_directions(run_dir, tmp_path / "p2", cache_dir=moved / "activations")
     rows = list(csv.DictReader((run_dir / "directions.csv").open()))
     assert "table:" in text and any(r["comparison"] == "rescaled" for r in rows)
+    # a cache folder that does not hold it: one message naming the identity and the flag
+    from truthprobe.activations import CacheError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CacheError, match=r"no activation cache with identity .* --cache-dir"):
+        write_directions(run_dir, tmp_path / "p3", cache_dir=tmp_path / "empty")
