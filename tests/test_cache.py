@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
+import truthprobe.activations.extract_command as extract_command
 import truthprobe.activations.extraction as extraction
 from truthprobe.activations import ActivationCache, CacheError, ExtractConfig, extract
 from truthprobe.activations.cache import from_storage, to_storage
@@ -69,7 +70,7 @@ def test_capped_then_uncapped_extracts_only_missing_batches(
     assert first.rows_requested == 30
     with ActivationCache(first.path) as cache:
         records = load_dataset(arc_sample).records
-        chosen = extraction.selected_records(capped, records)
+        chosen = extract_command.selected_records(capped, records)
         rows = cache.rows_of([records[i].id for i in chosen])
         batches = np.unique(rows // cache.batch_size)
         expected = sum(len(cache.batch_rows(int(k))) for k in batches)
@@ -193,7 +194,7 @@ def test_non_finite_states_are_refused(tiny, tiny_model_dir, arc_sample, tmp_pat
 
 
 def test_layer_out_of_range(tiny, tiny_model_dir, arc_sample, tmp_path):
-    from truthprobe.activations.extraction import ExtractError
+    from truthprobe.activations import ExtractError
 
     with pytest.raises(ExtractError, match=r"layer index 3 out of range.*0\.\.2"):
         extract(_config(tmp_path, arc_sample, tiny_model_dir, layers=(1, 3)), loaded=tiny)

@@ -10,11 +10,11 @@ import dataclasses
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
-from truthprobe.comparison import BaselinesConfig
 from truthprobe.sweep import SweepConfig
 
 #: The installed console script, as a user runs it.
@@ -120,13 +120,21 @@ def test_version():
 
 
 def test_flags_build_the_dataclasses():
-    from truthprobe.cli import parse_config
+    from truthprobe.cli import parse
 
-    assert parse_config(SweepConfig, [], "t") == SweepConfig()
-    custom = parse_config(
-        SweepConfig,
-        ["--tasks", "arc:bloom", "mmlu:level", "--probes", "mc_linear", "ccs", "--seeds", "2"],
-        "t",
+    assert parse(["sweep"]) == SweepConfig()
+    custom = parse(
+        [
+            "sweep",
+            "--tasks",
+            "arc:bloom",
+            "mmlu:level",
+            "--probes",
+            "mc_linear",
+            "ccs",
+            "--seeds",
+            "2",
+        ]
     )
     assert custom == dataclasses.replace(
         SweepConfig(),
@@ -134,7 +142,7 @@ def test_flags_build_the_dataclasses():
         probe=dataclasses.replace(SweepConfig().probe, probes=("mc_linear", "ccs")),
         split=dataclasses.replace(SweepConfig().split, seeds=2),
     )
-    quantized = parse_config(BaselinesConfig, ["--quantization", "8bit"], "t")
+    quantized = parse(["baselines", "--quantization", "8bit"])
     assert quantized.model.quantization == "8bit"  # the baselines' base model, used by all
 
 
@@ -149,3 +157,43 @@ def test_extract_command_extracts_then_reuses(tiny_model_dir, arc_sample, tmp_pa
     assert "15 items requested" in first.stdout and "extracted 0 new rows" not in first.stdout
     again = truthprobe(*args)
     assert again.returncode == 0 and "extracted 0 new rows" in again.stdout
+
+
+def _flags(config_type: type) -> list[str]:
+    """The flag of every leaf field of a config (nested configs' fields are flattened; a field
+    renamed with `tyro.conf.arg(name=...)` under that name; positionals have none)."""
+    hints = typing.get_type_hints(config_type, include_extras=True)
+    flags = []
+    for field in dataclasses.fields(config_type):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            flags += _flags(kind)
+        elif field.name != "command" and "Positional" not in repr(kind):
+            renamed = [m.name for m in getattr(kind, "__metadata__", ()) if getattr(m, "name", "")]
+            flags.append("--" + (renamed or [field.name])[0].replace("_", "-"))
+    return flags
+
+
+def _subcommands(group: type) -> list[tuple[str, type]]:
+    """(name, config class) of each member of a command group's union (`data`, `cache`)."""
+    union = typing.get_type_hints(group, include_extras=True)["command"]
+    return [(marker.name, cls) for cls, marker in map(typing.get_args, typing.get_args(union))]
+
+
+def test_every_commands_help_is_its_configs_fields(capsys):
+    """`--help` of every command, the inspection commands included, lists each field of its
+    config (the flags are generated from the dataclasses, none written by hand)."""
+    from truthprobe.cli import COMMANDS, parse
+    from truthprobe.inspection import CacheCommands, DataCommands
+
+    commands = [([name], cls) for name, (cls, _) in COMMANDS.items()]
+    for group, name in ((DataCommands, "data"), (CacheCommands, "cache")):
+        commands += [([name, sub], cls) for sub, cls in _subcommands(group)]
+    assert len(commands) == len(COMMANDS) + 5
+    for words, config_type in commands:
+        with pytest.raises(SystemExit) as exit:
+            parse([*words, "--help"])
+        assert exit.value.code == 0
+        text = capsys.readouterr().out
+        missing = [f for f in _flags(config_type) if f not in text]
+        assert not missing, (words, missing)

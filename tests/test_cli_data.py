@@ -50,17 +50,13 @@ def test_validate_good_and_bad_files(capsys, tmp_path, load):
 
 def test_baselines_flags_build_the_config():
     """Defaults come from `BaselinesConfig`; `--cot` with no datasets turns CoT off."""
-    from truthprobe.cli import parse_config
+    from truthprobe.cli import parse
     from truthprobe.comparison import BaselinesConfig
 
-    default = parse_config(BaselinesConfig, [], "truthprobe baselines")
+    default = parse(["baselines"])
     assert default == BaselinesConfig() and "gsm8k:steps" in default.tasks
     assert default.cot.cot == ("gsm8k", "strategyqa")
-    custom = parse_config(
-        BaselinesConfig,
-        ["--tasks", "strategyqa:steps", "--cot", "--max-new-tokens", "50"],
-        "truthprobe baselines",
-    )
+    custom = parse(["baselines", "--tasks", "strategyqa:steps", "--cot", "--max-new-tokens", "50"])
     assert custom.tasks == ("strategyqa:steps",) and custom.cot.cot == ()
     assert custom.cot.max_new_tokens == 50
     assert custom.harness().run_hash() != default.harness().run_hash()

@@ -93,9 +93,11 @@ def test_each_study_writes_its_table_config_and_figure_reproducibly(
     if name == "learning-curves":  # cost: easy items 1 each, hard items --hard-cost (2)
         cost = table.set_index(["train_on", "n_train"])["cost"]
         assert cost[("easy", 8)] == 8 and cost[("hard", 8)] == 16
-    if name == "hardness-gap":  # each level's test half, stored with the study
-        plan = json.loads((folder / "plan.json").read_text())
-        assert len(plan["sets"][f"{arc_sample}:difficulty"]) == table["test_level"].nunique()
+    if name == "hardness-gap":  # each level's test half stored with the study, but the hard
+        plan = json.loads((folder / "plan.json").read_text())  # stratum's: the sweep's
+        task = f"{arc_sample}:difficulty"
+        own = [lv for lv in plan["levels"][task]["levels"] if lv["scored_set"]]
+        assert len(plan["sets"][task]) == len(own) == table["test_level"].nunique() - 1
     second = again()
     assert second.returncode == 0, second.stderr
     assert "parts: 0 computed" in second.stdout
@@ -124,7 +126,8 @@ def test_a_studys_cells_are_the_sweeps_own_parts(
     (run_dir,) = (tmp_path / "runs").glob("layer_sweep-*")
     swept = part_files(run_dir)
     for name in SWEEP_DEFAULTS:
-        assert study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+        made = study(name, arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+        assert made.returncode == 0, made.stderr
     after = part_files(run_dir)
     assert all(after[p] == swept[p] for p in swept), "the study rewrote a sweep part"
     sweep = load_run(run_dir).items
@@ -153,6 +156,41 @@ def test_a_studys_cells_are_the_sweeps_own_parts(
     extra = load_run(run_dir).summary
     assert {12, 4, 8} <= set(extra["n_train"]) and {0.0, 0.5} <= set(extra["noise"])
     assert set(extra["test_task"]) == set(tasks)
+
+
+def test_the_hardness_gaps_hard_level_is_the_sweeps_hard_stratum(
+    arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
+):
+    """A level whose items are the hard stratum is split as the sweep splits it: its probes are
+    the sweep's `hard` parts (files untouched by the study), and its level-to-same-level cell is
+    their accuracy on the sweep's hard test set, computed from those very parts."""
+    from truthprobe.runstore import load_run
+
+    task = f"{arc_sample}:difficulty"
+    status = main([
+        "sweep", "--tasks", task, "--max-per-stratum", "0", "--model", str(tiny_model_dir),
+        *SHARED, "--cache-dir", str(shared_cache), "--runs-dir", str(tmp_path / "runs"),
+        "--plots-dir", str(tmp_path / "plots"),
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").glob("layer_sweep-*")
+    swept = part_files(run_dir)
+    made = study("hardness-gap", arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys)
+    assert made.returncode == 0, made.stderr
+    assert part_files(run_dir).items() >= swept.items(), "the study rewrote a sweep part"
+    folder = study_folder(tmp_path, "hardness_gap")
+    plan = json.loads((folder / "plan.json").read_text())["levels"][task]["levels"]
+    (hard,) = [lv for lv in plan if lv["train_on"] == "hard"]
+    table = pd.read_csv(folder / "hardness_gap.csv")
+    pair = table[(table["kind"] == "pair") & (table["train_level"] == hard["value"])]
+    cell = pair[pair["test_level"] == hard["value"]].iloc[0]
+    items = load_run(run_dir).items
+    mine = items[
+        (items["task"] == task) & (items["family"] == "mc_linear") & (items["train_on"] == "hard")
+        & (items["layer"] == cell["layer"]) & (items["role"] == "test") & (items["n_train"] == 12)
+        & (items["noise"] == 0) & (items["test_task"] == task)
+    ]  # fmt: skip
+    assert len(mine) > 0 and cell["accuracy"] == float(mine["correct"].mean())
 
 
 def test_a_moved_run_folder_still_reports_its_sweep_and_studies(

@@ -14,58 +14,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from truthprobe.configs import (
-    CacheConfig,
-    DataConfig,
-    ModelConfig,
-    OutputConfig,
-    PromptConfig,
-    check_tasks,
-    require,
-)
+from truthprobe.configs import require
 from truthprobe.evaluate import SplitConfig
-from truthprobe.harness import HarnessConfig, RunSummary, run
+from truthprobe.harness import HarnessConfig, RunConfig, RunSummary, run
 from truthprobe.methods.settings import CoTSettings, ICLSettings, MethodSettings, QLoRASettings
 
 Baseline = Literal["icl", "probe", "qlora"]
 
 
 @dataclass(frozen=True)
-class BaselinesConfig:
-    """Settings of `experiments/baselines.py` (defaults sized for a 2-core CPU)."""
+class BaselinesConfig(RunConfig):
+    """Every method on the same splits: `truthprobe baselines` (defaults sized for a 2-core
+    CPU)."""
 
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps", "gsm8k:steps")
-    """dataset:measure pairs."""
+    split: SplitConfig = SplitConfig(seeds=1, max_test=60)
     methods: tuple[Baseline, ...] = ("icl", "probe", "qlora")
     """Methods beside zero-shot (GSM8k has no probe)."""
-    model: ModelConfig = ModelConfig()
     icl: ICLSettings = ICLSettings()
     cot: CoTSettings = CoTSettings()
     qlora: QLoRASettings = QLoRASettings()
-    split: SplitConfig = SplitConfig(seeds=1, max_test=60)
-    data: DataConfig = DataConfig()
-    prompt: PromptConfig = PromptConfig()
-    cache: CacheConfig = CacheConfig()
-    output: OutputConfig = OutputConfig()
 
     def __post_init__(self) -> None:
-        check_tasks(self.tasks)
+        super().__post_init__()
         require(len(self.methods) > 0, "methods", "needs at least one of icl, probe, qlora")
         require(len(set(self.methods)) == len(self.methods), "methods", "lists a method twice")
 
     def harness(self) -> HarnessConfig:
-        return HarnessConfig(
-            kind="baselines",
-            tasks=self.tasks,
-            methods=("zero_shot", *self.methods),
-            model=self.model,
-            cache=self.cache,
-            data=self.data,
-            prompt=self.prompt,
-            split=self.split,
-            settings=MethodSettings(icl=self.icl, cot=self.cot, qlora=self.qlora),
-            output=self.output,
-        )
+        settings = MethodSettings(icl=self.icl, cot=self.cot, qlora=self.qlora)
+        return self.with_methods("baselines", ("zero_shot", *self.methods), settings)
+
+    def run(self) -> int:
+        """Run (or resume) every method on every task, then print the report."""
+        from truthprobe.report import write_report
+
+        summary = run_baselines(self)
+        print(write_report(summary.run_dir))
+        print(summary.describe())
+        return 0
 
 
 def run_baselines(config: BaselinesConfig) -> RunSummary:

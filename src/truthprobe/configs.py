@@ -1,11 +1,11 @@
-"""Config pieces shared by `extract`, `sweep` and `baselines`, and their validation.
+"""The ingredients every command's config is made of, declared once, and their validation.
 
-Each command's config is a frozen dataclass composed of these small ones (the model, the
-activation cache, the row selection, the outputs); the command line is generated from the
-dataclasses and their field docstrings (`truthprobe.cli`), so flags, defaults and help text
-cannot drift from the code. Every check runs in `__post_init__`, so a bad setting is a
-`ConfigError` before any model is loaded or anything is extracted, from the library and the
-command line alike.
+Each command is one frozen dataclass composed of these small ones (the model, the activation
+cache, the data, the prompt, the outputs); the command line is generated from the dataclasses
+and their field docstrings (`truthprobe.cli`), so flags, defaults and help text cannot drift
+from the code. Every check runs in `__post_init__`, so a bad setting is a `ConfigError` before
+any model is loaded or anything is extracted, from the library and the command line alike.
+This module imports nothing of the package above `truthprobe.hardness` and `truthprobe.prompts`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ Storage = Literal["bfloat16", "float32"]
 Source = Literal["auto", "local", "hub"]
 
 
-class ConfigError(TruthprobeError, ValueError):
-    """A setting that cannot work; the message names the flag and the valid range."""
+class ConfigError(TruthprobeError):
+    """A setting that cannot work; the message names the flag and the valid range.
+
+    Not a `ValueError`, on purpose: the command-line parser wraps a `ValueError` raised while
+    it builds a config in its own error box, while this one reaches `truthprobe.cli` as it is
+    and is printed as the one line it is."""
 
 
 def flag(field: str) -> str:
@@ -117,8 +121,8 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where datasets come from and which of their rated items a run uses."""
+class DataSource:
+    """Where named datasets come from."""
 
     source: Source = "auto"
     """Where named datasets come from: local = --data-dir / $TRUTHPROBE_DATA_DIR / what
@@ -126,11 +130,18 @@ class DataConfig:
     there."""
     data_dir: str | None = None
     """Folder holding arc/, mmlu/, strategyqa/ and gsm8k/ (default: $TRUTHPROBE_DATA_DIR)."""
-    max_per_stratum: int = 500
-    """At most this many items per easy / medium / hard stratum, drawn with `subset_seed`
-    (0 = every rated item)."""
-    subset_seed: int = 0
-    """Seed of the per-stratum draw."""
+
+    def load(self, spec: str):
+        """The dataset `spec` (a name or a .jsonl path) from where these settings say."""
+        from truthprobe.data import load_dataset
+
+        return load_dataset(spec, source=self.source, data_dir=self.data_dir)
+
+
+@dataclass(frozen=True)
+class FieldRules(DataSource):
+    """How the records' own `meta.<field>` values become easy / medium / hard."""
+
     levels: str | None = None
     """For a task on the records' own field (`FILE.jsonl:meta.level`): its levels, easiest
     first, comma-separated (`high_school,professional`; the first is easy, the last hard)."""
@@ -144,14 +155,7 @@ class DataConfig:
     its content is part of the run's settings)."""
 
     def __post_init__(self) -> None:
-        require_non_negative(self.max_per_stratum, "max_per_stratum", "every rated item")
         self.field_specs()  # bad levels or cut-offs are an error before anything runs
-
-    def load(self, spec: str):
-        """The dataset `spec` (a name or a .jsonl path) from where these settings say."""
-        from truthprobe.data import load_dataset
-
-        return load_dataset(spec, source=self.source, data_dir=self.data_dir)
 
     def field_specs(self) -> dict:
         """The `meta.<field>` specs these settings give, registered for this process
@@ -170,6 +174,21 @@ class DataConfig:
         FIELD_SPECS.clear()
         FIELD_SPECS.update(specs)
         return specs
+
+
+@dataclass(frozen=True)
+class DataConfig(FieldRules):
+    """Where datasets come from and which of their rated items a run uses."""
+
+    max_per_stratum: int = 500
+    """At most this many items per easy / medium / hard stratum, drawn with `subset_seed`
+    (0 = every rated item)."""
+    subset_seed: int = 0
+    """Seed of the per-stratum draw."""
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.max_per_stratum, "max_per_stratum", "every rated item")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -322,47 +341,3 @@ def check_tasks(tasks: tuple[str, ...]) -> None:
         check_task(task)
     duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
     require(not duplicated, "tasks", f"lists {duplicated[0] if duplicated else ''} twice")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """What to extract and where. `truthprobe extract --help` is built from these fields."""
-
-    dataset: str = "arc"
-    """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""
-    model: ModelConfig = ModelConfig()
-    cache: CacheConfig = CacheConfig()
-    prompt: PromptConfig = PromptConfig()
-    layers: tuple[int, ...] | None = None
-    """Hidden-state indices to keep (0 = embeddings); default: every layer."""
-    measure: str | None = None
-    """Only items this hardness measure rates (with --max-per-stratum: a balanced subset)."""
-    data: DataConfig = DataConfig(max_per_stratum=0)
-    limit: int = 0
-    """Only the first N selected items (0 = all), for quick looks."""
-    cache_path: str | None = None
-    """An explicit cache file instead of the one under --cache-dir."""
-    backend: Backend = "hf"
-    """hf = the fast KV-cached path; nnsight / transformer_lens = per-sequence cross-checks."""
-    progress: bool = True
-    """A progress bar while extracting."""
-
-    def __post_init__(self) -> None:
-        from truthprobe.data import DATASET_NAMES
-
-        if self.measure is not None:
-            check_task(f"{self.dataset}:{self.measure}")
-        elif self.dataset not in DATASET_NAMES and not (
-            self.dataset.endswith(".jsonl") and Path(self.dataset).is_file()
-        ):
-            raise ConfigError(
-                f"--dataset {self.dataset!r}: give one of {', '.join(DATASET_NAMES)} or the "
-                "path of an existing .jsonl file"
-            )
-        require(
-            self.measure is not None or self.data.max_per_stratum == 0,
-            "max_per_stratum",
-            "needs --measure (it caps the strata of a hardness measure)",
-        )
-        require_non_negative(self.limit, "limit", "every item")
-        require_layers(self.layers)

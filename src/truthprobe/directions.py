@@ -18,16 +18,64 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from truthprobe.configs import Quantization, require
 from truthprobe.evaluate import TRAIN_ON
 from truthprobe.harness import Draw, Harness
 from truthprobe.runstore import PartKey, RunStore
+from truthprobe.sweep import SweepConfig
+
+
+@dataclass(frozen=True)
+class DirectionsConfig(SweepConfig):
+    """The sweep, then its probes' directions: `truthprobe directions`."""
+
+    versus_quantization: Quantization | None = None
+    """Also run the sweep with the model under this quantization (same items and seeds) and
+    compare: cosine of the two runs' directions, accuracy of each run's probes on the other's
+    states. bitsandbytes 8bit / 4bit run on CPU too, several times slower than bfloat16."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.versus_quantization != self.model.quantization,
+            "versus_quantization",
+            f"{self.versus_quantization} is the model's own quantization; pick another "
+            "(none, 4bit, 8bit)",
+        )
+
+    def twin(self) -> SweepConfig:
+        """The same sweep with the model under `versus_quantization`."""
+        model = replace(self.model, quantization=self.versus_quantization or "none")
+        return SweepConfig(probe=self.probe, **{**self.ingredients(), "model": model})
+
+    def run(self) -> int:
+        """The sweep (resumed: stored parts are reused) with the disjoint-draw reference's
+        parts, then its probes' directions (and the twin run's, with --versus-quantization)."""
+        from truthprobe.report import write_report
+
+        with Harness(self.harness()) as harness:
+            harness.run_all()
+            plan_disjoint(harness)
+        print(write_report(harness.run_dir))
+        print(harness.summary.describe())
+        versus = None
+        if self.versus_quantization is not None:
+            twin = self.twin()
+            twin.run()
+            versus = twin.harness().run_dir()
+        plots = self.output.plots_dir
+        text = write_directions(
+            harness.run_dir, plots, versus=versus, cache_dir=self.cache.cache_dir
+        )
+        print(text)
+        return 0
 
 
 def raw_direction(arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -20,7 +20,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from truthprobe.configs import (
     ModelConfig,
     OutputConfig,
     PromptConfig,
+    check_tasks,
     settings_hash,
 )
 from truthprobe.data import Dataset
@@ -57,21 +58,47 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HarnessConfig:
-    """Everything a run needs; `SweepConfig` and `BaselinesConfig` each build one."""
+class RunConfig:
+    """The ingredients every run shares, declared once: which tasks, which model, how items are
+    split, and where data, prompts, caches and outputs come from and go. `sweep`, `baselines`,
+    `directions` and every study are this plus their own fields, so the same flags mean the same
+    thing everywhere, and with the same values they share one run directory."""
+
+    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
+    """dataset:measure pairs, e.g. --tasks arc:grade arc:bloom mmlu:level (a .jsonl file in the
+    schema works as dataset). By default StrategyQA beside ARC and MMLU: on the embedded model
+    only its probes clear zero-shot by more than the noise, so the default run shows a gap to
+    recover somewhere."""
+    model: ModelConfig = ModelConfig()
+    split: SplitConfig = SplitConfig()
+    data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
+    cache: CacheConfig = CacheConfig()
+    output: OutputConfig = OutputConfig()
+
+    def __post_init__(self) -> None:
+        check_tasks(self.tasks)
+
+    def ingredients(self) -> dict[str, Any]:
+        """The shared fields by name (to build another command's config from this one's)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunConfig)}
+
+    def with_methods(
+        self, kind: str, methods: tuple[str, ...], settings: MethodSettings
+    ) -> HarnessConfig:
+        """The harness run of these ingredients with `methods` under `settings`."""
+        return HarnessConfig(kind=kind, methods=methods, settings=settings, **self.ingredients())
+
+
+@dataclass(frozen=True, kw_only=True)
+class HarnessConfig(RunConfig):
+    """Everything a run needs: the ingredients, and which methods with which settings."""
 
     kind: str
     """Names the run directory (`layer_sweep`, `baselines`)."""
-    tasks: tuple[str, ...]
     methods: tuple[str, ...]
     """Registered method names (`zero_shot`, `probe`, `icl`, `qlora`)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    settings: MethodSettings = field(default_factory=MethodSettings)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    settings: MethodSettings = MethodSettings()
 
     def run_hash(self) -> str:
         """Hash of the settings that change results; the run directory is named from it.

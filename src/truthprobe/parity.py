@@ -14,16 +14,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from truthprobe.choice_probs import zero_shot_probs
-from truthprobe.configs import ModelConfig, Source, require, require_positive
+from truthprobe.configs import DataSource, ModelConfig, require, require_positive
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
-from truthprobe.models import LoadedModel, load_configured
 from truthprobe.prompts import resolve_template
-from truthprobe.scoring import encode, score_continuations
+
+if TYPE_CHECKING:  # torch is imported when the comparison runs, not when its flags are read
+    from truthprobe.models import LoadedModel
 
 #: Tolerances of the check: zero-shot accuracy within 1 point, each choice's log-likelihood
 #: within 0.05 nats (float32).
@@ -174,6 +176,8 @@ def compare(loaded: LoadedModel, records: Sequence[Question], batch_size: int = 
         arguments[owner].append(request.args)
 
     ours = [resolve_template("lmeval", [r]) for r in records]
+    from truthprobe.scoring import encode, score_continuations
+
     items = [encode(loaded.tokenizer, t, r) for t, r in zip(ours, records, strict=True)]
     n_choices = max(r.n_choices for r in records)
     # `encode` counts each choice's characters as lm-eval does (`prompts.choice_chars`)
@@ -220,10 +224,7 @@ class ParityConfig:
     """float32 by default: lm-eval sums log-likelihoods in the model's dtype."""
     batch_size: int = 8
     """Items per forward pass, on both sides (lm-eval's HFLM and truthprobe's engine)."""
-    source: Source = "auto"
-    """Where the datasets come from (as for the sweep)."""
-    data_dir: str | None = None
-    """Folder holding arc/ and mmlu/ (default: $TRUTHPROBE_DATA_DIR)."""
+    data: DataSource = DataSource()
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.datasets if d not in LMEVAL_TASKS]
@@ -235,13 +236,15 @@ class ParityConfig:
         require(self.n >= 0, "n", f"must be 0 (every test item) or more, got {self.n}")
         require_positive(self.batch_size, "batch_size")
 
+    def run(self) -> int:
+        """Exit status 1 when lm-eval and truthprobe differ beyond the tolerances."""
+        return run_parity(self)
+
 
 def draw_test_items(config: ParityConfig, dataset: str) -> list[Question]:
     """`config.n` test records of `dataset` with choices, drawn with `config.seed` (file order
     kept)."""
-    from truthprobe.data import load_dataset
-
-    loaded = load_dataset(dataset, source=config.source, data_dir=config.data_dir)
+    loaded = config.data.load(dataset)
     records = [r for r in loaded.records if r.choices and r.split == "test"]
     n, seed = config.n, config.seed
     if n and n < len(records):
@@ -252,6 +255,8 @@ def draw_test_items(config: ParityConfig, dataset: str) -> list[Question]:
 
 def run_parity(config: ParityConfig) -> int:
     """Print each dataset's comparison; exit status 1 if a tolerance is exceeded."""
+    from truthprobe.models import load_configured
+
     loaded = load_configured(config.model)
     ok = True
     for dataset in config.datasets:

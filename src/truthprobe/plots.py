@@ -9,14 +9,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from truthprobe.methods.base import MID_LAST
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
-from truthprobe.methods.base import MID_LAST  # noqa: E402
+class _Pyplot:
+    """`matplotlib.pyplot` (headless), imported when the first figure is drawn: the command
+    line imports every command's config, and a second of matplotlib for `--help` or a bad flag
+    is a second too many."""
+
+    def __getattr__(self, name: str) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 #: Okabe-Ito: distinguishable under the common colour-vision deficiencies, and in greyscale.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -183,7 +195,7 @@ def _save(
 ) -> Path:
     for ax in fig.axes:
         if integer_x:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         if mid_last:
             _mark_mid_last(ax, mid_last)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -490,7 +502,7 @@ def plot_learning_curves(rows: Sequence[dict], path: Path, model: str) -> Path:
             ax.axhline(mine[0]["zero_shot"], color="black", ls="--", lw=1, label="zero-shot")
             ax.axhline(mine[0]["chance"], color="black", ls=":", lw=1, label="chance")
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_major_formatter(plt.ScalarFormatter())
             ax.grid(alpha=0.3)
         axes[0, c].set_title(f"{task} (layer {mine[0]['layer']}, {mine[0]['n_test']} test items)",
                              fontsize=9)  # fmt: skip

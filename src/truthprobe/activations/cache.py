@@ -104,6 +104,10 @@ class CacheError(TruthprobeError, RuntimeError):
     """A cache file is unreadable, incomplete, or does not match what was asked for."""
 
 
+class ExtractError(TruthprobeError, ValueError):
+    """An extraction request that cannot be carried out (bad layer index, no choices, ...)."""
+
+
 @dataclass(frozen=True)
 class Damage:
     """A written batch whose stored block fails its checksum or holds non-finite values."""

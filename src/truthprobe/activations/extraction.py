@@ -4,8 +4,9 @@
 its file name ends with a hash of that identity, so a different model, data version, template,
 layer set or storage gets its own file, and hardness measures, caps and splits never do.
 `fill_rows` computes the fixed batches (see `truthprobe.activations.cache`) that hold requested
-rows and are not written yet. `extract` is the `truthprobe extract` command: both, for the rows
-its flags select. The forward passes themselves are the scoring engine's (`truthprobe.scoring`).
+rows and are not written yet (`truthprobe extract` is both, for the rows its flags select:
+`truthprobe.activations.extract_command`). The forward passes themselves are the scoring
+engine's (`truthprobe.scoring`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from truthprobe.activations.cache import ActivationCache, CacheError, CacheSpec, Damage
+from truthprobe.activations.cache import (
+    ActivationCache,
+    CacheError,
+    CacheSpec,
+    Damage,
+    ExtractError,
+)
 from truthprobe.backends import get_runner
-from truthprobe.configs import CacheConfig, ExtractConfig
+from truthprobe.configs import CacheConfig
 from truthprobe.data import Question, content_hash
-from truthprobe.errors import TruthprobeError
 from truthprobe.min_k import min_k_rows
-from truthprobe.models import LoadedModel, load_configured
+from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
     EncodedItem,
@@ -38,44 +44,6 @@ from truthprobe.scoring import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ExtractError(TruthprobeError, ValueError):
-    """An extraction request that cannot be carried out (bad layer index, no choices, ...)."""
-
-
-@dataclass
-class ExtractResult:
-    """Where the cache is and what this call did."""
-
-    path: Path
-    rows_extracted: int
-    """Rows computed by this call (whole batches, so possibly more than requested)."""
-    rows_requested: int
-    rows_cached: int
-    """Rows of the file written so far (this call's and earlier ones')."""
-    rows_total: int
-    seconds: float
-    tokens: int = 0
-    rows_repaired: int = 0
-    """Rows of damaged batches found by verification and extracted again."""
-
-    def describe(self) -> str:
-        rate = self.rows_extracted / self.seconds if self.seconds > 0 else float("nan")
-        now = (
-            f"extracted {self.rows_extracted} rows now in {self.seconds:.1f} s ({rate:.2f} items/s)"
-            if self.rows_extracted
-            else "extracted 0 new rows (every requested row was cached)"
-        )
-        repaired = (
-            f" ({self.rows_repaired} of them in damaged batches, extracted again)"
-            if self.rows_repaired
-            else ""
-        )
-        return (
-            f"{self.path}: {self.rows_requested} items requested, {self.rows_cached} of "
-            f"{self.rows_total} cached; {now}{repaired}"
-        )
 
 
 def resolve_layers(requested: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
@@ -289,64 +257,3 @@ def _forward(backend: str, loaded: LoadedModel):
     if backend == "hf":
         return forward_batch
     return functools.partial(forward_per_sequence, runner=get_runner(backend, loaded))
-
-
-def selected_records(config: ExtractConfig, records: Sequence[Question]) -> list[int]:
-    """Indices into `records` that `truthprobe extract` flags select (dataset order)."""
-    if config.measure is None:
-        chosen = list(range(len(records)))
-    else:
-        from truthprobe.hardness import stratify
-        from truthprobe.tasks import select_items
-
-        chosen = select_items(stratify(records, config.measure), config.data).tolist()
-    return chosen[: config.limit] if config.limit else chosen
-
-
-def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> ExtractResult:
-    """Extract the rows `config` selects into the dataset's cache, reusing what is there.
-
-    Raises:
-        CacheError: an explicit cache path holds a cache made for something else.
-    """
-    from truthprobe.tasks import choice_records
-
-    dataset = config.data.load(config.dataset)
-    records = choice_records(dataset)
-    require_choices(dataset.name, records)
-    wanted = selected_records(config, records)
-    if not wanted:
-        raise ExtractError(f"{dataset.name}: the selection holds no items to extract")
-    loaded = loaded or load_configured(config.model)
-    template = config.prompt.resolve(records)
-    with open_cache(
-        dataset.name,
-        records,
-        loaded,
-        template,
-        config.layers,
-        config.cache,
-        config.cache_path,
-        config.backend,
-    ) as cache:
-        rows = cache.rows_of([records[i].id for i in wanted])
-        filled = fill_rows(
-            cache,
-            records,
-            rows,
-            loaded,
-            template,
-            config.backend,
-            config.progress,
-            config.cache.max_prompt_tokens,
-        )
-        return ExtractResult(
-            cache.path,
-            filled.rows_extracted,
-            len(wanted),
-            cache.rows_done,
-            cache.n_items,
-            filled.seconds,
-            filled.tokens,
-            sum(len(d.rows) for d in filled.damaged),
-        )

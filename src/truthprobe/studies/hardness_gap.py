@@ -13,7 +13,10 @@ trained on easier items than tested on).
 A plan over the harness: each level's pool (`level=3`) and each window (`levels-upto-5`) is a
 training pool of the task (the one draw rule), each level's test half a named scoring set
 (`level=5-test`); the divisions are stored in the study's `plan.json`, so the table is drawn
-from the store alone.
+from the store alone. A level whose items are exactly the task's hard stratum (ARC grade 8,
+MMLU college) is not split again: its test set is the sweep's hard test set and its pool the
+sweep's hard pool, so its probes are the sweep's `hard` parts, and its level-to-same-level cell
+is read from those very files.
 """
 
 from __future__ import annotations
@@ -81,19 +84,28 @@ def levels(task: Task, config: HardnessGapConfig) -> dict:
         [np.nan if v is None else v for v in hardness_values(task.records, task.spec.measure)],
         dtype=float,
     )
+    split = task.split
     held = np.zeros(len(values), bool)
-    held[task.split.validation] = True
+    held[split.validation] = True
+    hard = np.sort(np.concatenate([split.test, split.pools["hard"]]))
     usable, skipped = [], []
     for rank, value in enumerate(sorted(set(values[np.isfinite(values)].tolist()))):
         rows = np.flatnonzero((values == value) & ~held)
-        rng = np.random.default_rng([config.split.split_seed, rank, 7])
-        rows = rng.permutation(rows)
-        n_test = min(len(rows) // 2, config.max_test_per_level)
-        test, pool = np.sort(rows[:n_test]), np.sort(rows[n_test:])
-        if n_test < config.min_test_per_level or len(pool) < config.split.n_train:
+        if np.array_equal(rows, hard):  # the hard stratum: split as the sweep splits it
+            test, pool, train_on, scored = split.test, split.pools["hard"], "hard", ""
+        else:
+            rng = np.random.default_rng([config.split.split_seed, rank, 7])
+            rows = rng.permutation(rows)
+            n_test = min(len(rows) // 2, config.max_test_per_level)
+            test, pool = np.sort(rows[:n_test]), np.sort(rows[n_test:])
+            train_on, scored = f"level={value:g}", _test(value)
+        if len(test) < config.min_test_per_level or len(pool) < config.split.n_train:
             skipped.append(f"{value:g} ({len(rows)} items)")
             continue
-        usable.append({"value": value, "rank": rank, "test": test, "pool": pool})
+        usable.append(
+            {"value": value, "rank": rank, "test": test, "pool": pool, "train_on": train_on,
+             "scored_set": scored}
+        )  # fmt: skip
     note = f"left out (too few items): {', '.join(skipped)}" if skipped else ""
     return {"levels": usable, "note": note}
 
@@ -115,27 +127,36 @@ def plan(harness: Harness, view: View) -> None:
         found = levels(harness.tasks[task], config)
         if found["note"]:
             log.info("%s: %s", task, found["note"])
+        described = ("value", "rank", "train_on", "scored_set")
         view.plan["levels"][task] = {
             "note": found["note"],
-            "levels": [{"value": lv["value"], "rank": lv["rank"]} for lv in found["levels"]],
+            "levels": [{k: lv[k] for k in described} for lv in found["levels"]],
         }
-        view.plan["sets"][task] = {_test(lv["value"]): lv["test"] for lv in found["levels"]}
+        view.plan["sets"][task] = {
+            lv["scored_set"]: lv["test"] for lv in found["levels"] if lv["scored_set"]
+        }
         if len(found["levels"]) < 2:
             log.warning("%s: fewer than two levels with enough items; skipped", task)
             continue
         label = view.label(task)
         for lv in found["levels"]:
-            harness.add_pool(task, f"level={lv['value']:g}", lv["pool"])
+            if lv["train_on"] != "hard":  # the hard pool is the sweep's
+                harness.add_pool(task, lv["train_on"], lv["pool"])
         for k, upto in enumerate(found["levels"]):
             pool = np.concatenate([lv["pool"] for lv in found["levels"][: k + 1]])
             harness.add_pool(task, _window(upto["value"]), pool)
         top = found["levels"][-1]
+
+        def score(draws: list, test: dict, task: str = task, label: str = label) -> None:
+            if test["scored_set"]:
+                harness.run_transfers(task, label, draws, task, test["scored_set"], test["test"])
+            else:  # the hard test set: every part of the task scores it already
+                harness.run_parts(task, label, draws)
+
         for train in found["levels"]:
-            draws = view.seeds_of(f"level={train['value']:g}")
             for test in found["levels"]:
-                harness.run_transfers(task, label, draws, task, _test(test["value"]), test["test"])
-            window = view.seeds_of(_window(train["value"]))
-            harness.run_transfers(task, label, window, task, _test(top["value"]), top["test"])
+                score(view.seeds_of(train["train_on"]), test)
+            score(view.seeds_of(_window(train["value"])), top)
 
 
 def gap_rows(view: View) -> list[dict]:
@@ -147,18 +168,25 @@ def gap_rows(view: View) -> list[dict]:
             continue
         layer = view.layer(task)
 
-        def scored(pool: str, test: dict, task: str = task, layer: int = layer) -> np.ndarray:
-            return view.correct(task, layer, view.seeds_of(pool), task, _test(test["value"]))
+        for lv in found:  # plans stored before a level could be the hard stratum
+            lv.setdefault("train_on", f"level={lv['value']:g}")
+            lv.setdefault("scored_set", _test(lv["value"]))
 
-        own = {lv["value"]: scored(f"level={lv['value']:g}", lv) for lv in found}
+        def scored(pool: str, test: dict, task: str = task, layer: int = layer) -> np.ndarray:
+            """Correctness on `test`'s set: its named set, or the task's own hard test set
+            (then the parts' own test rows: a `hard` probe's cell is the sweep's part)."""
+            on = task if test["scored_set"] else ""
+            return view.correct(task, layer, view.seeds_of(pool), on, test["scored_set"])
+
+        own = {lv["value"]: scored(lv["train_on"], lv) for lv in found}
         for train in found:
             for test in found:
-                correct = scored(f"level={train['value']:g}", test)
+                correct = scored(train["train_on"], test)
                 rows.append(
                     dict(
                         task=task, kind="pair", layer=layer, train_level=train["value"],
                         test_level=test["value"], gap=test["rank"] - train["rank"], note=note,
-                        **view.cell(task, correct, own[test["value"]], _test(test["value"])),
+                        **view.cell(task, correct, own[test["value"]], test["scored_set"]),
                     )
                 )  # fmt: skip
         top = found[-1]
@@ -168,7 +196,7 @@ def gap_rows(view: View) -> list[dict]:
                 dict(
                     task=task, kind="window", layer=layer, train_level=upto["value"],
                     test_level=top["value"], gap=top["rank"] - upto["rank"], note=note,
-                    **view.cell(task, correct, own[top["value"]], _test(top["value"])),
+                    **view.cell(task, correct, own[top["value"]], top["scored_set"]),
                 )
             )  # fmt: skip
     return rows

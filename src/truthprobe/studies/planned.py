@@ -32,11 +32,10 @@ from truthprobe.configs import (
     ModelConfig,
     OutputConfig,
     PromptConfig,
-    check_tasks,
 )
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
-from truthprobe.harness import Draw, Harness, HarnessConfig, part_key
+from truthprobe.harness import Draw, Harness, HarnessConfig, RunConfig, part_key
 from truthprobe.methods.base import layer_name
 from truthprobe.methods.settings import ProbeSettings
 from truthprobe.results import (
@@ -63,28 +62,20 @@ def method_label(layer: int) -> str:
 
 
 @dataclass(frozen=True)
-class PlannedStudyConfig:
+class PlannedStudyConfig(RunConfig):
     """Settings every planned study shares; all but the study's own fields are the sweep's, so
     with the same flags a study and `truthprobe sweep` share one run directory."""
 
     kind: ClassVar[str] = ""
-    tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
-    """dataset:measure tasks (a .jsonl file in the schema works as dataset)."""
     layer: int | None = None
     """Report every probe at this hidden-state layer (-2: the middle and last layers
     concatenated); default: per training task, the layer whose easy-trained probes do best on
     its easy validation items (the sweep's rule)."""
-    model: ModelConfig = ModelConfig()
-    split: SplitConfig = SplitConfig()
-    data: DataConfig = DataConfig()
-    prompt: PromptConfig = PromptConfig()
-    cache: CacheConfig = CacheConfig()
-    output: OutputConfig = OutputConfig()
 
     def __post_init__(self) -> None:
         from truthprobe.hardness import get_measure
 
-        check_tasks(self.tasks)
+        super().__post_init__()
         for text in self.tasks:
             if get_measure(TaskSpec.parse(text).measure).needs_model:
                 raise ConfigError(f"--tasks {text}: the studies take human-rated measures only")
@@ -94,18 +85,22 @@ class PlannedStudyConfig:
         from truthprobe.sweep import SweepConfig
 
         probe = ProbeSettings(probes=(FAMILY,), probe_preset=("validated",))
-        shared = {f: getattr(self, f) for f in ("model", "split", "data", "prompt", "cache")}
-        return SweepConfig(self.tasks, probe=probe, output=self.output, **shared).harness()
+        return SweepConfig(probe=probe, **self.ingredients()).harness()
 
     def own(self) -> dict[str, Any]:
         """The study's own settings (what the run directory's hash does not hold)."""
-        shared = {"model", "split", "data", "prompt", "cache", "output"}
+        shared = {f.name for f in fields(RunConfig)} - {"tasks"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in shared}
         return {**values, "n_boot": self.output.n_boot}
 
     def study_hash(self) -> str:
         payload = json.dumps({"kind": self.kind, **self.own()}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def run(self) -> int:
+        """The plan over the harness, then the study's table and where its files went."""
+        print(run_planned(registered(self.kind), self))
+        return 0
 
 
 class View:
@@ -358,7 +353,7 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
         meta = json.loads(meta_path.read_text())
         study = registered(meta["kind"])
         config = _config_from(meta["kind"], meta["config"])
-    except (ValueError, KeyError, TypeError, ImportError) as err:
+    except (ValueError, KeyError, TypeError, ImportError, ConfigError) as err:
         raise TruthprobeError(f"{meta_path}: not a readable study description ({err})") from None
     run_dir = folder.parent.parent
     plan = None

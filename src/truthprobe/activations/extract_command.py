@@ -1,0 +1,173 @@
+"""`truthprobe extract`: its config, and the extraction of the rows its flags select.
+
+Kept apart from the extraction machinery (`truthprobe.activations.extraction`, which imports
+torch) so that reading the command's flags stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from truthprobe.activations.cache import ExtractError
+from truthprobe.configs import (
+    Backend,
+    CacheConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    PromptConfig,
+    check_task,
+    require,
+    require_layers,
+    require_non_negative,
+)
+from truthprobe.data import DATASET_NAMES, Question
+from truthprobe.hardness import stratify
+
+if TYPE_CHECKING:
+    from truthprobe.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract and where. `truthprobe extract --help` is built from these fields."""
+
+    dataset: str = "arc"
+    """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""
+    model: ModelConfig = ModelConfig()
+    cache: CacheConfig = CacheConfig()
+    prompt: PromptConfig = PromptConfig()
+    layers: tuple[int, ...] | None = None
+    """Hidden-state indices to keep (0 = embeddings); default: every layer."""
+    measure: str | None = None
+    """Only items this hardness measure rates (with --max-per-stratum: a balanced subset)."""
+    data: DataConfig = DataConfig(max_per_stratum=0)
+    limit: int = 0
+    """Only the first N selected items (0 = all), for quick looks."""
+    cache_path: str | None = None
+    """An explicit cache file instead of the one under --cache-dir."""
+    backend: Backend = "hf"
+    """hf = the fast KV-cached path; nnsight / transformer_lens = per-sequence cross-checks."""
+    progress: bool = True
+    """A progress bar while extracting."""
+
+    def __post_init__(self) -> None:
+        if self.measure is not None:
+            check_task(f"{self.dataset}:{self.measure}")
+        elif self.dataset not in DATASET_NAMES and not (
+            self.dataset.endswith(".jsonl") and Path(self.dataset).is_file()
+        ):
+            raise ConfigError(
+                f"--dataset {self.dataset!r}: give one of {', '.join(DATASET_NAMES)} or the "
+                "path of an existing .jsonl file"
+            )
+        require(
+            self.measure is not None or self.data.max_per_stratum == 0,
+            "max_per_stratum",
+            "needs --measure (it caps the strata of a hardness measure)",
+        )
+        require_non_negative(self.limit, "limit", "every item")
+        require_layers(self.layers)
+
+    def run(self) -> int:
+        print(extract(self).describe())
+        return 0
+
+
+@dataclass
+class ExtractResult:
+    """Where the cache is and what this call did."""
+
+    path: Path
+    rows_extracted: int
+    """Rows computed by this call (whole batches, so possibly more than requested)."""
+    rows_requested: int
+    rows_cached: int
+    """Rows of the file written so far (this call's and earlier ones')."""
+    rows_total: int
+    seconds: float
+    tokens: int = 0
+    rows_repaired: int = 0
+    """Rows of damaged batches found by verification and extracted again."""
+
+    def describe(self) -> str:
+        rate = self.rows_extracted / self.seconds if self.seconds > 0 else float("nan")
+        now = (
+            f"extracted {self.rows_extracted} rows now in {self.seconds:.1f} s ({rate:.2f} items/s)"
+            if self.rows_extracted
+            else "extracted 0 new rows (every requested row was cached)"
+        )
+        repaired = (
+            f" ({self.rows_repaired} of them in damaged batches, extracted again)"
+            if self.rows_repaired
+            else ""
+        )
+        return (
+            f"{self.path}: {self.rows_requested} items requested, {self.rows_cached} of "
+            f"{self.rows_total} cached; {now}{repaired}"
+        )
+
+
+def selected_records(config: ExtractConfig, records: Sequence[Question]) -> list[int]:
+    """Indices into `records` that `truthprobe extract` flags select (dataset order)."""
+    if config.measure is None:
+        chosen = list(range(len(records)))
+    else:
+        from truthprobe.tasks import select_items
+
+        chosen = select_items(stratify(records, config.measure), config.data).tolist()
+    return chosen[: config.limit] if config.limit else chosen
+
+
+def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> ExtractResult:
+    """Extract the rows `config` selects into the dataset's cache, reusing what is there.
+
+    Raises:
+        CacheError: an explicit cache path holds a cache made for something else.
+    """
+    from truthprobe.activations.extraction import fill_rows, open_cache, require_choices
+    from truthprobe.models import load_configured
+    from truthprobe.tasks import choice_records
+
+    dataset = config.data.load(config.dataset)
+    records = choice_records(dataset)
+    require_choices(dataset.name, records)
+    wanted = selected_records(config, records)
+    if not wanted:
+        raise ExtractError(f"{dataset.name}: the selection holds no items to extract")
+    loaded = loaded or load_configured(config.model)
+    template = config.prompt.resolve(records)
+    with open_cache(
+        dataset.name,
+        records,
+        loaded,
+        template,
+        config.layers,
+        config.cache,
+        config.cache_path,
+        config.backend,
+    ) as cache:
+        rows = cache.rows_of([records[i].id for i in wanted])
+        filled = fill_rows(
+            cache,
+            records,
+            rows,
+            loaded,
+            template,
+            config.backend,
+            config.progress,
+            config.cache.max_prompt_tokens,
+        )
+        return ExtractResult(
+            cache.path,
+            filled.rows_extracted,
+            len(wanted),
+            cache.rows_done,
+            cache.n_items,
+            filled.seconds,
+            filled.tokens,
+            sum(len(d.rows) for d in filled.damaged),
+        )
