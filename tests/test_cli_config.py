@@ -186,7 +186,7 @@ def test_every_commands_help_is_its_configs_fields(capsys):
     from truthprobe.cli import COMMANDS, parse
     from truthprobe.inspection import CacheCommands, DataCommands
 
-    commands = [([name], cls) for name, (cls, _) in COMMANDS.items()]
+    commands = [([name], cls) for name, cls in COMMANDS.items()]
     for group, name in ((DataCommands, "data"), (CacheCommands, "cache")):
         commands += [([name, sub], cls) for sub, cls in _subcommands(group)]
     assert len(commands) == len(COMMANDS) + 5

@@ -134,7 +134,7 @@ def command_lines(draw) -> list[str]:
 @pytest.fixture()
 def no_runs(monkeypatch):
     """Valid settings are parsed and validated; their run does nothing."""
-    for config_type, _ in COMMANDS.values():
+    for config_type in COMMANDS.values():
         if config_type.__module__ != "truthprobe.inspection":  # those read files, and fast
             monkeypatch.setattr(config_type, "run", lambda self: 0)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import re
 import sys
 from collections.abc import Sequence
@@ -39,45 +40,21 @@ from truthprobe.sweep import SweepConfig
 #: Exceptions whose message is the whole story: printed as one line, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (TruthprobeError,)
 
-#: Each command: its config class and the line `truthprobe --help` gives it.
-COMMANDS: dict[str, tuple[type, str]] = {
-    "data": (DataCommands, "inspect, validate and fetch datasets"),
-    "extract": (ExtractConfig, "cache per-layer hidden states of a model to HDF5"),
-    "sweep": (SweepConfig, "train probes on easy/hard/all items at every layer; report SGR"),
-    "directions": (
-        DirectionsConfig,
-        "the sweep, then cosines of its probe directions across strata, seeds, tasks and "
-        "quantizations",
-    ),
-    "transfer-matrix": (
-        TransferMatrixConfig,
-        "probes trained on each dataset's easy / hard / all items, tested on every dataset",
-    ),
-    "hardness-gap": (
-        HardnessGapConfig,
-        "probes trained on one level of a hardness measure, tested on every level",
-    ),
-    "third-grade-to-college": (
-        ThirdGradeToCollegeConfig,
-        "probes trained on ARC grade 3, ARC grade 8, MMLU high school and college, tested on "
-        "MMLU college",
-    ),
-    "learning-curves": (
-        LearningCurvesConfig,
-        "hard-test accuracy against the number (and cost) of easy / hard / all training items",
-    ),
-    "noisy-labels": (NoisyLabelsConfig, "hard training labels with noise p against clean easy"),
-    "lmeval-parity": (
-        ParityConfig,
-        "zero-shot acc / acc_norm through lm-evaluation-harness and through truthprobe on the "
-        "same items (needs truthprobe[lmeval])",
-    ),
-    "baselines": (
-        BaselinesConfig,
-        "zero-shot, ICL, probes and QLoRA on the same splits; report SGR",
-    ),
-    "cache": (CacheCommands, "inspect and verify activation caches"),
-    "report": (ReportCommand, "redraw tables and plots of a saved run or study"),
+#: Each command's config class; its docstring's first paragraph is the command's description.
+COMMANDS: dict[str, type] = {
+    "data": DataCommands,
+    "extract": ExtractConfig,
+    "sweep": SweepConfig,
+    "directions": DirectionsConfig,
+    "transfer-matrix": TransferMatrixConfig,
+    "hardness-gap": HardnessGapConfig,
+    "third-grade-to-college": ThirdGradeToCollegeConfig,
+    "learning-curves": LearningCurvesConfig,
+    "noisy-labels": NoisyLabelsConfig,
+    "lmeval-parity": ParityConfig,
+    "baselines": BaselinesConfig,
+    "cache": CacheCommands,
+    "report": ReportCommand,
 }
 
 DESCRIPTION = "Probe whether what a model learns from easy examples transfers to hard ones."
@@ -89,10 +66,16 @@ def command_union() -> Any:
 
     return Union[  # noqa: UP007 - a union of Annotated types built at run time
         tuple(
-            Annotated[cls, tyro.conf.subcommand(name, description=text)]
-            for name, (cls, text) in COMMANDS.items()
+            Annotated[cls, tyro.conf.subcommand(name, description=description(cls))]
+            for name, cls in COMMANDS.items()
         )
     ]
+
+
+def description(config_type: type) -> str:
+    """A command's one-paragraph description: the first paragraph of its config's docstring."""
+    first = inspect.cleandoc(config_type.__doc__ or "").split("\n\n")[0]
+    return " ".join(first.split())
 
 
 def parse(argv: Sequence[str], prog: str = "truthprobe") -> Any:
@@ -120,7 +103,7 @@ def _command_prog(argv: Sequence[str], prog: str) -> str:
     words = [prog]
     if argv and argv[0] in COMMANDS:
         words.append(argv[0])
-        group = COMMANDS[argv[0]][0]
+        group = COMMANDS[argv[0]]
         if (
             len(argv) > 1
             and not argv[1].startswith("-")

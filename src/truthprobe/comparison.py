@@ -24,8 +24,9 @@ Baseline = Literal["icl", "probe", "qlora"]
 
 @dataclass(frozen=True)
 class BaselinesConfig(RunConfig):
-    """Every method on the same splits: `truthprobe baselines` (defaults sized for a 2-core
-    CPU)."""
+    """Zero-shot, ICL, probes and QLoRA on the same splits; report SGR.
+
+    `truthprobe baselines`; the defaults are sized for a 2-core CPU."""
 
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps", "gsm8k:steps")
     split: SplitConfig = SplitConfig(seeds=1, max_test=60)

@@ -34,7 +34,8 @@ from truthprobe.sweep import SweepConfig
 
 @dataclass(frozen=True)
 class DirectionsConfig(SweepConfig):
-    """The sweep, then its probes' directions: `truthprobe directions`."""
+    """The sweep, then cosines of its probe directions across strata, seeds, tasks and
+    quantizations."""
 
     versus_quantization: Quantization | None = None
     """Also run the sweep with the model under this quantization (same items and seeds) and

@@ -16,7 +16,9 @@ import tyro
 
 from truthprobe.configs import FieldRules, require_non_negative
 
-Positional = tyro.conf.Positional
+#: Positional arguments, named in usage lines as what they are.
+File = tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="FILE")]]
+RunDir = tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="RUN_DIR")]]
 DatasetName = Literal["arc", "mmlu", "strategyqa", "gsm8k"]
 
 
@@ -92,7 +94,7 @@ class DataSummary:
 class DataValidate:
     """Check a JSONL file in the schema: every record, ids unique."""
 
-    file: Positional[str]
+    file: File
     """Path to a .jsonl file."""
     max_choices: int = 26
     """Most answer choices a record may have."""
@@ -165,7 +167,7 @@ class DataCommands:
 class CacheInfo:
     """Shape, fingerprint and completeness of an activation cache."""
 
-    file: Positional[str]
+    file: File
     """The cache's .h5 file."""
 
     def run(self) -> int:
@@ -181,7 +183,7 @@ class CacheVerify:
     """Check every written batch's checksums and values; name what is damaged. Exit status 0
     when every batch is sound (or repaired), 1 when damage is left."""
 
-    file: Positional[str]
+    file: File
     """The cache's .h5 file."""
     repair: bool = False
     """Mark damaged batches to be extracted again by the next run that needs them."""
@@ -215,8 +217,8 @@ class CacheCommands:
     """Inspect and verify activation caches."""
 
     command: (
-        Annotated[CacheInfo, tyro.conf.subcommand("info", description=CacheInfo.__doc__)]
-        | Annotated[CacheVerify, tyro.conf.subcommand("verify", description=CacheVerify.__doc__)]
+        Annotated[CacheInfo, tyro.conf.subcommand("info")]
+        | Annotated[CacheVerify, tyro.conf.subcommand("verify")]
     )
 
     def run(self) -> int:
@@ -227,7 +229,7 @@ class CacheCommands:
 class ReportCommand:
     """Redraw the tables and figures of a saved run or study folder, from its files alone."""
 
-    run_dir: Positional[str]
+    run_dir: RunDir
     """A run directory (runs/<kind>-<hash>) or a study folder in one."""
     plots_dir: str | None = None
     """Where figures go (default: the run's own plots_dir)."""

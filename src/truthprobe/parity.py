@@ -212,7 +212,8 @@ def compare(loaded: LoadedModel, records: Sequence[Question], batch_size: int = 
 
 @dataclass(frozen=True)
 class ParityConfig:
-    """`truthprobe lmeval-parity`: zero-shot through lm-eval and through truthprobe, same items."""
+    """Zero-shot acc / acc_norm through lm-evaluation-harness and through truthprobe on the
+    same items (needs truthprobe[lmeval])."""
 
     datasets: tuple[str, ...] = ("arc", "mmlu")
     """Datasets to check (lm-eval has this style of task for arc and mmlu)."""

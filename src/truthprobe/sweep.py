@@ -17,7 +17,9 @@ from truthprobe.methods.settings import MethodSettings, ProbeSettings
 
 @dataclass(frozen=True)
 class SweepConfig(RunConfig):
-    """A layer sweep: `truthprobe sweep` (and `python experiments/layer_sweep.py`)."""
+    """Train probes on easy / hard / all items at every layer; report SGR (the main job).
+
+    `truthprobe sweep`, and `python experiments/layer_sweep.py`."""
 
     probe: ProbeSettings = ProbeSettings(probe_preset=("validated", "paper"))
     """Probes and presets; by default the validated probe beside the paper's settings."""

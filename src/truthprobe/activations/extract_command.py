@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """What to extract and where. `truthprobe extract --help` is built from these fields."""
+    """Cache per-layer hidden states of a model to HDF5 (the rows these flags select)."""
 
     dataset: str = "arc"
     """Dataset name (arc, mmlu, strategyqa) or a .jsonl path in the truthprobe schema."""

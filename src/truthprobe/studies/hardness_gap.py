@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HardnessGapConfig(PlannedStudyConfig):
-    """Train on level i, test on level j of each ordinal measure; and the moving window."""
+    """Probes trained on one level of a hardness measure, tested on every level; and the
+    moving window."""
 
     kind: ClassVar[str] = "hardness_gap"
     tasks: tuple[str, ...] = (

@@ -32,7 +32,8 @@ from truthprobe.studies.planned import (
 
 @dataclass(frozen=True)
 class LearningCurvesConfig(PlannedStudyConfig):
-    """Accuracy against n training items (nested draws) for easy / hard / all training."""
+    """Hard-test accuracy against the number (and cost) of easy / hard / all training items
+    (nested draws)."""
 
     kind: ClassVar[str] = "learning_curves"
     sizes: tuple[int, ...] = (10, 20, 40, 80, 160, 320)

@@ -47,7 +47,8 @@ def pools(config: ThirdGradeToCollegeConfig) -> list[tuple[str, str, str]]:
 
 @dataclass(frozen=True)
 class ThirdGradeToCollegeConfig(PlannedStudyConfig):
-    """ARC grade 3 / grade 8 / MMLU high school / MMLU college probes on MMLU college items."""
+    """Probes trained on ARC grade 3, ARC grade 8, MMLU high school and MMLU college, tested
+    on MMLU college items."""
 
     kind: ClassVar[str] = "third_grade_to_college"
     tasks: tuple[str, ...] = (ARC, MMLU)

@@ -32,7 +32,8 @@ from truthprobe.studies.planned import (
 
 @dataclass(frozen=True)
 class TransferMatrixConfig(PlannedStudyConfig):
-    """Train on each task's easy / hard / all pool, test on every task's hard test set."""
+    """Probes trained on each task's easy / hard / all pool, tested on every task's hard test
+    set."""
 
     kind: ClassVar[str] = "transfer_matrix"
     every_layer: bool = False
