@@ -158,9 +158,8 @@ class FieldRules(DataSource):
         self.field_specs()  # bad levels or cut-offs are an error before anything runs
 
     def field_specs(self) -> dict:
-        """The `meta.<field>` specs these settings give, registered for this process
-        (`truthprobe.hardness.FIELD_SPECS`)."""
-        from truthprobe.hardness import FIELD_SPECS, FieldSpec, HardnessError, read_field_specs
+        """The `meta.<field>` specs these settings give, by field name (`*`: every field)."""
+        from truthprobe.hardness import FieldSpec, HardnessError, read_field_specs
 
         try:
             specs = read_field_specs(self.hardness_spec) if self.hardness_spec else {}
@@ -171,9 +170,18 @@ class FieldRules(DataSource):
                 specs["*"] = FieldSpec(levels, self.easy_max, self.hard_min)
         except HardnessError as err:
             raise ConfigError(str(err)) from None
-        FIELD_SPECS.clear()
-        FIELD_SPECS.update(specs)
         return specs
+
+    def measure(self, name: str):
+        """The hardness measure `name` under these rules: a `meta.<field>` with its levels or
+        cut-offs (`truthprobe.hardness.field_measure`); any other name as it is, for
+        `truthprobe.hardness.stratify` to resolve."""
+        from truthprobe.hardness import FIELD_PREFIX, field_measure
+
+        if not name.startswith(FIELD_PREFIX):
+            return name
+        specs = self.field_specs()
+        return field_measure(name, specs.get(name) or specs.get("*"))
 
 
 @dataclass(frozen=True)

@@ -298,11 +298,6 @@ class FieldSpec:
             )
 
 
-#: Specs of the `meta.<field>` measures of this process, by name, and "*" for every field
-#: (set from a run's `DataConfig`: its --levels / --easy-max / --hard-min and --hardness-spec).
-FIELD_SPECS: dict[str, FieldSpec] = {}
-
-
 def read_field_specs(path: str) -> dict[str, FieldSpec]:
     """A hardness spec file: JSON or YAML mapping `meta.<field>` to `levels` (a list, easiest
     first) or `easy_max` and `hard_min`; every error names the file and the field."""
@@ -346,11 +341,12 @@ def read_field_specs(path: str) -> dict[str, FieldSpec]:
 
 def field_measure(name: str, spec: FieldSpec | None = None) -> HardnessMeasure:
     """The measure `meta.<field>`: a record's own `meta` field, rated as `spec` says (default:
-    the spec registered for `name`, else the percentile rule on a numeric field)."""
+    the percentile rule on a numeric field). A run's specs come from its settings
+    (`truthprobe.configs.FieldRules.measure`), never from a global."""
     field = name[len(FIELD_PREFIX) :]
     if not field:
         raise HardnessError(f"{name!r}: name the field, as in meta.level")
-    spec = spec or FIELD_SPECS.get(name) or FIELD_SPECS.get("*") or FieldSpec()
+    spec = spec or FieldSpec()
     if spec.levels is not None:
         return HardnessMeasure(
             name,

@@ -50,6 +50,7 @@ class DataSummary:
         from truthprobe.hardness import STRATA, get_measure, group_by_stratum, stratify
 
         measure = get_measure(self.measure)
+        rated_by = self.data.measure(self.measure)
         dataset = self.data.load(self.dataset)
         if self.split:
             dataset = dataset.select(splits=list(self.split))
@@ -69,13 +70,14 @@ class DataSummary:
                     f"  Spearman with {row['human_measure']}: {row['spearman']:+.3f} "
                     f"({row['n']} records)"
                 )
-        strata = stratify(records, self.measure, scores)
+        strata = stratify(records, rated_by, scores)
         groups = group_by_stratum(records, strata)
         print(
             f"{dataset.name}: {len(records)} records from {dataset.source} "
             f"(content sha256 {dataset.content_hash[:12]})"
         )
-        print(f"measure {measure.name}: {measure.description}")
+        described = rated_by if not isinstance(rated_by, str) else measure
+        print(f"measure {described.name}: {described.description}")
         zero_shot = "  zero-shot" if correct else ""
         print(f"{'stratum':<8} {'count':>6}{zero_shot}  example ids")
         for stratum in STRATA:

@@ -158,7 +158,7 @@ def load_task(
     """
     dataset = dataset or data.load(spec.dataset)
     pool = choice_records(dataset) or dataset.records
-    all_strata = stratify(pool, spec.measure, scores)
+    all_strata = stratify(pool, data.measure(spec.measure), scores)
     items = select_items(all_strata, data)
     if not len(items):
         raise TruthprobeError(

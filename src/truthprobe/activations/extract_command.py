@@ -118,7 +118,8 @@ def selected_records(config: ExtractConfig, records: Sequence[Question]) -> list
     else:
         from truthprobe.tasks import select_items
 
-        chosen = select_items(stratify(records, config.measure), config.data).tolist()
+        measure = config.data.measure(config.measure)
+        chosen = select_items(stratify(records, measure), config.data).tolist()
     return chosen[: config.limit] if config.limit else chosen
 
 

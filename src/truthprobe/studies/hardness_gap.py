@@ -82,7 +82,10 @@ def levels(task: Task, config: HardnessGapConfig) -> dict:
     """Each usable level's value, rank, test set and pool (rows of the task's items), and a
     note naming the levels left out."""
     values = np.array(
-        [np.nan if v is None else v for v in hardness_values(task.records, task.spec.measure)],
+        [
+            np.nan if v is None else v
+            for v in hardness_values(task.records, config.data.measure(task.spec.measure))
+        ],
         dtype=float,
     )
     split = task.split
