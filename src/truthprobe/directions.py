@@ -28,7 +28,7 @@ import numpy as np
 from truthprobe.configs import Quantization, require
 from truthprobe.evaluate import TRAIN_ON
 from truthprobe.harness import Draw, Harness
-from truthprobe.runstore import PartKey, RunStore
+from truthprobe.runstore import PartKey, RunStore, read_json
 from truthprobe.sweep import SweepConfig
 
 
@@ -360,14 +360,13 @@ class _TaskView:
 def _cached_tasks(run_dir: str | Path, cache_dir: str | Path | None) -> Iterator[_TaskView]:
     """Each multiple-choice task of a run, its cache (found by identity under `cache_dir`,
     default: the one the run recorded) open while the caller works on it."""
-    import json
 
     from truthprobe.activations import ActivationCache
     from truthprobe.activations.cache import locate_cache
 
     store = RunStore(run_dir)
     if cache_dir is None:
-        recorded = json.loads((store.run_dir / "config.json").read_text())
+        recorded = read_json(store.run_dir / "config.json")
         cache_dir = recorded["config"]["cache"]["cache_dir"]
     for slug in store.task_slugs():
         task = store.task(slug)

@@ -51,7 +51,7 @@ from truthprobe.methods import (
     build_methods,
 )
 from truthprobe.prompts import PromptTemplate
-from truthprobe.runstore import PartKey, RunStore
+from truthprobe.runstore import PartKey, RunStore, RunStoreError, read_json, write_json
 from truthprobe.tasks import Task, TaskSpec, load_task
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,16 @@ def _write_config(
     from truthprobe.provenance import provenance
 
     path = run_dir / "config.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous = {}
+    if path.is_file():
+        try:
+            previous = read_json(path)
+        except RunStoreError as err:  # only the record of earlier invocations is lost
+            damaged = path.with_name(f"config.json.damaged-{int(time.time())}")
+            path.replace(damaged)
+            log.warning(
+                "%s; kept as %s, written again (earlier invocations not listed)", err, damaged
+            )
     invocations = previous.get("invocations", [])
     here = provenance()
     invocations.append({"argv": here["argv"], "started": here["started"], "tasks": config.tasks})
@@ -368,7 +377,7 @@ def _write_config(
         "invocations": invocations,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=2))
+    write_json(path, meta)
 
 
 def run(config: HarnessConfig) -> RunSummary:

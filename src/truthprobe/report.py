@@ -13,7 +13,6 @@ do best on the held-out easy validation items, never chosen on the hard test set
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from truthprobe.results import (
     floor,
     sgr_cells,
 )
+from truthprobe.runstore import read_json
 
 #: What the table takes from the chosen layer's SGR row (`SGRResult.to_dict`).
 CHOSEN_SGR = (
@@ -91,7 +91,7 @@ def read_meta(run_dir: Path) -> dict:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise TruthprobeError(f"{run_dir}: not a run directory (no config.json)")
-    return json.loads(config_path.read_text())
+    return read_json(config_path)
 
 
 def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:

@@ -14,14 +14,21 @@ A part holds, per evaluated item (`item` indexes the task's items): `correct`, `
 generations), and for probes the fitted arrays `probe_mean`, `probe_std` (standardisation),
 `probe_weight`, `probe_bias`; `train` lists the training items; `meta` is JSON (method, layer,
 train_on, seed, seconds, settings, the fingerprint of the code and data that made it). Parts are
-written to a temporary name and renamed, so a part on disk is always whole.
+written to a temporary name and renamed, so a part on disk is always whole; every member of a
+part is checked against its zip CRC when read, and `config.json`, `task.json` and a study's
+JSON files carry a digest of their content (`write_json` / `read_json`), so a damaged file is
+recomputed where it can be and refused in one line naming it where it cannot, never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,46 @@ SWEEP_POOLS = ("easy", "hard", "all", "none")
 PART_FORMAT = 1
 
 
+log = logging.getLogger(__name__)
+
+#: What reading a damaged `.npz` raises (a bad CRC or header, a cut-off file).
+DAMAGED_PART = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+#: The key under which a stored JSON file carries the digest of the rest of its content.
+DIGEST = "content_sha256"
+
+
 class RunStoreError(TruthprobeError, RuntimeError):
-    """A run directory that cannot be read (missing, or not made by truthprobe)."""
+    """A run directory that cannot be read (missing, damaged, or not made by truthprobe)."""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def write_json(path: Path, value: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Write `value` as JSON atomically, with a digest of its content that `read_json` checks."""
+    plain = json.loads(json.dumps(value, default=default))
+    _write_atomic(path, json.dumps({**plain, DIGEST: _digest(plain)}, indent=1))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file `write_json` wrote, its digest checked (files written before digests were
+    kept are read as they are).
+
+    Raises:
+        RunStoreError: the file is not JSON, or its content does not match its digest.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RunStoreError(f"{path}: damaged, not readable JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise RunStoreError(f"{path}: damaged, not a JSON object")
+    stored = value.pop(DIGEST, None)
+    if stored is not None and stored != _digest(value):
+        raise RunStoreError(f"{path}: damaged, its content does not match its digest")
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,13 +172,19 @@ class RunStore:
 
     def write_task(self, slug: str, description: dict[str, Any]) -> None:
         """Store a task's item table (`task.json`); parts index its items."""
-        _write_atomic(self.parts_dir / slug / "task.json", json.dumps(description))
+        write_json(self.parts_dir / slug / "task.json", description)
 
     def task(self, slug: str) -> dict[str, Any]:
+        """A task's item table; a damaged one is refused (the next run writes it again)."""
         path = self.parts_dir / slug / "task.json"
         if not path.is_file():
             raise RunStoreError(f"{self.run_dir}: no task {slug!r} stored (missing {path})")
-        return json.loads(path.read_text())
+        try:
+            return read_json(path)
+        except RunStoreError as err:
+            raise RunStoreError(
+                f"{err}; run the command that made it again to rewrite it"
+            ) from None
 
     def task_slugs(self) -> list[str]:
         if not self.parts_dir.is_dir():
@@ -146,15 +197,21 @@ class RunStore:
         return self.parts_dir / key.relative()
 
     def meta(self, key: PartKey) -> dict[str, Any] | None:
-        """The stored part's metadata, or None if it is not stored (or unreadable)."""
+        """The stored part's metadata, or None if it is not stored, or damaged (any member
+        failing its CRC: the part is then recomputed, and the log names it)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"member {bad} fails its CRC")
             with np.load(path) as data:
                 return json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError):
-            return None  # a damaged part is recomputed
+        except DAMAGED_PART as err:
+            log.warning("%s: damaged part (%s); computing it again", path, err)
+            return None
 
     def put(self, key: PartKey, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         """Write a part atomically (and its completions, if any, beside it)."""
@@ -171,9 +228,21 @@ class RunStore:
         return path
 
     def read(self, key: PartKey) -> Part:
-        with np.load(self.path(key)) as data:
-            arrays = {k: data[k] for k in data.files if k != "meta"}
-            meta = json.loads(str(data["meta"]))
+        """A stored part, every member checked against its CRC.
+
+        Raises:
+            RunStoreError: the part is damaged (the message names it and how to recompute it).
+        """
+        path = self.path(key)
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files if k != "meta"}
+                meta = json.loads(str(data["meta"]))
+        except DAMAGED_PART as err:
+            raise RunStoreError(
+                f"{path}: damaged part ({err}); run the command that made it again to compute it "
+                "again"
+            ) from None
         return Part(key, arrays, meta)
 
     def keys(self, task: str | None = None, default_only: bool = False) -> Iterator[PartKey]:
@@ -253,7 +322,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     config_path = store.run_dir / "config.json"
     if not config_path.is_file():
         raise RunStoreError(f"{store.run_dir}: not a run directory (no config.json)")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
     item_frames, summary_rows = [], []
     tables = {slug: store.task(slug) for slug in store.task_slugs()}
     for slug, task in tables.items():

@@ -49,7 +49,7 @@ from truthprobe.results import (
     sgr_cells,
     test_rows,
 )
-from truthprobe.runstore import PartKey, RunStore, _write_atomic
+from truthprobe.runstore import PartKey, RunStore, _write_atomic, read_json, write_json
 from truthprobe.tasks import Task, TaskSpec
 
 #: The probe every study trains: the sweep's validated multiple-choice linear probe.
@@ -292,11 +292,8 @@ def run_planned(study: PlannedStudy, config: PlannedStudyConfig) -> str:
         summary = harness.summary
     folder = study_dir(summary.run_dir, config)
     if view.plan:
-        _write_atomic(folder / "plan.json", json.dumps(view.plan, default=_jsonable))
-    _write_atomic(
-        folder / "study.json",
-        json.dumps({"kind": study.kind, "config": asdict(config)}, indent=2, default=str),
-    )
+        write_json(folder / "plan.json", view.plan, default=_jsonable)
+    write_json(folder / "study.json", {"kind": study.kind, "config": asdict(config)}, default=str)
     text = render(folder)
     return (
         f"{text}\nparts: {summary.computed} computed, {summary.reused} reused; time: model "
@@ -349,8 +346,8 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
     meta_path = folder / "study.json"
     if not meta_path.is_file():
         raise TruthprobeError(f"{folder}: not a study folder (no study.json)")
+    meta = read_json(meta_path)  # a damaged file is one line naming it
     try:
-        meta = json.loads(meta_path.read_text())
         study = registered(meta["kind"])
         config = _config_from(meta["kind"], meta["config"])
     except (ValueError, KeyError, TypeError, ImportError, ConfigError) as err:
@@ -358,13 +355,10 @@ def render(folder: str | Path, plots_dir: str | Path | None = None) -> str:
     run_dir = folder.parent.parent
     plan = None
     if (folder / "plan.json").is_file():
-        try:
-            plan = json.loads((folder / "plan.json").read_text())
-        except ValueError as err:
-            raise TruthprobeError(f"{folder / 'plan.json'}: not readable ({err})") from None
+        plan = read_json(folder / "plan.json")
     view = View(run_dir, config, plan)
     rows = study.rows(view)
-    run_meta = json.loads((run_dir / "config.json").read_text())
+    run_meta = read_json(run_dir / "config.json")
     model = run_meta["model_fingerprint"]["name"]
     csv_path = folder / f"{study.kind}.csv"
     staging = csv_path.with_suffix(".csv.partial")
