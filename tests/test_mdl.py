@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from test_cli_config import truthprobe
+from test_processes import error_lines
 
 from truthprobe.activations import ActivationCache
 from truthprobe.mdl import fold_assignment, model_scores, probe_mdl, scores_path, zero_shot_mdl
@@ -112,3 +113,21 @@ def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
     assert "probe_mdl ~ grade" in first.stdout and "mdl ~ bloom" in first.stdout  # per dataset
     summary = data_summary(arc_sample, "probe_mdl", tmp_path / "act")
     assert "Spearman with grade" in summary.stdout and "hard" in summary.stdout
+
+    # damaged (issue 20, item 5): one flipped byte in the stored scores is named in one line by
+    # `data summary`, and the next sweep computes the scores again, never reading them damaged
+    data = bytearray(stored.read_bytes())
+    data[data.index(b"probe_mdl.npy") + 300] ^= 0x01
+    stored.write_bytes(bytes(data))
+    damaged = truthprobe(
+        "data", "summary", "--dataset", str(arc_sample), "--measure", "probe_mdl",
+        "--cache-dir", str(tmp_path / "act"),
+    )  # fmt: skip
+    lines = error_lines(damaged.stderr)
+    assert damaged.returncode == 2 and len(lines) == 1 and f"{stored} is damaged" in lines[0]
+    rerun = truthprobe(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{stored}: damaged" in rerun.stderr and "computed again" in rerun.stderr
+    with ActivationCache(cache) as opened:
+        assert model_scores(opened, "probe_mdl") == again
+    data_summary(arc_sample, "probe_mdl", tmp_path / "act")

@@ -19,6 +19,7 @@ changes. `truthprobe.harness` fills the whole cache and reads them for `--tasks 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ from truthprobe.errors import TruthprobeError
 from truthprobe.hardness import MODEL_MEASURES
 from truthprobe.min_k import DEFAULT_PERCENT, hardness_column
 from truthprobe.min_k import MEASURE_SCORES as MIN_K_MEASURES
+from truthprobe.runstore import RunStoreError, read_npz
+
+log = logging.getLogger(__name__)
 
 FOLDS = 5
 CURVE: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
@@ -116,11 +120,11 @@ def model_scores(cache, measure: str) -> dict[str, float]:
     stored: dict[str, np.ndarray] = {}
     if path.is_file():
         try:
-            with np.load(path) as f:
-                if str(f["state"]) == state and int(f["format"]) == SCORES_FORMAT:
-                    stored = {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError):
-            stored = {}  # unreadable: recomputed
+            found = read_npz(path)
+            if str(found["state"]) == state and int(found["format"]) == SCORES_FORMAT:
+                stored = found
+        except (RunStoreError, KeyError, ValueError) as err:
+            log.warning("%s; model-rated scores computed again", err)
     if measure not in stored:
         mask = cache.item("choice_mask")
         answers = cache.item("answer_index")
@@ -190,14 +194,18 @@ def stored_scores(dataset: str, measure: str, cache_dir: str | Path) -> tuple[Pa
                         found.append(scores_path(path))
             except TruthprobeError:
                 continue  # another version's or a damaged file: not a source of scores
+    damaged = []
     for path in sorted(Path(cache_dir).glob(f"*/{Path(dataset).stem}-*.hardness.npz")):
-        with np.load(path) as f:
-            if measure in f.files:
+        try:
+            if measure in read_npz(path):
                 found.append(path)
+        except RunStoreError:
+            damaged.append(path)
     if not found:
+        note = f" ({damaged[0]} is damaged)" if damaged else ""
         raise TruthprobeError(
-            f"no stored {measure} scores for {dataset} under {cache_dir}: `truthprobe sweep "
-            f"--tasks {dataset}:{measure}` computes them with the model"
+            f"no stored {measure} scores for {dataset} under {cache_dir}{note}: `truthprobe "
+            f"sweep --tasks {dataset}:{measure}` computes them with the model"
         )
     if len(found) > 1:
         raise TruthprobeError(

@@ -58,6 +58,23 @@ class RunStoreError(TruthprobeError, RuntimeError):
     """A run directory that cannot be read (missing, damaged, or not made by truthprobe)."""
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file, each member checked against its zip CRC.
+
+    Raises:
+        RunStoreError: the file is damaged (a changed byte, cut short, not a zip).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"member {bad} fails its CRC")
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except DAMAGED_PART as err:
+        raise RunStoreError(f"{path}: damaged ({err})") from None
+
+
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
@@ -203,14 +220,9 @@ class RunStore:
         if not path.is_file():
             return None
         try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-            if bad is not None:
-                raise zipfile.BadZipFile(f"member {bad} fails its CRC")
-            with np.load(path) as data:
-                return json.loads(str(data["meta"]))
-        except DAMAGED_PART as err:
-            log.warning("%s: damaged part (%s); computing it again", path, err)
+            return json.loads(str(read_npz(path)["meta"]))
+        except (RunStoreError, KeyError, ValueError) as err:
+            log.warning("%s; computing the part again", err)
             return None
 
     def put(self, key: PartKey, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
@@ -235,13 +247,11 @@ class RunStore:
         """
         path = self.path(key)
         try:
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files if k != "meta"}
-                meta = json.loads(str(data["meta"]))
-        except DAMAGED_PART as err:
+            arrays = read_npz(path)
+            meta = json.loads(str(arrays.pop("meta")))
+        except (RunStoreError, KeyError, ValueError) as err:
             raise RunStoreError(
-                f"{path}: damaged part ({err}); run the command that made it again to compute it "
-                "again"
+                f"{err}; run the command that made this part again to compute it again"
             ) from None
         return Part(key, arrays, meta)
 
