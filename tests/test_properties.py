@@ -162,3 +162,15 @@ def test_the_generators_reach_both_outcomes(capsys, no_runs, tmp_path):
     assert run_cli(["data", "validate", str(bad)], capsys)[0] == 2
     assert run_cli(["sweep", "--n-train", "3"], capsys)[0] == 0
     assert run_cli(["sweep", "--n-train", "0"], capsys)[0] == 2
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(name=st.text(max_size=40))
+def test_a_safe_name_never_leaves_its_folder(name, tmp_path_factory):
+    """Whatever a user names a template, dataset or model, its file lies in its folder."""
+    from truthprobe.names import is_safe_name, safe_name
+
+    folder = Path("/cache/model")
+    made = safe_name(name)
+    assert is_safe_name(made) and "/" not in made and made not in (".", "..")
+    assert (folder / made).resolve().parent == folder

@@ -179,6 +179,9 @@ BAD_TEMPLATES = [
     (json.dumps({**MY_TEMPLATE, "continuation_format": " {answer}"}), "uses {answer}"),
     (json.dumps({**MY_TEMPLATE, "list_choices": "no"}), "'list_choices' must be a boolean"),
     (json.dumps({k: v for k, v in MY_TEMPLATE.items() if k != "name"}), "'name' is missing"),
+    # issue 20, item 1: the name names cache files, so it may not climb out of --cache-dir
+    (json.dumps({**MY_TEMPLATE, "name": "x/../../../escape"}), "no '/', no '..'"),
+    (json.dumps({**MY_TEMPLATE, "name": ".."}), "names cache files"),
 ]
 
 
@@ -192,6 +195,7 @@ def test_a_bad_template_file_is_one_line_naming_file_and_field(text, message, tm
     assert line.startswith(f"error: --template-file: template file {spec}: "), line
     assert message in line, line
     assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if p.suffix == ".h5") == []
 
 
 def test_template_flags_are_checked_before_anything_runs(tmp_path):

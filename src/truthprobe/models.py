@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from truthprobe.configs import DType, ModelConfig, Quantization
 from truthprobe.errors import TruthprobeError
+from truthprobe.names import safe_name
 
 #: Spec that selects the embedded model.
 DEFAULT_MODEL = "default"
@@ -62,7 +62,7 @@ class ModelFingerprint:
             base = Path(self.source).name
         else:
             base = self.name.replace("/", "--")
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "model"
+        base = safe_name(base, "model")
         return f"{base}-{self.quantization}-{self.dtype}"
 
 

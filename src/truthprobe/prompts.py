@@ -18,6 +18,7 @@ from pathlib import Path
 
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
+from truthprobe.names import is_safe_name
 
 
 class TemplateError(TruthprobeError, ValueError):
@@ -192,6 +193,11 @@ def template_from_dict(values: dict, where: str) -> PromptTemplate:
         raise TemplateError(f"{where}: field 'continuation_format' must contain {{choice}}")
     if "name" not in values or not str(values["name"]).strip():
         raise TemplateError(f"{where}: field 'name' is missing (it names the template's caches)")
+    if not is_safe_name(values["name"]):
+        raise TemplateError(
+            f"{where}: field 'name' {values['name']!r} names cache files: use letters, digits, "
+            "'.', '_' and '-' only (no '/', no '..')"
+        )
     return PromptTemplate(**values)
 
 

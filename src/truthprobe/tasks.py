@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +23,7 @@ from truthprobe.data import Dataset, Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import EvalSplit, SplitConfig, make_split
 from truthprobe.hardness import STRATA, Stratum, stratify
+from truthprobe.names import safe_name
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class TaskSpec:
         if base.endswith(".jsonl"):
             digest = hashlib.sha256(str(Path(base).resolve()).encode()).hexdigest()[:8]
             base = f"{Path(base).stem}-{digest}"
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{base}-{self.measure}").strip("._")
+        return safe_name(f"{base}-{self.measure}")
 
 
 def choice_records(dataset: Dataset) -> tuple[Question, ...]:

@@ -34,6 +34,7 @@ from truthprobe.configs import CacheConfig
 from truthprobe.data import Question, content_hash
 from truthprobe.min_k import min_k_rows
 from truthprobe.models import LoadedModel
+from truthprobe.names import safe_name
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
     EncodedItem,
@@ -95,7 +96,8 @@ def default_cache_path(cache_dir: str | Path, loaded: LoadedModel, spec: CacheSp
     """`<cache_dir>/<model-slug>/<dataset>-<template>-<identity hash>.h5`."""
     name = Path(spec.dataset).stem if spec.dataset.endswith(".jsonl") else spec.dataset
     template = json.loads(spec.template)["name"]
-    return Path(cache_dir) / loaded.fingerprint.slug / f"{name}-{template}-{spec.key}.h5"
+    file = safe_name(f"{safe_name(name)}-{safe_name(template)}-{spec.key}") + ".h5"
+    return Path(cache_dir) / loaded.fingerprint.slug / file
 
 
 def open_cache(
