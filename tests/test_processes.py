@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +128,36 @@ def test_a_second_writer_and_a_reader_are_told_who_is_writing(tiny_model_dir, ar
         assert "delete" not in lines[0].lower()
     assert first.wait() == 0, first.stderr.read()
     assert "1113 of 1113 cached" in first.stdout.read()  # undisturbed by the others
+
+
+def test_a_reader_holding_the_cache_open_is_named_as_a_reader(tiny_model_dir, arc_sample, tmp_path):
+    """A notebook that holds a cache open for reading blocks writing (HDF5's own lock): the
+    writer is told a reader has it open, not that it is in use by its own process."""
+    args = extract_args(arc_sample, tiny_model_dir, tmp_path / "act")
+    first = truthprobe(*args, "--limit", "8")
+    assert first.returncode == 0, first.stderr
+    path = cache_file(tmp_path / "act")
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import h5py, sys, time; f = h5py.File({str(path)!r}, 'r'); print('open', flush=True); "
+         "time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        more = truthprobe(*args, "--limit", "16")  # rows 8..15 are to be written
+        for result in (more, truthprobe("cache", "verify", str(path), "--repair")):
+            if result.returncode == 0:  # verify with nothing to repair does not write
+                continue
+            lines = error_lines(result.stderr)
+            assert result.returncode == 2 and len(lines) == 1, result.stderr
+            assert "open in another process that reads it" in lines[0], lines[0]
+            assert "in use by process" not in lines[0]
+    finally:
+        reader.kill()
+        reader.wait()
+    again = truthprobe(*args, "--limit", "16")
+    assert again.returncode == 0 and "extracted 8 rows now" in again.stdout, again.stderr
 
 
 def test_two_runs_in_one_run_directory(tiny_model_dir, arc_sample, tmp_path):

@@ -224,10 +224,16 @@ class ActivationCache:
             return h5py.File(self.path, mode)
         except OSError as err:
             busy = holder(lock_path(self.path))
-            if busy is not None:
+            if busy is not None and busy.get("pid") != os.getpid():
                 raise InUseError(
                     f"{self.path} is in use by {describe(busy)}, which is writing to it; wait "
                     "for it to finish, or pass another --cache-dir / --cache-path"
+                ) from None
+            if "lock" in str(err).lower():  # HDF5's own lock: another process has it open
+                raise InUseError(
+                    f"{self.path} is open in another process that reads it (a notebook or a "
+                    "script holding it open; HDF5 lets no one write while it does): close it "
+                    "there and run again, or pass another --cache-dir / --cache-path"
                 ) from None
             raise CacheError(
                 f"{self.path}: not a readable truthprobe activation cache (not an HDF5 file, "
