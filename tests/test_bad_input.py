@@ -139,3 +139,65 @@ def test_a_prompt_longer_than_the_model_is_refused_before_any_forward_pass(
     )  # fmt: skip
     assert cut.returncode == 0, cut.stderr
     assert "3 of 3 cached" in cut.stdout
+
+
+# -- issue 20, item 10: inputs that ended in tracebacks ----------------------------------------
+
+
+def test_json_too_deep_or_a_number_too_long_names_the_line(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(json.dumps(record(0)) + "\n" + "[" * 200_000 + "]" * 200_000 + "\n")
+    one_error_line(truthprobe("data", "validate", str(deep)), f"{deep}:2", "nested deeper")
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps(record(0))[:-1] + ', "n": ' + "9" * 5000 + "}\n")
+    one_error_line(truthprobe("data", "validate", str(long)), f"{long}:1", "4300 digits")
+
+
+def test_a_number_too_large_for_a_float_names_the_record(tmp_path):
+    text = json.dumps(record(0, meta={"v": 1})).replace('"v": 1', '"v": 1' + "0" * 400)
+    path = tmp_path / "huge.jsonl"
+    path.write_text(text + "\n")
+    for command in (
+        ("data", "summary", "--dataset", str(path), "--measure", "meta.v"),
+        ("sweep", "--tasks", f"{path}:meta.v", "--no-progress"),
+    ):
+        line = one_error_line(truthprobe(*command, cwd=tmp_path), f"{path}:1", "too large")
+        assert "--levels" not in line  # a number, not a word: no hint about levels
+
+
+def test_an_id_with_a_control_character_is_refused_before_any_model(tmp_path):
+    path = write(tmp_path / "nul.jsonl", [record(0, id="a\u0000b"), record(1)])
+    one_error_line(truthprobe("data", "validate", str(path)), f"{path}:1", "control character")
+    one_error_line(
+        truthprobe("extract", "--dataset", str(path), "--no-progress", cwd=tmp_path),
+        "control character",
+    )
+    assert not any(tmp_path.rglob("*.h5*")), "a cache file was left behind"
+
+
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("tag.yaml", "meta.grade: !!python/object/apply:os.system ['echo hi']\n", "constructor"),
+        ("broken.yaml", "meta.grade: [a, b\n", "cannot read the hardness spec"),
+        ("text.json", json.dumps({"meta.grade": {"easy_max": "10", "hard_min": 20}}), "number"),
+    ],
+)
+def test_a_bad_hardness_spec_is_one_line_naming_it(name, text, fragment, tmp_path):
+    spec = tmp_path / name
+    spec.write_text(text)
+    path = write(tmp_path / "d.jsonl", [record(i) for i in range(4)])
+    command = ("data", "summary", "--dataset", str(path), "--measure", "meta.grade")
+    line = one_error_line(truthprobe(*command, "--hardness-spec", str(spec)), str(spec), fragment)
+    assert "hi" not in line.split(":")[0]  # no code ran
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(tiny_model_dir, tmp_path):
+    path = write(tmp_path / "d.jsonl", [record(i) for i in range(60)])
+    (tmp_path / "afile").write_text("")
+    result = truthprobe(
+        "sweep", "--tasks", f"{path}:grade", "--n-train", "4", "--validation-size", "2",
+        "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "afile" / "runs"),
+        "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    one_error_line(result, "afile", "Not a directory", "--runs-dir")

@@ -209,7 +209,8 @@ def test_levels_that_share_a_direction_transfer_across_the_gap_and_others_sit_at
     monkeypatch.setattr(hardness_gap, "hardness_values", lambda records, measure: source.levels)
     task = SimpleNamespace(
         records=range(3000), spec=SimpleNamespace(measure="grade"),
-        split=SimpleNamespace(validation=source.validation),
+        split=SimpleNamespace(validation=source.validation, test=np.array([], int),
+                              pools={"hard": np.array([], int)}),  # no level is the hard stratum
     )  # fmt: skip
     config = HardnessGapConfig(tasks=("arc:grade",), layer=0)
     found = levels(task, config)["levels"]  # type: ignore[arg-type]

@@ -182,6 +182,8 @@ BAD_TEMPLATES = [
     # issue 20, item 1: the name names cache files, so it may not climb out of --cache-dir
     (json.dumps({**MY_TEMPLATE, "name": "x/../../../escape"}), "no '/', no '..'"),
     (json.dumps({**MY_TEMPLATE, "name": ".."}), "names cache files"),
+    # issue 20, item 10: found when the config is read, not after the model loaded
+    (json.dumps({**MY_TEMPLATE, "description": "About {tier"}), "field 'description'"),
 ]
 
 

@@ -179,6 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's refusal (a read-only folder, a full disk, ...)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err} ({_remedy(err)})", file=sys.stderr)
+        return 2
+
+
+def _remedy(err: OSError) -> str:
+    """What a user can do about an `OSError` the machine raised."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space there, or write elsewhere; what was written is kept and resumes"
+    if err.errno == errno.EFBIG:
+        return "a file-size limit (ulimit -f) stopped the write; raise it and run again"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+        return "choose a folder you can write to (--runs-dir, --cache-dir, --plots-dir)"
+    return "the system refused it"
 
 
 if __name__ == "__main__":

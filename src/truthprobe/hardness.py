@@ -111,7 +111,10 @@ def _number(record: Question, field: str) -> float | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise ValueError(f"meta.{field} = {raw!r} is not a number")
-    return float(raw)
+    try:
+        return float(raw)
+    except OverflowError:
+        raise ValueError(f"meta.{field} is a number too large for a float") from None
 
 
 def _grade(record: Question) -> float | None:
@@ -313,8 +316,12 @@ def read_field_specs(path: str) -> dict[str, FieldSpec]:
             raw = yaml.safe_load(text)
         else:
             raw = json.loads(text)
-    except (OSError, ValueError) as err:
-        raise HardnessError(f"{path}: cannot read the hardness spec: {err}") from None
+    except Exception as err:  # OSError, JSON's ValueError, any of yaml's errors
+        from_yaml = type(err).__module__.split(".")[0] == "yaml"
+        if not isinstance(err, OSError | ValueError) and not from_yaml:
+            raise
+        first = " ".join(str(err).split())[:200]
+        raise HardnessError(f"{path}: cannot read the hardness spec: {first}") from None
     if not isinstance(raw, dict):
         raise HardnessError(f"{path}: a hardness spec maps meta.<field> to its levels or cut-offs")
     specs = {}
@@ -327,8 +334,15 @@ def read_field_specs(path: str) -> dict[str, FieldSpec]:
         unknown = set(entry) - {"levels", "easy_max", "hard_min"}
         if unknown:
             raise HardnessError(f"{path}: {name}: unknown key {sorted(unknown)[0]!r}")
+        for key in ("easy_max", "hard_min"):
+            value = entry.get(key)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if value is not None and not number:
+                raise HardnessError(f"{path}: {name}: {key} must be a number, got {value!r}")
+        levels = entry.get("levels")
+        if levels is not None and not isinstance(levels, list):
+            raise HardnessError(f"{path}: {name}: levels must be a list, easiest first")
         try:
-            levels = entry.get("levels")
             specs[str(name)] = FieldSpec(
                 tuple(str(v) for v in levels) if levels is not None else None,
                 entry.get("easy_max"),
@@ -375,6 +389,8 @@ def _field_number(record: Question, field: str) -> float | None:
     try:
         return _number(record, field)
     except ValueError as err:
+        if "is not a number" not in str(err):
+            raise
         raise ValueError(f"{err}; for levels give them easiest first: --levels a,b,c") from None
 
 

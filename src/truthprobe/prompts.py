@@ -187,6 +187,11 @@ def template_from_dict(values: dict, where: str) -> PromptTemplate:
         if bad:
             can = ", ".join("{" + a + "}" for a in sorted(allowed)) or "no {fields}"
             raise TemplateError(f"{where}: field {name!r} uses {{{bad[0]}}}; it may use {can}")
+    try:  # the description names meta fields, any of them; it must at least parse
+        list(string.Formatter().parse(values.get("description", "")))
+    except ValueError as err:
+        text = values.get("description")
+        raise TemplateError(f"{where}: field 'description': {err} in {text!r}") from None
     if "{question}" not in values.get("question_format", "{question}"):
         raise TemplateError(f"{where}: field 'question_format' must contain {{question}}")
     if "{choice}" not in values.get("continuation_format", "{choice}"):

@@ -106,6 +106,8 @@ def parse_record(
             raise fail(name, f"expected a string, got {type(value).__name__}")
         if name in ("id", "dataset", "question") and not value.strip():
             raise fail(name, "must not be empty")
+        if name in ("id", "dataset", "split") and any(ord(c) < 32 for c in value):
+            raise fail(name, "contains a control character (a NUL, a tab, a line break)")
     if not isinstance(obj["meta"], dict):
         raise fail("meta", f"expected an object, got {type(obj['meta']).__name__}")
     for name in REQUIRED_FIELDS:
@@ -243,6 +245,12 @@ def read_jsonl_located(
                 obj = json.loads(text)
             except json.JSONDecodeError as err:
                 problems.append(f"{path}:{line_no}: invalid JSON ({err.msg} at column {err.colno})")
+                continue
+            except RecursionError:
+                problems.append(f"{path}:{line_no}: invalid JSON (nested deeper than can be read)")
+                continue
+            except ValueError as err:  # a number of more digits than Python converts
+                problems.append(f"{path}:{line_no}: invalid JSON ({str(err).split(';')[0]})")
                 continue
             try:
                 record = parse_record(obj, str(path), line_no, max_choices)
