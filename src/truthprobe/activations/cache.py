@@ -229,7 +229,7 @@ class ActivationCache:
                     f"{self.path} is in use by {describe(busy)}, which is writing to it; wait "
                     "for it to finish, or pass another --cache-dir / --cache-path"
                 ) from None
-            if "lock" in str(err).lower():  # HDF5's own lock: another process has it open
+            if "unable to lock file" in str(err):  # HDF5's own lock: another process reads it
                 raise InUseError(
                     f"{self.path} is open in another process that reads it (a notebook or a "
                     "script holding it open; HDF5 lets no one write while it does): close it "
