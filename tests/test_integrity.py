@@ -130,3 +130,58 @@ def test_damaged_item_records_are_a_clear_error(filled):
     assert result.returncode == 2
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "item ids and records" in lines[0] and "damaged" in lines[0]
+
+
+def flip_in_chunk(path, name: str) -> None:
+    """Flip one byte in the middle of the first stored chunk of item table `name`."""
+    offset, size = chunk_span(path, name, (0,) * (2 if name.endswith("mask") else 1))
+    with open(path, "r+b") as handle:
+        handle.seek(offset + size // 2)
+        byte = handle.read(1)[0]
+        handle.seek(offset + size // 2)
+        handle.write(bytes([byte ^ 0xFF]))
+
+
+def test_a_damaged_item_table_is_found_and_rewritten_by_the_next_run(filled):
+    """Issue 20, item 8: one byte flipped in `items/choice_mask` passed `cache verify` and then
+    ended the sweep in an HDF5 filter traceback."""
+    path, clean, sweep, tmp_path = filled
+    first = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-a"))
+    assert first.returncode == 0, first.stderr
+    flip_in_chunk(path, "items/choice_mask")
+
+    verify = truthprobe("cache", "verify", str(path))
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert "items/choice_mask damaged" in verify.stdout
+
+    second = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-b"))
+    assert second.returncode == 0, second.stderr
+    assert "item table(s) items/choice_mask damaged, rewriting them" in second.stderr
+    a = load_run(next((tmp_path / "runs-a").iterdir())).items
+    b = load_run(next((tmp_path / "runs-b").iterdir())).items
+    assert all(np.array_equal(x, y) for x, y in zip(a["probs"], b["probs"], strict=True))
+    assert truthprobe("cache", "verify", str(path)).returncode == 0
+    assert_same_file(clean, path)
+
+
+def test_verify_repair_rewrites_item_tables_and_leaves_rows_to_the_dataset(
+    filled, tiny_model_dir, arc_sample
+):
+    path, clean, _, _ = filled
+    flip_in_chunk(path, "items/answer_index")
+    repair = truthprobe("cache", "verify", str(path), "--repair")
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert "rewritten from the stored records: items/answer_index" in repair.stdout
+    assert_same_file(clean, path)
+
+    flip_in_chunk(path, "items/row")  # each item's place in the dataset: not in the records
+    repair = truthprobe("cache", "verify", str(path), "--repair")
+    assert repair.returncode == 2
+    lines = error_lines(repair.stderr)
+    assert len(lines) == 1 and "items/row" in lines[0] and "truthprobe extract" in lines[0]
+    refill = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--cache-path", str(path), "--no-progress",
+    )  # fmt: skip
+    assert refill.returncode == 0, refill.stderr
+    assert_same_file(clean, path)

@@ -241,10 +241,14 @@ def test_a_study_killed_mid_run_resumes_computing_only_missing_parts(
     total, _ = parts_line(reference.stdout)
     runs = tmp_path / "runs"
     process = start(args(runs))
-    wait_for(lambda: any(runs.rglob("*.npz")), timeout=300)
+
+    def stored_parts() -> list[Path]:  # a staging file seen before its rename is not a part yet
+        return [p for p in runs.rglob("*.npz") if ".partial-" not in p.name]
+
+    wait_for(lambda: bool(stored_parts()), timeout=300)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    stored = [p for p in runs.rglob("*.npz") if ".partial-" not in p.name]
+    stored = stored_parts()
     assert 0 < len(stored) < total, (len(stored), total)
     again = truthprobe(*args(runs))
     assert again.returncode == 0, again.stderr

@@ -195,22 +195,36 @@ class CacheVerify:
 
         with ActivationCache(self.file) as cache:
             damaged = cache.verify()
+            tables = cache.damaged_items()
             checked = int(cache.done_batches().sum())
-            if not damaged:
+            if not damaged and not tables:
                 good = "every checksum and value good"
-                print(f"{cache.path}: {checked} written batches checked, {good}")
+                print(
+                    f"{cache.path}: {checked} written batches and the item tables checked, {good}"
+                )
                 return 0
             rows = sum(len(d.rows) for d in damaged)
-            print(
-                f"{cache.path}: {len(damaged)} of {checked} written batches damaged ({rows} rows)"
-            )
+            if tables:
+                names = ", ".join(f"items/{name}" for name in tables)
+                print(f"{cache.path}: {names} damaged (checksum, or disagrees with the records)")
+            if damaged:
+                print(
+                    f"{cache.path}: {len(damaged)} of {checked} written batches damaged "
+                    f"({rows} rows)"
+                )
             for damage in damaged[:10]:
                 print(f"  batch {damage.batch}: {damage.describe()}")
             if not self.repair:
-                print("  run again with --repair to have them extracted again by the next run")
+                print("  run again with --repair to repair them")
                 return 1
-            cache.mark_missing([d.batch for d in damaged])
-        print(f"  marked for extraction again: the next run that needs these {rows} rows does")
+            if tables:
+                cache.repair_items(tables)  # raises for items/row: only the dataset rebuilds it
+                print(f"  rewritten from the stored records: {names}")
+            if damaged:
+                cache.mark_missing([d.batch for d in damaged])
+                print(
+                    f"  marked for extraction again: the next run that needs these {rows} rows does"
+                )
         return 0
 
 

@@ -81,6 +81,8 @@ DIGESTED = (
     "scores/min_k_pp",
     "scores/question_tokens",
 )
+#: Numeric item tables, each checked against the records (`damaged_items`) and repairable.
+ITEM_TABLES = ("row", "answer_index", "n_choices", "choice_mask")
 #: Digested datasets that may hold NaN by design (a question truncated away has no Min-K%).
 MAY_BE_NAN = ("scores/min_k", "scores/min_k_pp")
 DIGEST_BYTES = 16
@@ -333,7 +335,6 @@ class ActivationCache:
         b = max(1, min(batch_size, n))
         word = np.uint16 if spec.storage == "bfloat16" else np.float32
         ordered = [records[i] for i in order]
-        n_choices = np.array([r.n_choices for r in ordered], np.int64)
         staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
         with h5py.File(staging, "w") as f:
             checked = dict(fletcher32=True)
@@ -349,9 +350,7 @@ class ActivationCache:
             items = {
                 "id": np.array([r.id for r in ordered], dtype=object).astype(text),
                 "row": np.asarray(order, dtype=np.int64),
-                "answer_index": np.array([r.answer_index for r in ordered], np.int64),
-                "n_choices": n_choices,
-                "choice_mask": np.arange(c)[None, :] < n_choices[:, None],
+                **_item_tables(ordered, c),
                 "record": np.array(
                     [json.dumps(r.to_dict(), ensure_ascii=False) for r in ordered], dtype=object
                 ).astype(text),
@@ -607,15 +606,7 @@ class ActivationCache:
         fletcher32 but not this); batches in `skip` are not read. Returns the damaged batches,
         first first; each names a dataset, layer and row range.
         """
-        try:
-            stored = _text_hash(self.item("id"), self.item("record"))
-        except (OSError, UnicodeDecodeError) as err:
-            stored = f"unreadable ({err})"
-        if stored != self.attrs.get("items_sha256"):
-            raise CacheError(
-                f"{self.path}: its item ids and records (written when it was created) are "
-                "damaged; delete the file and run again to rebuild it"
-            )
+        self._check_records()
         done = self.done_batches()
         wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
         wanted = wanted[done[wanted]]
@@ -693,6 +684,73 @@ class ActivationCache:
                 return f"{name} layer {layer}"
         return name
 
+    def _check_records(self) -> None:
+        """Raise unless the item ids and records hash to what was written at creation."""
+        try:
+            stored = _text_hash(self.item("id"), self.item("record"))
+        except (OSError, UnicodeDecodeError, CacheError) as err:
+            stored = f"unreadable ({err})"
+        if stored != self.attrs.get("items_sha256"):
+            raise CacheError(
+                f"{self.path}: its item ids and records (written when it was created) are "
+                "damaged; delete the file and run again to rebuild it"
+            )
+
+    def damaged_items(self, ids_in_dataset: Sequence[str] = ()) -> list[str]:
+        """Item tables (`items/row`, `answer_index`, `n_choices`, `choice_mask`) that fail their
+        checksums or disagree with the records they were made from, e.g. ['choice_mask'].
+
+        `items/row` is checked against `ids_in_dataset` (the dataset's ids with choices, in
+        dataset order) when given, else only for being distinct indices.
+
+        Raises:
+            CacheError: the records themselves do not hash to what was written.
+        """
+        self._check_records()
+        expected = self._expected_items(ids_in_dataset)
+        damaged = []
+        for name in ITEM_TABLES:
+            try:
+                have = self._file[f"items/{name}"][:]
+            except OSError:  # a failed fletcher32 checksum
+                damaged.append(name)
+                continue
+            if name == "row" and "row" not in expected:
+                sound = have.ndim == 1 and len(np.unique(have)) == self.n_items == len(have)
+                if not sound or (len(have) and have.min() < 0):
+                    damaged.append(name)
+            elif not np.array_equal(have, expected[name]):
+                damaged.append(name)
+        return damaged
+
+    def repair_items(self, names: Sequence[str], ids_in_dataset: Sequence[str] = ()) -> None:
+        """Rewrite damaged item tables from the stored records (under the writer lock).
+
+        `items/row` (each item's index in the dataset) is not in the records: it is rebuilt
+        from `ids_in_dataset`, the dataset's ids with choices in dataset order.
+
+        Raises:
+            CacheError: `row` is damaged and no dataset ids were given.
+        """
+        expected = self._expected_items(ids_in_dataset)
+        if "row" in names and "row" not in expected:
+            raise CacheError(
+                f"{self.path}: items/row (each item's place in the dataset) is damaged and "
+                "only the dataset can rebuild it: run `truthprobe extract` or the sweep on "
+                "the same dataset, which repairs it"
+            )
+        with self.writing():
+            for name in names:
+                self._file[f"items/{name}"][...] = expected[name]
+            self._file.flush()
+
+    def _expected_items(self, ids_in_dataset: Sequence[str]) -> dict[str, np.ndarray]:
+        expected = _item_tables(self.records(), self.n_choices_max)
+        if ids_in_dataset:
+            where = {item_id: row for row, item_id in enumerate(ids_in_dataset)}
+            expected["row"] = np.array([where.get(i, -1) for i in self.ids], np.int64)
+        return expected
+
     def mark_missing(self, batches: Sequence[int]) -> None:
         """Forget damaged batches (under the writer lock) so they are extracted again."""
         with self.writing():
@@ -704,9 +762,12 @@ class ActivationCache:
     def item(self, name: str) -> np.ndarray:
         """An `items/...` array (`id`, `row`, `answer_index`, `n_choices`, `choice_mask`)."""
         data = self._file[f"items/{name}"]
-        if h5py.check_string_dtype(data.dtype):
-            return data.asstr()[:]
-        return data[:]
+        try:
+            if h5py.check_string_dtype(data.dtype):
+                return data.asstr()[:]
+            return data[:]
+        except OSError as err:  # a failed fletcher32 checksum surfaces here
+            raise self._damaged(f"items/{name} could not be read ({err})") from err
 
     def records(self) -> list[Question]:
         """The cached items as `Question`s, in cache row order (no dataset needed)."""
@@ -768,6 +829,16 @@ class ActivationCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _item_tables(records: Sequence[Question], width: int) -> dict[str, np.ndarray]:
+    """The item tables a cache's records determine (`width`: the cache's choices axis)."""
+    n_choices = np.array([r.n_choices for r in records], np.int64)
+    return {
+        "answer_index": np.array([r.answer_index for r in records], np.int64),
+        "n_choices": n_choices,
+        "choice_mask": np.arange(width)[None, :] < n_choices[:, None],
+    }
 
 
 def _plain(value: Any) -> Any:

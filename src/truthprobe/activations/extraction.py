@@ -45,6 +45,8 @@ from truthprobe.scoring import (
 )
 
 log = logging.getLogger(__name__)
+#: Marks, in a `fill_rows` caller's set of verified batches, that the item tables were checked.
+ITEMS_CHECKED = -1
 
 
 def resolve_layers(requested: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
@@ -204,6 +206,18 @@ def fill_rows(
 
     `records` are the dataset's records with choices, indexed as the cache's `items/row`.
     """
+    if verified is None or ITEMS_CHECKED not in verified:
+        ids = [r.id for r in records]
+        tables = cache.damaged_items(ids)
+        if tables:
+            log.warning(
+                "%s: item table(s) %s damaged, rewriting them from the stored records",
+                cache.path,
+                ", ".join(f"items/{name}" for name in tables),
+            )
+            cache.repair_items(tables, ids)
+        if verified is not None:
+            verified.add(ITEMS_CHECKED)
     damaged = cache.verify(rows, skip=verified)  # never use a block that fails its checks
     if damaged:
         log.warning(
