@@ -114,3 +114,18 @@ def cli(capsys):
         return SimpleNamespace(returncode=status, stdout=out.out, stderr=out.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def extracted(tiny_model_dir, arc_sample, tmp_path_factory):
+    """A whole cache of the ARC sample (batches of 4), made once through the console script:
+    the undamaged file that damaged, refused and resumed ones are compared with."""
+    cache_dir = tmp_path_factory.mktemp("clean")
+    from test_cli_config import truthprobe
+
+    result = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+        "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return next(cache_dir.rglob("*.h5"))

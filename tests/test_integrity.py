@@ -33,18 +33,6 @@ def overwrite(path, offset: int, data: bytes) -> None:
         handle.write(data)
 
 
-@pytest.fixture(scope="module")
-def extracted(tiny_model_dir, arc_sample, tmp_path_factory):
-    """A whole cache of the ARC sample (batches of 4), made once through the console script."""
-    cache_dir = tmp_path_factory.mktemp("clean")
-    result = truthprobe(
-        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
-        "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return next(cache_dir.rglob("*.h5"))
-
-
 @pytest.fixture()
 def filled(extracted, tiny_model_dir, arc_sample, tmp_path):
     """This test's own copy of the cache (to damage), a clean copy, and sweep arguments."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from truthprobe.activations.extract_command import ExtractConfig
 from truthprobe.comparison import BaselinesConfig
 from truthprobe.configs import ConfigError
 from truthprobe.directions import DirectionsConfig
-from truthprobe.errors import TruthprobeError
+from truthprobe.errors import TruthprobeError, WriteRefusedError, remedy
 from truthprobe.inspection import CacheCommands, DataCommands, ReportCommand
 from truthprobe.parity import ParityConfig
 from truthprobe.studies.hardness_gap import HardnessGapConfig
@@ -176,26 +177,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return parse(argv).run()
+    except WriteRefusedError as err:  # HDF5 holds a file it cannot close: end without closing
+        print(f"error: {err}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the machine's refusal (a read-only folder, a full disk, ...)
         where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err} ({_remedy(err)})", file=sys.stderr)
+        print(f"error: {where}{err.strerror or err} ({remedy(err.errno)})", file=sys.stderr)
         return 2
-
-
-def _remedy(err: OSError) -> str:
-    """What a user can do about an `OSError` the machine raised."""
-    import errno
-
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free space there, or write elsewhere; what was written is kept and resumes"
-    if err.errno == errno.EFBIG:
-        return "a file-size limit (ulimit -f) stopped the write; raise it and run again"
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-        return "choose a folder you can write to (--runs-dir, --cache-dir, --plots-dir)"
-    return "the system refused it"
 
 
 if __name__ == "__main__":

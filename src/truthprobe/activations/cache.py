@@ -46,9 +46,13 @@ unwritten rows and resumes where it stopped.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,10 +65,16 @@ import numpy as np
 
 from truthprobe import __version__
 from truthprobe.data import Question
-from truthprobe.errors import TruthprobeError
+from truthprobe.errors import TruthprobeError, WriteRefusedError, remedy
 from truthprobe.locks import InUseError, Lock, describe, holder
 from truthprobe.min_k import PERCENTS as MIN_K_PERCENTS
 
+try:
+    import resource
+except ImportError:  # not on Windows: no file-size limit to read there
+    resource = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 Storage = Literal["bfloat16", "float32"]
 #: Layout version written by this code; older files are refused with rebuild instructions.
 #: 1: truthprobe 0.1 (keyed by hardness measure); 2: one cache per dataset; 3: batch digests;
@@ -88,6 +98,12 @@ MAY_BE_NAN = ("scores/min_k", "scores/min_k_pp")
 DIGEST_BYTES = 16
 #: Batches read at once by `verify` (bounds its memory on large models).
 VERIFY_BATCHES = 64
+#: A write needs room for its bytes times this, plus `ROOM_EXTRA`: HDF5's chunk index and heap
+#: grow with the data, and a refused write leaves a file HDF5 cannot close.
+ROOM_FACTOR = 2
+ROOM_EXTRA = 1 << 16
+#: HDF5's message for a file shorter than the end its superblock records.
+TRUNCATED = re.compile(r"truncated file: eof = (\d+), .*stored_eof = (\d+)")
 #: Attributes that must match between a cache and a request to reuse it.
 IDENTITY_ATTRS = (
     "model",
@@ -104,6 +120,11 @@ IDENTITY_ATTRS = (
 
 class CacheError(TruthprobeError, RuntimeError):
     """A cache file is unreadable, incomplete, or does not match what was asked for."""
+
+
+class CacheWriteError(WriteRefusedError, CacheError):
+    """The disk or the system refused a write into a cache (full disk, quota, file-size limit);
+    the batches written before it are kept and the next run resumes after them."""
 
 
 class ExtractError(TruthprobeError, ValueError):
@@ -211,6 +232,9 @@ class ActivationCache:
         if not self.path.is_file():
             raise CacheError(f"{self.path}: no such cache file")
         self._lock: Lock | None = None
+        #: The handles of a write the system refused (kept open: HDF5 cannot close them).
+        self._refused: list[Any] | None = None
+        self._extended_from: int | None = None
         if mode == "r+":
             self._lock = writer_lock(self.path)
         try:
@@ -220,11 +244,16 @@ class ActivationCache:
             self._release()
             raise
         self._ids: list[str] | None = None
+        if self._extended_from is not None:
+            self._check_after_extension()
 
     def _open(self, mode: str) -> h5py.File:
         try:
             return h5py.File(self.path, mode)
         except OSError as err:
+            cut = TRUNCATED.search(str(err))
+            if cut and int(cut[1]) < int(cut[2]) and self._extended_from is None:
+                return self._extend_and_open(mode, int(cut[1]), int(cut[2]), err)
             busy = holder(lock_path(self.path))
             if busy is not None and busy.get("pid") != os.getpid():
                 raise InUseError(
@@ -242,6 +271,64 @@ class ActivationCache:
                 f"or truncated or damaged: {err}). If truthprobe wrote it, delete it and run "
                 "again; otherwise pass another --cache-path"
             ) from err
+
+    def _extend_and_open(self, mode: str, eof: int, stored_eof: int, err: OSError) -> h5py.File:
+        """Open a file that ends before the end its superblock records.
+
+        That is what a write refused by the system (full disk, file-size limit) leaves: the
+        batches marked written were flushed before, only the refused tail is missing. The file
+        is extended with zeros to its recorded end (under the writer lock) and every written
+        batch is verified (`_check_after_extension`), so damaged ones are extracted again
+        instead of the finished work being thrown away. If it still does not open, it is put
+        back as it was.
+        """
+        lock = None if self._lock is not None else writer_lock(self.path)
+        try:
+            try:
+                os.truncate(self.path, stored_eof)
+            except OSError as refused:
+                raise CacheWriteError(
+                    f"{self.path}: ends at byte {eof} of {stored_eof} (a write was refused) and "
+                    f"could not be extended to its recorded end: {refused.strerror}; "
+                    f"{remedy(refused.errno)}"
+                ) from None
+            self._extended_from = eof
+            try:
+                f = h5py.File(self.path, mode)
+                try:  # a file cut anywhere but in its refused tail lost its structure too
+                    _ = f.attrs["n_items"], f["batches/done"][:], f["batches/digest"][:]
+                    _ = f["items/id"].shape, f["hidden/question_end"].shape
+                except Exception:
+                    f.close()
+                    raise OSError("its structure is in the missing part") from None
+                return f
+            except OSError:
+                os.truncate(self.path, eof)
+                self._extended_from = None
+                raise CacheError(
+                    f"{self.path}: not a readable truthprobe activation cache (truncated: {err}). "
+                    "If truthprobe wrote it, delete it and run again; otherwise pass another "
+                    "--cache-path"
+                ) from err
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _check_after_extension(self) -> None:
+        """Verify every written batch and the item tables of a file `_extend_and_open` extended;
+        damaged batches are marked to be extracted again, damaged tables rewritten."""
+        damaged = self.verify()
+        tables = [name for name in self.damaged_items() if name != "row"]  # row: by a run
+        if tables:
+            self.repair_items(tables)
+        if damaged:
+            self.mark_missing([d.batch for d in damaged])
+        log.warning(
+            "%s: ended at byte %d of its recorded %d (a refused write); extended it and verified "
+            "every written batch: %d of %d kept, %d to extract again",
+            self.path, self._extended_from, self.path.stat().st_size,
+            int(self.done_batches().sum()), self.n_batches, len(damaged),
+        )  # fmt: skip
 
     def _read_attrs(self) -> None:
         attrs = self._file.attrs
@@ -286,9 +373,12 @@ class ActivationCache:
         try:
             yield self
         finally:
-            self._file.close()
-            self._release()
-            self._file = self._open("r")
+            if self._refused is None:
+                self._file.close()
+                self._release()
+                self._file = self._open("r")
+            else:
+                self._release()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -335,56 +425,68 @@ class ActivationCache:
         b = max(1, min(batch_size, n))
         word = np.uint16 if spec.storage == "bfloat16" else np.float32
         ordered = [records[i] for i in order]
+        text = h5py.string_dtype()
+        items = {
+            "id": np.array([r.id for r in ordered], dtype=object).astype(text),
+            "row": np.asarray(order, dtype=np.int64),
+            **_item_tables(ordered, c),
+            "record": np.array(
+                [json.dumps(r.to_dict(), ensure_ascii=False) for r in ordered], dtype=object
+            ).astype(text),
+        }
         staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        with h5py.File(staging, "w") as f:
-            checked = dict(fletcher32=True)
-            f.create_dataset(
-                "hidden/answer_end", (n_layers, n, c, d_model), word, chunks=(1, b, c, d_model),
-                **checked,
-            )  # fmt: skip
-            f.create_dataset(
-                "hidden/question_end", (n_layers, n, d_model), word, chunks=(1, b, d_model),
-                **checked,
-            )  # fmt: skip
-            text = h5py.string_dtype()
-            items = {
-                "id": np.array([r.id for r in ordered], dtype=object).astype(text),
-                "row": np.asarray(order, dtype=np.int64),
-                **_item_tables(ordered, c),
-                "record": np.array(
-                    [json.dumps(r.to_dict(), ensure_ascii=False) for r in ordered], dtype=object
-                ).astype(text),
-            }
-            for name, values in items.items():
-                if values.dtype == object:  # HDF5 cannot checksum strings: a hash attribute does
-                    f.create_dataset(f"items/{name}", data=values)
-                else:
-                    f.create_dataset(f"items/{name}", data=values, chunks=True, **checked)
-            f.attrs["items_sha256"] = _text_hash(items["id"], items["record"])
-            for name, dtype in (
-                ("choice_logprob", np.float32),
-                ("choice_tokens", np.int32),
-                ("choice_chars", np.int32),
-            ):
-                f.create_dataset(f"scores/{name}", (n, c), dtype, chunks=(b, c), **checked)
-            k = len(MIN_K_PERCENTS)
-            for name in ("min_k", "min_k_pp"):
-                f.create_dataset(f"scores/{name}", (n, k), np.float32, chunks=(b, k), **checked)
-            f.create_dataset("scores/question_tokens", (n,), np.int32, chunks=(b,), **checked)
-            f.attrs["min_k_percents"] = json.dumps(list(MIN_K_PERCENTS))
-            f["batches/done"] = np.zeros(-(-n // b), np.uint8)
-            f["batches/digest"] = np.zeros((-(-n // b), DIGEST_BYTES), np.uint8)
-            f.attrs.update(spec.attrs())
-            f.attrs.update(
-                format=FORMAT,
-                n_items=n,
-                batch_size=b,
-                package_version=__version__,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                layer_indexing="0 = embeddings (HF hidden_states); last = final-norm output",
-                extract_seconds=0.0,
-            )
-            f.attrs.update(dict(extra_attrs or {}))
+        texts = sum(len(t.encode()) for t in (*items["id"], *items["record"]))
+        need = ROOM_FACTOR * (texts + sum(v.nbytes for v in items.values() if v.dtype != object))
+        problem = room_problem(staging, need + ROOM_EXTRA)
+        if problem:
+            code, why = problem
+            raise CacheWriteError(f"{path}: cannot be created: {why}; {remedy(code)}")
+        try:
+            with h5py.File(staging, "w") as f:
+                checked = dict(fletcher32=True)
+                f.create_dataset(
+                    "hidden/answer_end", (n_layers, n, c, d_model), word,
+                    chunks=(1, b, c, d_model), **checked,
+                )  # fmt: skip
+                f.create_dataset(
+                    "hidden/question_end", (n_layers, n, d_model), word, chunks=(1, b, d_model),
+                    **checked,
+                )  # fmt: skip
+                for name, values in items.items():
+                    if values.dtype == object:  # HDF5 cannot checksum strings: a hash does
+                        f.create_dataset(f"items/{name}", data=values)
+                    else:
+                        f.create_dataset(f"items/{name}", data=values, chunks=True, **checked)
+                f.attrs["items_sha256"] = _text_hash(items["id"], items["record"])
+                for name, dtype in (
+                    ("choice_logprob", np.float32),
+                    ("choice_tokens", np.int32),
+                    ("choice_chars", np.int32),
+                ):
+                    f.create_dataset(f"scores/{name}", (n, c), dtype, chunks=(b, c), **checked)
+                k = len(MIN_K_PERCENTS)
+                for name in ("min_k", "min_k_pp"):
+                    f.create_dataset(f"scores/{name}", (n, k), np.float32, chunks=(b, k), **checked)
+                f.create_dataset("scores/question_tokens", (n,), np.int32, chunks=(b,), **checked)
+                f.attrs["min_k_percents"] = json.dumps(list(MIN_K_PERCENTS))
+                f["batches/done"] = np.zeros(-(-n // b), np.uint8)
+                f["batches/digest"] = np.zeros((-(-n // b), DIGEST_BYTES), np.uint8)
+                f.attrs.update(spec.attrs())
+                f.attrs.update(
+                    format=FORMAT,
+                    n_items=n,
+                    batch_size=b,
+                    package_version=__version__,
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    layer_indexing="0 = embeddings (HF hidden_states); last = final-norm output",
+                    extract_seconds=0.0,
+                )
+                f.attrs.update(dict(extra_attrs or {}))
+        except (OSError, RuntimeError) as err:  # refused by the system after the check
+            staging.unlink(missing_ok=True)
+            code = _errno_of(err)
+            why = os.strerror(code) if code else str(err)
+            raise CacheWriteError(f"{path}: cannot be created: {why}; {remedy(code)}") from None
         staging.replace(path)
 
     def write_batch(
@@ -419,7 +521,7 @@ class ActivationCache:
                     f"{self.path}: non-finite hidden state in {name} at layer "
                     f"{self.layers[bad[0]]}, row {rows.start + bad[1]}; refusing to cache it"
                 )
-        f, sl = self._file, slice(rows.start, rows.stop)
+        sl = slice(rows.start, rows.stop)
         stored = {
             "hidden/answer_end": to_storage(answer_end, self.storage),
             "hidden/question_end": to_storage(question_end, self.storage),
@@ -430,12 +532,31 @@ class ActivationCache:
             "scores/min_k_pp": np.asarray(min_k_pp, np.float32),
             "scores/question_tokens": np.asarray(question_tokens, np.int32),
         }
-        for name, words in stored.items():
-            f[name][(slice(None), sl) if name.startswith("hidden/") else sl] = words
-        f["batches/digest"][batch] = _digest(stored)
-        f.flush()  # data and digest first, then the flag: a crash never counts unwritten rows
-        f["batches/done"][batch] = 1
-        f.flush()
+        digest, kept = _digest(stored), self.rows_done
+        need = ROOM_FACTOR * sum(words.nbytes for words in stored.values()) + ROOM_EXTRA
+        problem = room_problem(self.path, need)
+        if problem:
+            raise self._write_refused(batch, kept, *problem)
+        f = self._file
+        handles = [f[name] for name in (*stored, "batches/digest", "batches/done")]
+        try:
+            for data, words in zip(handles, stored.values(), strict=False):
+                data[(slice(None), sl) if data.name.startswith("/hidden/") else sl] = words
+            handles[-2][batch] = digest
+            f.flush()  # data and digest first, then the flag: a crash never counts unwritten rows
+            handles[-1][batch] = 1
+            f.flush()
+        except (OSError, RuntimeError) as err:
+            self._refused = [f, *handles]  # freed, HDF5 would try to flush them again
+            code = _errno_of(err)
+            reason = os.strerror(code) if code else str(err)
+            raise self._write_refused(batch, kept, code, reason) from None
+
+    def _write_refused(self, batch: int, kept: int, code: int | None, why: str) -> CacheWriteError:
+        return CacheWriteError(
+            f"{self.path}: batch {batch} not written: {why}; {remedy(code)}: the {kept} rows "
+            "written before it are kept and the same command resumes after them"
+        )
 
     def add_extract_seconds(self, seconds: float) -> None:
         """Accumulate wall time spent extracting into this file (attribute `extract_seconds`)."""
@@ -821,7 +942,8 @@ class ActivationCache:
         return "\n".join(lines)
 
     def close(self) -> None:
-        self._file.close()
+        if self._refused is None:  # a file whose write was refused cannot be closed by HDF5
+            self._file.close()
         self._release()
 
     def __enter__(self) -> ActivationCache:
@@ -829,6 +951,37 @@ class ActivationCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def room_problem(path: Path, need: int) -> tuple[int, str] | None:
+    """Why `need` more bytes cannot go into file `path` now, as (errno, reason), or None.
+
+    Checked before writing, because a write the system refuses inside HDF5 leaves a file
+    handle HDF5 can neither flush nor close.
+    """
+    size = path.stat().st_size if path.exists() else 0
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+    if resource and limit != resource.RLIM_INFINITY and size + need > limit:
+        return errno.EFBIG, (
+            f"the file-size limit (ulimit -f) is {_mb(limit)}, the file is {_mb(size)} and "
+            f"the next write needs {_mb(need)}"
+        )
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        return errno.ENOSPC, f"{_mb(free)} is free on its disk, the next write needs {_mb(need)}"
+    return None
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """The system error number of a failed write, from the exception or HDF5's message."""
+    if getattr(err, "errno", None):
+        return int(err.errno)  # type: ignore[attr-defined]
+    found = re.search(r"errno = (\d+)", str(err))
+    return int(found[1]) if found else None
 
 
 def _item_tables(records: Sequence[Question], width: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,112 @@
+"""Writes the system refuses during extraction, as a user meets them (issue 20, items 2 and 3):
+a file-size limit (`ulimit -f`) and a full disk (a 1 MiB tmpfs, where the test machine lets the
+test mount one). Each ends in one `error:` line (exit 2, no traceback, no crash), keeps the
+batches written before it, and the same command afterwards resumes to a file equal to one
+extracted without interruption.
+
+Two ways in for each: the room check before a batch (the usual case: it sees the limit coming
+and stops before HDF5 writes), and a write refused after the check passed (another process
+filled the disk meanwhile; simulated by switching the check off in the subprocess), which leaves
+the file shorter than its recorded end: the next command extends it, verifies every written
+batch and resumes."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_cache import assert_same_file
+from test_cli_config import SCRIPT, truthprobe
+from test_processes import error_lines
+
+from truthprobe.activations import ActivationCache
+
+#: The console script with the room check switched off: the write itself is refused.
+RACED = (
+    "import sys; import truthprobe.activations.cache as c; "
+    "c.room_problem = lambda path, need: None; "
+    "from truthprobe.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def extract(arc_sample, model_dir, cache_dir, raced=False, file_limit=0):
+    """`truthprobe extract` of the ARC sample in batches of 4, optionally under `ulimit -f`."""
+    command = [sys.executable, "-c", RACED] if raced else [str(SCRIPT)]
+    args = ["extract", "--dataset", str(arc_sample), "--model", str(model_dir),
+            "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress"]  # fmt: skip
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.RLIM_INFINITY))
+
+    return subprocess.run(
+        command + args, capture_output=True, text=True, timeout=600, check=False,
+        preexec_fn=limit if file_limit else None,
+    )  # fmt: skip
+
+
+def assert_one_clean_error(result, *words: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = error_lines(result.stderr)
+    assert all(word in line for word in words), line
+    assert "delete" not in line, line
+
+
+def written_batches(cache_dir: Path) -> int:
+    (path,) = cache_dir.rglob("*.h5")
+    with ActivationCache(path) as cache:
+        return int(cache.done_batches().sum())
+
+
+@pytest.mark.parametrize("raced", [False, True], ids=["checked", "refused-write"])
+def test_a_file_size_limit_stops_extraction_in_one_line_and_it_resumes(
+    raced, extracted, tiny_model_dir, arc_sample, tmp_path
+):
+    cache_dir = tmp_path / "act"
+    stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced, file_limit=1_000_000)
+    why = "File too large" if raced else "file-size limit"
+    assert_one_clean_error(stopped, why, "ulimit -f", "rows written before it are kept")
+    kept = written_batches(cache_dir)  # a refused write's file is extended and verified here
+    assert 0 < kept < 150
+    resumed = extract(arc_sample, tiny_model_dir, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"extracted {599 - 4 * kept} rows now" in resumed.stdout
+    assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (the full cache is about 2 MiB); skipped where mounting is not allowed."""
+    mount = shutil.which("mount")
+    where = tmp_path / "disk"
+    where.mkdir()
+    made = mount and subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
+    if not made or made.returncode != 0:
+        pytest.skip("this machine does not let the test mount a small filesystem")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.parametrize("raced", [False, True], ids=["checked", "refused-write"])
+def test_a_full_disk_stops_extraction_in_one_line_and_it_resumes(
+    raced, small_disk, extracted, tiny_model_dir, arc_sample
+):
+    cache_dir = small_disk / "act"
+    stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced)
+    why = "No space left on device" if raced else "free on its disk"
+    assert_one_clean_error(stopped, why, "free space there", "rows written before it are kept")
+    assert not list(cache_dir.rglob("*.partial-*"))
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    kept = written_batches(cache_dir)
+    assert 0 < kept < 150
+    resumed = truthprobe("extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+                         "--cache-dir", str(cache_dir), "--no-progress")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"extracted {599 - 4 * kept} rows now" in resumed.stdout
+    assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
