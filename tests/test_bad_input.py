@@ -141,6 +141,31 @@ def test_a_prompt_longer_than_the_model_is_refused_before_any_forward_pass(
     assert "3 of 3 cached" in cut.stdout
 
 
+def test_a_prompt_far_longer_than_its_dataset_is_reported_before_extraction(
+    tiny_model_dir, tmp_path
+):
+    """Issue 20, item 11: a 6,000-token question among 40-token ones (within the model's 8,192
+    positions) was accepted without a word while its pass took minutes and gigabytes."""
+    rows = [record(i) for i in range(30)]
+    rows[7] = record(7, question="Why? " + "word " * 1200)
+    path = write(tmp_path / "d.jsonl", rows)
+    args = ("extract", "--dataset", str(path), "--model", str(tiny_model_dir))
+    result = truthprobe(*args, "--cache-dir", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    for fragment in (f"{path}:8", "id 'item-7'", "6", "tokens", "median", "GiB",
+                     "--max-prompt-tokens", "--truncate-prompts"):  # fmt: skip
+        assert fragment in line, line
+    assert result.stderr.index("warning:") < result.stderr.index("extract d"), result.stderr
+
+    bounded = truthprobe(
+        *args, "--cache-dir", str(tmp_path / "b"), "--max-prompt-tokens", "300",
+        "--truncate-prompts", "--no-progress",
+    )  # fmt: skip
+    assert bounded.returncode == 0, bounded.stderr
+    assert "warning:" not in bounded.stderr
+
+
 # -- issue 20, item 10: inputs that ended in tracebacks ----------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import re
 import sys
@@ -151,6 +152,28 @@ _PLAIN = (
 )
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to the `sys.stderr` of the moment (one swapped after setup, as tests do)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _warnings_to_stderr() -> None:
+    """The package's warnings (a damaged part recomputed, a long prompt) as `warning:` lines."""
+    logger = logging.getLogger("truthprobe")
+    if not logger.handlers:
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def _plain(message: str) -> str:
     for pattern, plain in _PLAIN:
         if pattern.match(message):
@@ -172,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from truthprobe import __version__
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _warnings_to_stderr()
     if argv in (["--version"], ["-V"]):
         print(f"truthprobe {__version__}")
         return 0

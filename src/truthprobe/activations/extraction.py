@@ -37,6 +37,7 @@ from truthprobe.models import LoadedModel
 from truthprobe.names import safe_name
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
+    HEAD_CHUNK,
     EncodedItem,
     encode,
     forward_batch,
@@ -45,6 +46,9 @@ from truthprobe.scoring import (
 )
 
 log = logging.getLogger(__name__)
+#: A prompt over this many times its dataset's median length (and over the floor) is reported.
+LONG_PROMPT_FACTOR = 8
+LONG_PROMPT_FLOOR = 512
 #: Marks, in a `fill_rows` caller's set of verified batches, that the item tables were checked.
 ITEMS_CHECKED = -1
 
@@ -143,6 +147,7 @@ def open_cache(
     lengths = [
         encode_within(loaded, template, r, limit, cache.truncate_prompts).n_tokens for r in records
     ]
+    warn_long_prompts(records, lengths, loaded)
     order = sorted(range(len(records)), key=lambda i: (-lengths[i], i))
     return ActivationCache.create(
         path,
@@ -153,6 +158,51 @@ def open_cache(
         cache.batch_size,
         extra_attrs={"backend": backend, "dtype_compute": loaded.fingerprint.dtype},
     )
+
+
+def warn_long_prompts(
+    records: Sequence[Question], lengths: Sequence[int], loaded: LoadedModel
+) -> list[int]:
+    """Warn, before extraction, of prompts far longer than the rest of their dataset.
+
+    One 29k-token question among 100-token ones is accepted by the model, but its forward pass
+    takes minutes and gigabytes where the others take milliseconds, with nothing saying why. A
+    prompt is reported when it is over `LONG_PROMPT_FACTOR` times the median and over
+    `LONG_PROMPT_FLOOR` tokens, with its length and the memory its pass will take. Returns the
+    indices of the reported records.
+    """
+    if not lengths:
+        return []
+    median = float(np.median(lengths))
+    bound = max(LONG_PROMPT_FACTOR * median, LONG_PROMPT_FLOOR)
+    long = sorted((i for i, n in enumerate(lengths) if n > bound), key=lambda i: -lengths[i])
+    if long:
+        first = records[long[0]]
+        others = f" and {len(long) - 1} more over {bound:.0f}" if len(long) > 1 else ""
+        log.warning(
+            "%s (id %r): its prompt and longest choice are %d tokens, %.0fx this dataset's "
+            "median of %.0f%s; its forward pass takes about %s of memory and far longer than "
+            "the others. To bound it, pass --max-prompt-tokens N with --truncate-prompts (drops "
+            "tokens from the prompt's start), or leave the record out",
+            first.where or "record", first.id, lengths[long[0]], lengths[long[0]] / median,
+            median, others, _gib(pass_memory(loaded, lengths[long[0]])),
+        )  # fmt: skip
+    return long
+
+
+def pass_memory(loaded: LoadedModel, tokens: int) -> int:
+    """Rough bytes one forward pass over `tokens` positions holds at its peak: every layer's
+    hidden states, one layer's attention weights (quadratic in length) and a chunk of the
+    vocabulary head, in float32."""
+    config = loaded.model.config.get_text_config()
+    heads = int(getattr(config, "num_attention_heads", 1))
+    vocab = int(getattr(config, "vocab_size", 0))
+    states = (loaded.n_layers + 1) * tokens * loaded.d_model
+    return 4 * (states + heads * tokens * tokens + HEAD_CHUNK * vocab)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
 
 
 def prompt_limit(loaded: LoadedModel, cache: CacheConfig) -> int:
