@@ -75,12 +75,20 @@ def test_answer_must_be_the_choice_at_answer_index(tmp_path):
     )
 
 
-def test_a_repeated_correct_choice_is_refused_a_repeated_wrong_one_reported(tmp_path):
+def test_a_repeated_correct_choice_is_reported_or_refused_a_repeated_wrong_one_reported(
+    tmp_path,
+):
     gold_twice = record(1, choices=["carbon dioxide", "carbon dioxide", "helium", "neon"])
     path = write(tmp_path / "d.jsonl", [record(0), gold_twice])
+    reported = truthprobe("data", "validate", str(path))
+    assert reported.returncode == 0, reported.stderr
+    assert "1 valid records" in reported.stdout
+    assert "1 more record(s) repeat their correct choice" in reported.stdout
+    assert "'item-1'" in reported.stdout
     one_error_line(
-        truthprobe("data", "validate", str(path)), f"{path}:2", "appears again at index 0"
-    )
+        truthprobe("data", "validate", str(path), "--strict"),
+        f"{path}:2", "appears again at index 0", "without --strict",
+    )  # fmt: skip
     wrong_twice = record(1, choices=["helium", "carbon dioxide", "helium", "neon"])
     result = truthprobe("data", "validate", str(write(tmp_path / "e.jsonl", [wrong_twice])))
     assert result.returncode == 0, result.stderr
@@ -226,3 +234,35 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tiny_model_dir, tmp_path):
         "--no-progress", cwd=tmp_path,
     )  # fmt: skip
     one_error_line(result, "afile", "Not a directory", "--runs-dir")
+
+
+def test_a_record_repeating_its_correct_choice_is_left_out_of_a_run(
+    arc_sample, tiny_model_dir, tmp_path
+):
+    """Issue 20, item 13: one record whose correct choice text appears twice (as in a real
+    MMLU release) refused the whole dataset in every command."""
+    from truthprobe.runstore import read_json
+
+    rows = [json.loads(line) for line in arc_sample.read_text().splitlines()]
+    k = next(i for i, r in enumerate(rows) if r["meta"].get("grade") and r["choices"])
+    flawed = rows[k]
+    flawed["choices"][(flawed["answer_index"] + 1) % len(flawed["choices"])] = flawed["answer"]
+    path = write(tmp_path / "arc-flawed.jsonl", rows)
+    args = ["sweep", "--tasks", f"{path}:grade", "--model", str(tiny_model_dir),
+            "--n-train", "12", "--seeds", "1", "--validation-size", "10",
+            "--max-per-stratum", "40", "--n-boot", "50", "--no-progress",
+            "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(tmp_path / "runs"),
+            "--plots-dir", str(tmp_path / "plots")]  # fmt: skip
+
+    refused = truthprobe(*args, "--strict")
+    one_error_line(refused, f"{path}:{k + 1}", f"id {flawed['id']!r}", "appears again")
+    assert not (tmp_path / "act").exists()  # refused before any model or cache
+
+    result = truthprobe(*args)
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "record(s) whose correct choice" in x]
+    for fragment in ("warning: ", "left out 1 record(s)", f"{path}:{k + 1}", "--strict"):
+        assert fragment in line, line
+    (config,) = (tmp_path / "runs").glob("*/config.json")
+    (task,) = read_json(config)["datasets"].values()
+    assert task["excluded"] == [flawed["id"]]

@@ -130,12 +130,15 @@ class DataSource:
     there."""
     data_dir: str | None = None
     """Folder holding arc/, mmlu/, strategyqa/ and gsm8k/ (default: $TRUTHPROBE_DATA_DIR)."""
+    strict: bool = False
+    """Refuse a dataset with a record whose correct choice appears twice among its choices
+    (default: leave such records out, with one warning naming them)."""
 
     def load(self, spec: str):
         """The dataset `spec` (a name or a .jsonl path) from where these settings say."""
         from truthprobe.data import load_dataset
 
-        return load_dataset(spec, source=self.source, data_dir=self.data_dir)
+        return load_dataset(spec, source=self.source, data_dir=self.data_dir, strict=self.strict)
 
 
 @dataclass(frozen=True)

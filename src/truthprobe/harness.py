@@ -110,6 +110,7 @@ class HarnessConfig(RunConfig):
         values = asdict(self)
         for name in ("tasks", "methods", "output"):
             values.pop(name)
+        values["data"].pop("strict")  # refuses or not; what it keeps is in the data's hash
         values["settings"]["probe"] = {}
         return settings_hash(values)
 
@@ -362,6 +363,7 @@ def _write_config(
             "content_sha256": task.dataset.content_hash,
             "items": len(task.items),
             "n_test": len(task.split.test),
+            "excluded": list(task.dataset.excluded),
         }
         if task.name in templates:
             datasets[task.name]["template"] = templates[task.name].reference()

@@ -100,14 +100,23 @@ class DataValidate:
     """Path to a .jsonl file."""
     max_choices: int = 26
     """Most answer choices a record may have."""
+    strict: bool = False
+    """Refuse a record whose correct choice appears twice among its choices (default: report
+    it; runs leave such records out)."""
 
     def run(self) -> int:
         from truthprobe.data import load_dataset
         from truthprobe.data.records import repeated_choices
 
-        dataset = load_dataset(self.file, max_choices=self.max_choices)
+        dataset = load_dataset(self.file, max_choices=self.max_choices, strict=self.strict)
         records = dataset.records
         print(f"{self.file}: {len(records)} valid records, ids unique")
+        if dataset.excluded:
+            print(
+                f"  note: {len(dataset.excluded)} more record(s) repeat their correct choice "
+                "(ambiguous): runs leave them out, --strict refuses them: "
+                + ", ".join(repr(i) for i in dataset.excluded[:5])
+            )
         print(f"  datasets: {dict(Counter(r.dataset for r in records))}")
         print(f"  splits: {dict(Counter(r.split for r in records))}")
         print(

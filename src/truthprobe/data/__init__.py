@@ -25,6 +25,7 @@ from truthprobe.data.records import (
     Question,
     check_unique_ids,
     content_hash,
+    leave_out_ambiguous,
     parse_record,
     read_jsonl,
     read_jsonl_located,
@@ -43,6 +44,8 @@ class Dataset:
     name: str
     records: tuple[Question, ...]
     source: str
+    excluded: tuple[str, ...] = ()
+    """Ids of records left out when loading (their correct choice appears twice)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -65,17 +68,20 @@ class Dataset:
             records = tuple(r for r in records if r.split in splits)
         if limit is not None:
             records = records[:limit]
-        return Dataset(self.name, records, self.source)
+        return Dataset(self.name, records, self.source, self.excluded)
 
     @classmethod
-    def from_hf(cls, table, name: str = "hf", **columns) -> Dataset:
+    def from_hf(cls, table, name: str = "hf", strict: bool = False, **columns) -> Dataset:
         """A dataset from a Hugging Face `datasets.Dataset` / `DatasetDict` (or any rows of
         mappings), every row validated like a JSONL record; `columns` map the table's columns
         onto the schema (`question=`, `choices=`, `answer=`, `meta=[...]`, `id=`, `split=`;
-        see `truthprobe.data.hf.records_from_hf`)."""
+        see `truthprobe.data.hf.records_from_hf`). Rows whose correct choice appears twice
+        are left out (`strict`: refused), as in `load_dataset`."""
         from truthprobe.data.hf import records_from_hf
 
-        return cls(name, records_from_hf(table, name=name, **columns), f"hf:{name}")
+        records = records_from_hf(table, name=name, **columns)
+        kept, excluded = leave_out_ambiguous(name, records, strict)
+        return cls(name, kept, f"hf:{name}", excluded)
 
     def to_hf(self):
         """The records as a `datasets.Dataset` with the schema's columns."""
@@ -101,8 +107,12 @@ def load_dataset(
     source: Source = "auto",
     data_dir: str | Path | None = None,
     max_choices: int = MAX_CHOICES,
+    strict: bool = False,
 ) -> Dataset:
     """Load a dataset by name (`arc`, `mmlu`, `strategyqa`, `gsm8k`) or from a JSONL file path.
+
+    Records whose correct choice appears twice among their choices are left out with one
+    warning (`Dataset.excluded` lists them), or refused when `strict`.
 
     Args:
         spec: a dataset name, or a path to a JSONL file in the shared schema.
@@ -140,7 +150,8 @@ def load_dataset(
         )
     records = tuple(record for record, _ in located)
     check_unique_ids(records, [loc for _, loc in located])
-    return Dataset(name, records, where)
+    kept, excluded = leave_out_ambiguous(text, records, strict)
+    return Dataset(name, kept, where, excluded)
 
 
 def _local_configured(data_dir: str | Path | None) -> bool:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from truthprobe.errors import TruthprobeError
+
+log = logging.getLogger(__name__)
 
 #: Choice labels are letters in multiple-choice prompts (A, B, ...), so a model cannot be asked
 #: to score more choices than there are letters. Loaders accept a smaller limit (the activation
@@ -146,13 +149,6 @@ def parse_record(
                 "answer",
                 f"{obj['answer']!r} is not the choice at answer_index {answer_index} ({gold!r})",
             )
-        again = [i for i, c in enumerate(choices) if c == gold and i != answer_index]
-        if again:
-            raise fail(
-                "choices",
-                f"the correct choice {gold!r} (index {answer_index}) appears again at index "
-                f"{again[0]}, so the answer is ambiguous",
-            )
         parsed_choices = tuple(choices)
 
     return Question(
@@ -261,6 +257,50 @@ def read_jsonl_located(
         problems.append(f"{path}: file holds no records")
     _raise_if(problems)
     return records
+
+
+def gold_repeated(record: Question) -> str | None:
+    """Why `record`'s answer is ambiguous (its correct choice's text appears again among the
+    choices, a known flaw of some MMLU records), or None."""
+    if record.choices is None or record.answer_index is None:
+        return None
+    gold = record.choices[record.answer_index]
+    again = [i for i, c in enumerate(record.choices) if c == gold and i != record.answer_index]
+    if not again:
+        return None
+    return (
+        f"{record.where or 'record'} (id {record.id!r}): field 'choices': the correct choice "
+        f"{gold!r} (index {record.answer_index}) appears again at index {again[0]}, so the "
+        "answer is ambiguous"
+    )
+
+
+def leave_out_ambiguous(
+    name: str, records: Sequence[Question], strict: bool = False
+) -> tuple[tuple[Question, ...], tuple[str, ...]]:
+    """`records` without those whose correct choice appears twice, and the ids left out.
+
+    A real dataset (MMLU has such records) should not be refused for one flawed record: each is
+    left out with one warning naming them and the count. lm-evaluation-harness instead scores
+    such a record and counts a tie wrong; leaving it out keeps accuracy about answerable items.
+
+    Raises:
+        DataError: `strict` and any record is ambiguous (naming the first and the count).
+    """
+    flawed = [(r, why) for r in records if (why := gold_repeated(r))]
+    if not flawed:
+        return tuple(records), ()
+    if strict:
+        more = f" ({len(flawed)} such records)" if len(flawed) > 1 else ""
+        raise DataError(f"{flawed[0][1]}{more}; without --strict such records are left out")
+    log.warning(
+        "%s: left out %d record(s) whose correct choice appears twice among the choices (the "
+        "answer is ambiguous): %s%s; pass --strict to refuse the dataset instead",
+        name, len(flawed), ", ".join(f"{r.where or r.id} (id {r.id!r})" for r, _ in flawed[:3]),
+        " ..." if len(flawed) > 3 else "",
+    )  # fmt: skip
+    left_out = {id(r) for r, _ in flawed}
+    return tuple(r for r in records if id(r) not in left_out), tuple(r.id for r, _ in flawed)
 
 
 def check_unique_ids(records: Iterable[Question], sources: Sequence[str] | None = None) -> None:
