@@ -94,8 +94,17 @@ def model_cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "truthprobe" / "models"
 
 
+#: Set to 1 or 0 to have `--dtype auto` act as on a CPU with or without native bf16 (for
+#: running the test suite as each machine class would).
+CPU_BF16_ENV = "TRUTHPROBE_CPU_BF16"
+
+
 def cpu_supports_bf16() -> bool:
-    """True if this CPU has native bf16 matmul (AVX512-BF16 or AMX), where bf16 is much faster."""
+    """True if this CPU has native bf16 matmul (AVX512-BF16 or AMX), where bf16 is much faster;
+    `$TRUTHPROBE_CPU_BF16` (1 or 0) overrides the detection."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         return bool(
             torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
