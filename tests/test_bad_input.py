@@ -124,6 +124,7 @@ def test_an_unknown_level_is_an_error_not_unrated(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_prompt_longer_than_the_model_is_refused_before_any_forward_pass(
     tiny_model_dir, tmp_path
 ):
@@ -149,6 +150,7 @@ def test_a_prompt_longer_than_the_model_is_refused_before_any_forward_pass(
     assert "3 of 3 cached" in cut.stdout
 
 
+@pytest.mark.slow
 def test_a_prompt_far_longer_than_its_dataset_is_reported_before_extraction(
     tiny_model_dir, tmp_path
 ):
@@ -236,6 +238,7 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tiny_model_dir, tmp_path):
     one_error_line(result, "afile", "Not a directory", "--runs-dir")
 
 
+@pytest.mark.slow
 def test_a_record_repeating_its_correct_choice_is_left_out_of_a_run(
     arc_sample, tiny_model_dir, tmp_path
 ):

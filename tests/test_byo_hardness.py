@@ -117,6 +117,7 @@ def test_a_bad_spec_file_is_one_line_naming_file_and_key(byo_file, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_on_the_users_field_records_its_spec(byo_file, tiny_model_dir, tmp_path, cli):
     path, _ = byo_file
     out = cli(

@@ -57,6 +57,7 @@ def assert_same_file(a, b) -> None:
             assert np.array_equal(x[key], y[key]), key
 
 
+@pytest.mark.slow
 def test_capped_then_uncapped_extracts_only_missing_batches(
     tiny, tiny_model_dir, arc_sample, tmp_path
 ):
@@ -89,6 +90,7 @@ def test_capped_then_uncapped_extracts_only_missing_batches(
     assert_same_file(first.path, single.path)
 
 
+@pytest.mark.slow
 def test_identity_names_the_file(tiny, tiny_model_dir, arc_sample, tmp_path):
     """Limit, measure and batch size choose rows; layers, storage and template choose files."""
     base = _config(tmp_path, arc_sample, tiny_model_dir, limit=3)

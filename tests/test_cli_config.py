@@ -146,6 +146,7 @@ def test_flags_build_the_dataclasses():
     assert quantized.model.quantization == "8bit"  # the baselines' base model, used by all
 
 
+@pytest.mark.slow
 def test_extract_command_extracts_then_reuses(tiny_model_dir, arc_sample, tmp_path):
     args = (
         "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),

@@ -16,6 +16,8 @@ from test_processes import error_lines
 
 from truthprobe.runstore import load_run
 
+pytestmark = pytest.mark.slow  # console-script runs of several seconds each: -m slow, CI
+
 
 @pytest.fixture(scope="module")
 def swept(tiny_model_dir, arc_sample, tmp_path_factory):

@@ -88,6 +88,7 @@ def test_mean_cosine_counts_pairs():
     assert (mean, sd, n) == (0.5, 0.5, 2)
 
 
+@pytest.mark.slow
 def test_directions_versus_4bit_compares_two_runs_of_the_same_items(
     tiny_model_dir, arc_sample, tmp_path
 ):

@@ -19,6 +19,8 @@ from truthprobe.data import load_dataset
 from truthprobe.hardness import stratify
 from truthprobe.runstore import load_run
 
+pytestmark = pytest.mark.slow  # console-script runs of several seconds each: -m slow, CI
+
 
 def chunk_span(path, name: str, coord: tuple) -> tuple[int, int]:
     """Byte offset and size in the file of the stored chunk at `coord` of dataset `name`."""

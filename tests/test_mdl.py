@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_cli_config import truthprobe
 from test_processes import error_lines
 
@@ -93,6 +94,7 @@ def data_summary(sample: Path, measure: str, cache_dir: Path):
     return summary
 
 
+@pytest.mark.slow
 def test_a_sweep_rates_by_mdl_and_stores_the_scores_beside_the_cache(
     tiny_model_dir, arc_sample, tmp_path
 ):

@@ -4,6 +4,7 @@ against its own words shuffled on the real model, and `--tasks FILE:min_k` end t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from test_cli_config import truthprobe
 from test_mdl import data_summary, model_rated_sweep
 
@@ -63,6 +64,7 @@ def test_a_memorised_text_scores_higher_than_its_words_shuffled(gemma_fp32):
     assert seen_pp > unseen_pp, (seen_pp, unseen_pp)
 
 
+@pytest.mark.slow
 def test_a_sweep_stratifies_by_min_k_read_from_the_cache(tiny_model_dir, arc_sample, tmp_path):
     sample, args = model_rated_sweep(
         ("min_k", "min_k_pp"), arc_sample, 120, tiny_model_dir, tmp_path

@@ -18,6 +18,8 @@ from test_cli_config import SCRIPT, truthprobe
 from truthprobe.activations import ActivationCache
 from truthprobe.locks import holder
 
+pytestmark = pytest.mark.slow  # console-script runs of several seconds each: -m slow, CI
+
 
 @pytest.fixture(scope="module")
 def arc_1113(load, tmp_path_factory) -> Path:

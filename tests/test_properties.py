@@ -139,6 +139,7 @@ def no_runs(monkeypatch):
             monkeypatch.setattr(config_type, "run", lambda self: 0)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

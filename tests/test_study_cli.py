@@ -64,6 +64,7 @@ def study_folder(tmp_path: Path, kind: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(STUDY_ARGS))
 def test_each_study_writes_its_table_config_and_figure_reproducibly(
     name, arc_sample, mmlu_sample, tiny_model_dir, tmp_path, shared_cache, capsys
@@ -108,6 +109,7 @@ def part_files(run_dir: Path) -> dict[Path, tuple[bytes, int]]:
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*.npz")}
 
 
+@pytest.mark.slow
 def test_a_studys_cells_are_the_sweeps_own_parts(
     arc_sample, tiny_model_dir, tmp_path, shared_cache, capsys
 ):

@@ -25,6 +25,8 @@ from test_processes import error_lines
 
 from truthprobe.activations import ActivationCache
 
+pytestmark = pytest.mark.slow  # console-script runs of several seconds each: -m slow, CI
+
 #: The console script with the room check switched off: the write itself is refused.
 RACED = (
     "import sys; import truthprobe.activations.cache as c; "
