@@ -112,3 +112,30 @@ def test_a_full_disk_stops_extraction_in_one_line_and_it_resumes(
     assert resumed.returncode == 0, resumed.stderr
     assert f"extracted {599 - 4 * kept} rows now" in resumed.stdout
     assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
+
+
+def test_a_full_disk_under_the_runs_dir_is_one_line_and_the_run_resumes(
+    small_disk, extracted, tiny_model_dir, arc_sample, tmp_path
+):
+    """A sweep whose run folder is on a full disk: one `error:` line naming the file and what to
+    free, no half-written part or staging file left, and the same command completes once
+    there is room, computing only the parts not stored before."""
+    cache = tmp_path / "act" / extracted.parent.name / extracted.name
+    cache.parent.mkdir(parents=True)
+    shutil.copy(extracted, cache)
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(shutil.disk_usage(small_disk).free - 200_000))
+    args = ["sweep", "--tasks", f"{arc_sample}:grade", "--model", str(tiny_model_dir),
+            "--n-train", "12", "--seeds", "2", "--validation-size", "10",
+            "--max-per-stratum", "0", "--n-boot", "100", "--no-progress",
+            "--cache-dir", str(tmp_path / "act"), "--runs-dir", str(small_disk / "runs"),
+            "--plots-dir", str(tmp_path / "plots")]  # fmt: skip
+    full = truthprobe(*args)
+    assert_one_clean_error(full, str(small_disk / "runs"), "No space left", "free space there")
+    assert not list((small_disk / "runs").rglob("*.partial-*"))
+    stored = len(list((small_disk / "runs").rglob("*.npz")))
+    assert stored > 0  # the disk filled mid-run, after some parts were stored
+    filler.unlink()
+    resumed = truthprobe(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{stored} reused" in resumed.stdout, resumed.stdout

@@ -29,6 +29,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,8 +237,9 @@ class RunStore:
             _write_atomic(path.with_suffix(".jsonl"), text)
         meta = {**meta, "part_format": PART_FORMAT}
         staging = path.with_name(f"{path.stem}.partial-{os.getpid()}.npz")
-        np.savez(staging, meta=np.array(json.dumps(meta)), **arrays)
-        staging.replace(path)
+        with _staged(staging, path):
+            np.savez(staging, meta=np.array(json.dumps(meta)), **arrays)
+            staging.replace(path)
         return path
 
     def read(self, key: PartKey) -> Part:
@@ -273,8 +275,23 @@ class RunStore:
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    staging.write_text(text)
-    staging.replace(path)
+    with _staged(staging, path):
+        staging.write_text(text)
+        staging.replace(path)
+
+
+@contextmanager
+def _staged(staging: Path, path: Path) -> Iterator[None]:
+    """Remove the staging file of a write to `path` that failed (a full disk leaves no half
+    file); a refusal by the system names `path` (a failed flush names no file)."""
+    try:
+        yield
+    except OSError as err:
+        staging.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
