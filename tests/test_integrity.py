@@ -59,6 +59,17 @@ def first_rated_batch(path, arc_sample) -> int:
         return int(cache.rows_of(rated[:1])[0]) // cache.batch_size
 
 
+def assert_same_answers(tmp_path, path, clean):
+    """The sweeps in runs-a (before the damage) and runs-b (after) gave the same probabilities,
+    and the repaired cache verifies and equals the undamaged one. Returns both runs' items."""
+    a = load_run(next((tmp_path / "runs-a").iterdir())).items
+    b = load_run(next((tmp_path / "runs-b").iterdir())).items
+    assert all(np.array_equal(x, y) for x, y in zip(a["probs"], b["probs"], strict=True))
+    assert truthprobe("cache", "verify", str(path)).returncode == 0
+    assert_same_file(clean, path)
+    return a, b
+
+
 def test_random_bytes_are_found_and_never_used(filled, arc_sample):
     path, clean, sweep, tmp_path = filled
     first = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-a"))
@@ -75,12 +86,8 @@ def test_random_bytes_are_found_and_never_used(filled, arc_sample):
     second = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-b"))
     assert second.returncode == 0, second.stderr
     assert "(4 in damaged batches, extracted again)" in second.stdout
-    a = load_run(next((tmp_path / "runs-a").iterdir())).items
-    b = load_run(next((tmp_path / "runs-b").iterdir())).items
+    a, b = assert_same_answers(tmp_path, path, clean)
     assert a["correct"].tolist() == b["correct"].tolist()
-    assert all(np.array_equal(x, y) for x, y in zip(a["probs"], b["probs"], strict=True))
-    assert truthprobe("cache", "verify", str(path)).returncode == 0
-    assert_same_file(clean, path)
 
 
 def test_a_torn_write_of_zeros_is_repaired_to_the_undamaged_file(
@@ -147,11 +154,7 @@ def test_a_damaged_item_table_is_found_and_rewritten_by_the_next_run(filled):
     second = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-b"))
     assert second.returncode == 0, second.stderr
     assert "item table(s) items/choice_mask damaged, rewriting them" in second.stderr
-    a = load_run(next((tmp_path / "runs-a").iterdir())).items
-    b = load_run(next((tmp_path / "runs-b").iterdir())).items
-    assert all(np.array_equal(x, y) for x, y in zip(a["probs"], b["probs"], strict=True))
-    assert truthprobe("cache", "verify", str(path)).returncode == 0
-    assert_same_file(clean, path)
+    assert_same_answers(tmp_path, path, clean)
 
 
 def test_verify_repair_rewrites_item_tables_and_leaves_rows_to_the_dataset(

@@ -244,6 +244,7 @@ class ActivationCache:
             self._release()
             raise
         self._ids: list[str] | None = None
+        self._records_sound = False
         if self._extended_from is not None:
             self._check_after_extension()
 
@@ -484,8 +485,7 @@ class ActivationCache:
                 f.attrs.update(dict(extra_attrs or {}))
         except (OSError, RuntimeError) as err:  # refused by the system after the check
             staging.unlink(missing_ok=True)
-            code = _errno_of(err)
-            why = os.strerror(code) if code else str(err)
+            code, why = _refusal(err)
             raise CacheWriteError(f"{path}: cannot be created: {why}; {remedy(code)}") from None
         staging.replace(path)
 
@@ -548,9 +548,7 @@ class ActivationCache:
             f.flush()
         except (OSError, RuntimeError) as err:
             self._refused = [f, *handles]  # freed, HDF5 would try to flush them again
-            code = _errno_of(err)
-            reason = os.strerror(code) if code else str(err)
-            raise self._write_refused(batch, kept, code, reason) from None
+            raise self._write_refused(batch, kept, *_refusal(err)) from None
 
     def _write_refused(self, batch: int, kept: int, code: int | None, why: str) -> CacheWriteError:
         return CacheWriteError(
@@ -806,7 +804,10 @@ class ActivationCache:
         return name
 
     def _check_records(self) -> None:
-        """Raise unless the item ids and records hash to what was written at creation."""
+        """Raise unless the item ids and records hash to what was written at creation (once
+        per open file: nothing here rewrites them)."""
+        if self._records_sound:
+            return
         try:
             stored = _text_hash(self.item("id"), self.item("record"))
         except (OSError, UnicodeDecodeError, CacheError) as err:
@@ -816,6 +817,7 @@ class ActivationCache:
                 f"{self.path}: its item ids and records (written when it was created) are "
                 "damaged; delete the file and run again to rebuild it"
             )
+        self._records_sound = True
 
     def damaged_items(self, ids_in_dataset: Sequence[str] = ()) -> list[str]:
         """Item tables (`items/row`, `answer_index`, `n_choices`, `choice_mask`) that fail their
@@ -976,12 +978,14 @@ def room_problem(path: Path, need: int) -> tuple[int, str] | None:
     return None
 
 
-def _errno_of(err: BaseException) -> int | None:
-    """The system error number of a failed write, from the exception or HDF5's message."""
-    if getattr(err, "errno", None):
-        return int(err.errno)  # type: ignore[attr-defined]
-    found = re.search(r"errno = (\d+)", str(err))
-    return int(found[1]) if found else None
+def _refusal(err: BaseException) -> tuple[int | None, str]:
+    """The system error number of a failed write and its text, from the exception or from
+    HDF5's message (which carries `errno = N`)."""
+    code = getattr(err, "errno", None)
+    if not code:
+        found = re.search(r"errno = (\d+)", str(err))
+        code = int(found[1]) if found else None
+    return code, os.strerror(code) if code else str(err)
 
 
 def _item_tables(records: Sequence[Question], width: int) -> dict[str, np.ndarray]:

@@ -162,17 +162,16 @@ def open_cache(
 
 def warn_long_prompts(
     records: Sequence[Question], lengths: Sequence[int], loaded: LoadedModel
-) -> list[int]:
+) -> None:
     """Warn, before extraction, of prompts far longer than the rest of their dataset.
 
     One 29k-token question among 100-token ones is accepted by the model, but its forward pass
     takes minutes and gigabytes where the others take milliseconds, with nothing saying why. A
     prompt is reported when it is over `LONG_PROMPT_FACTOR` times the median and over
-    `LONG_PROMPT_FLOOR` tokens, with its length and the memory its pass will take. Returns the
-    indices of the reported records.
+    `LONG_PROMPT_FLOOR` tokens, with its length and the memory its pass will take.
     """
     if not lengths:
-        return []
+        return
     median = float(np.median(lengths))
     bound = max(LONG_PROMPT_FACTOR * median, LONG_PROMPT_FLOOR)
     long = sorted((i for i, n in enumerate(lengths) if n > bound), key=lambda i: -lengths[i])
@@ -187,7 +186,6 @@ def warn_long_prompts(
             first.where or "record", first.id, lengths[long[0]], lengths[long[0]] / median,
             median, others, _gib(pass_memory(loaded, lengths[long[0]])),
         )  # fmt: skip
-    return long
 
 
 def pass_memory(loaded: LoadedModel, tokens: int) -> int:
