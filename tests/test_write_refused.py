@@ -37,9 +37,15 @@ RACED = (
 
 def extract(arc_sample, model_dir, cache_dir, raced=False, file_limit=0):
     """`truthprobe extract` of the ARC sample in batches of 4, optionally under `ulimit -f`."""
-    command = [sys.executable, "-c", RACED] if raced else [str(SCRIPT)]
     args = ["extract", "--dataset", str(arc_sample), "--model", str(model_dir),
             "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress"]  # fmt: skip
+    return console(args, raced, file_limit)
+
+
+def console(args, raced=False, file_limit=0):
+    """The console script (or, `raced`, it without the room check), optionally under
+    `ulimit -f`."""
+    command = [sys.executable, "-c", RACED] if raced else [str(SCRIPT)]
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.RLIM_INFINITY))
@@ -72,6 +78,12 @@ def test_a_file_size_limit_stops_extraction_in_one_line_and_it_resumes(
     stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced, file_limit=1_000_000)
     why = "File too large" if raced else "file-size limit"
     assert_one_clean_error(stopped, why, "ulimit -f", "rows written before it are kept")
+    if raced:  # the file ends before its recorded end, which lies past the limit
+        (path,) = cache_dir.rglob("*.h5")
+        size = path.stat().st_size
+        still = console(["cache", "info", str(path)], file_limit=1_000_000)
+        assert_one_clean_error(still, "could not be extended", "ulimit -f")
+        assert path.stat().st_size == size  # nothing changed
     kept = written_batches(cache_dir)  # a refused write's file is extended and verified here
     assert 0 < kept < 150
     resumed = extract(arc_sample, tiny_model_dir, cache_dir)
