@@ -1,32 +1,40 @@
-"""Extraction speed: truthprobe's KV-cached path vs the paper-style naive path, same items.
+"""Extraction speed: the packed path against 0.5.0's path and the paper's, on the same items.
 
-    python benchmarks/extract_bench.py [--items 32] [--naive-items 16]
+    python benchmarks/extract_bench.py [--items 64] [--naive-items 16]
 
 (a) naive: one full forward per (question, choice) in fp32 with `output_hidden_states=True` and
     the full LM head over every position, as the paper's code does;
-(b) truthprobe: `forward_batch` (prefix once per question, head only at continuation tokens,
-    length-sorted batches, bf16 where the CPU has it, else float32);
+(p) 0.5.0's path (`benchmarks/previous_path.py`, frozen): left-padded prefixes with a KV cache
+    repeated per choice, Min-K% scores in every pass (what its `truthprobe extract` ran), at
+    its default batch size 1 and at 8;
+(b) truthprobe now: `forward_batch`, questions packed without padding into passes of the
+    default token budget (`scoring.pass_tokens`), no Min-K% scores, bf16 where the CPU has it,
+    else float32;
 (c) the machine's roofline: a plain bf16 and fp32 2048x2048 matmul;
-(d) (b) plus the Min-K% scores of each question (the LM head over every question token), which
-    is what `truthprobe extract` runs: its cost against (b).
-Reports items/s, tokens/s, the speed-up (b)/(a), the fraction of the matmul roofline of the
-dtype (b) computes in that its necessary FLOPs reach (on a CPU without native bf16, bf16 is
-emulated and (b) runs in float32), (d)/(b), and peak RSS. Ratios, not absolute times, are what
-to compare.
+(d) the question-score pass alone (prefixes only, the LM head over every question token),
+    which runs only when a min_k task asks: its cost against (b).
+Reports items/s, tokens/s, speed-ups, the fraction of the matmul roofline of the dtype (b)
+computes in that its necessary FLOPs reach (on a CPU without native bf16, bf16 is emulated and
+(b) runs in float32), and peak RSS. Ratios, not absolute times, are what to compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
-from truthprobe.scoring import encode, forward_batch, forward_per_sequence
+from truthprobe.scoring import encode, forward_batch, forward_per_sequence, packs, pass_tokens
+
+sys.path.insert(0, str(Path(__file__).parent))
+from previous_path import forward_batch_050  # noqa: E402
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -49,9 +57,8 @@ def required_flops(loaded, items) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=32, help="ARC items for (b)")
+    parser.add_argument("--items", type=int, default=64, help="ARC items for (p), (b), (d)")
     parser.add_argument("--naive-items", type=int, default=16, help="of those, items for (a)")
-    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
     records = [r for r in load_dataset("arc").records if r.meta.get("grade")][: args.items]
@@ -83,35 +90,55 @@ def main() -> None:
     del naive_model
 
     fast_model = load_model("default", dtype="auto")
-    items = [encode(fast_model.tokenizer, MULTIPLE_CHOICE, r) for r in records]
-    items.sort(key=lambda it: -it.n_tokens)
-    forward_batch(fast_model, items[: args.batch_size], layers, 5)  # warm-up
-    start = time.perf_counter()
-    for lo in range(0, len(items), args.batch_size):
-        forward_batch(fast_model, items[lo : lo + args.batch_size], layers, 5)
-    fast_s = time.perf_counter() - start
-    fast_rate = len(items) / fast_s
-    fast_tokens = sum(it.n_tokens for it in items)
-    flops = required_flops(fast_model, items)
-    print(
-        f"(b) truthprobe {fast_model.fingerprint.dtype}: {fast_rate:.2f} items/s, "
-        f"{fast_tokens / fast_s:.0f} tokens/s ({len(items)} items)"
-    )
-    print(f"speed-up (b)/(a): {fast_rate / naive_rate:.1f}x")
     dtype = fast_model.fingerprint.dtype  # the roofline of what (b) computes in: on a CPU
     roof = bf16 if dtype == "bfloat16" else fp32  # without native bf16, bf16 is emulated
+    items = [encode(fast_model.tokenizer, MULTIPLE_CHOICE, r) for r in records]
+    items.sort(key=lambda it: -it.n_tokens)
+    flops = required_flops(fast_model, items)
+    tokens = sum(it.n_tokens for it in items)
+
+    def timed(label: str, run) -> float:
+        run(items[:2])  # warm-up
+        start = time.perf_counter()
+        run(items)
+        seconds = time.perf_counter() - start
+        print(
+            f"{label}: {len(items) / seconds:.2f} items/s, {tokens / seconds:.0f} tokens/s, "
+            f"{flops / seconds / 1e9 / roof:.0%} of the {dtype} matmul roofline"
+        )
+        return seconds
+
+    def previous(size: int):
+        def run(chosen):
+            for lo in range(0, len(chosen), size):
+                forward_batch_050(fast_model, chosen[lo : lo + size], layers, 5, True)
+
+        return run
+
+    def packed(chosen):
+        for group in packs(chosen, pass_tokens(fast_model)):
+            forward_batch(fast_model, [chosen[i] for i in group], layers, 5)
+
+    old_1 = timed("(p) 0.5.0, batch 1, with Min-K% (its default)", previous(1))
+    old_8 = timed("(p) 0.5.0, batch 8, with Min-K%", previous(8))
+    new = timed(f"(b) packed, {pass_tokens(fast_model)} tokens per pass", packed)
     print(
-        f"(b) necessary work {flops / 1e9:.0f} GFLOP at {flops / fast_s / 1e9:.0f} GFLOP/s = "
-        f"{flops / fast_s / 1e9 / roof:.0%} of the {dtype} matmul roofline"
+        f"speed-up (b)/(p batch 1): {old_1 / new:.1f}x; (b)/(p batch 8): {old_8 / new:.1f}x; "
+        f"(b)/(a): {len(items) / new / naive_rate:.1f}x"
     )
+    print(f"(b) necessary work {flops / 1e9:.0f} GFLOP at {flops / new / 1e9:.0f} GFLOP/s")
+
+    def scores(chosen):
+        for group in packs(chosen, pass_tokens(fast_model)):
+            forward_batch(fast_model, [chosen[i] for i in group], [], 5, True, choices=False)
+
     start = time.perf_counter()
-    for lo in range(0, len(items), args.batch_size):
-        forward_batch(fast_model, items[lo : lo + args.batch_size], layers, 5, question_scores=True)
+    scores(items)
     scored_s = time.perf_counter() - start
     head_rows = sum(it.n_question_tokens for it in items)
     print(
-        f"(d) with Min-K% scores ({head_rows} question tokens through the LM head): "
-        f"{len(items) / scored_s:.2f} items/s, (d)/(b) time {scored_s / fast_s:.2f}"
+        f"(d) question-score pass alone ({head_rows} question tokens through the LM head): "
+        f"{len(items) / scored_s:.2f} items/s, (d)/(b) time {scored_s / new:.2f}"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS (whole benchmark process): {peak:.2f} GiB")

@@ -1,4 +1,4 @@
-"""What the real default model (Gemma 3 270M) computes: the fast batched path against the
+"""What the real default model (Gemma 3 270M) computes: the fast packed path against the
 per-sequence reference and the nnsight / TransformerLens backends, and cached against freshly
 computed hidden states. Cache plumbing is tested on the tiny model (test_cache.py)."""
 
@@ -32,7 +32,7 @@ def mixed(gemma_fp32, mixed_arc_file):
 
 
 def test_batched_equals_one_by_one(gemma_fp32, mixed):
-    """KV-cached, padded batch == one full forward per (question, choice) with the LM head."""
+    """Packed pass == one full forward per (question, choice) with the LM head."""
     _, items = mixed
     fast = forward_batch(gemma_fp32, items, LAYERS, 5, question_scores=True)
     reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5, question_scores=True)
@@ -90,7 +90,7 @@ def _config(tmp_path, mixed_arc_file, **changes) -> ExtractConfig:
 
 def test_cached_equals_freshly_computed(gemma_fp32, mixed, mixed_arc_file, tmp_path):
     records, items = mixed
-    result = extract(_config(tmp_path, mixed_arc_file), loaded=gemma_fp32)
+    result = extract(_config(tmp_path, mixed_arc_file, question_scores=True), loaded=gemma_fp32)
     reference = forward_per_sequence(gemma_fp32, items, LAYERS, 5, question_scores=True)
     with ActivationCache(result.path) as cache:
         assert cache.is_complete and cache.n_items == len(records)
@@ -147,7 +147,8 @@ def test_bfloat16_cache_matches_float32_cache(gemma_fp32, mixed_arc_file, tmp_pa
         loaded=gemma_fp32,
     )
     with ActivationCache(full.path) as a, ActivationCache(half.path) as b:
-        rows = np.flatnonzero(np.repeat(a.done_batches(), a.batch_size)[: a.n_items])
+        rows = np.flatnonzero(a.done_rows())
+        assert len(rows) == 4
         for layer in range(19):
             x, y = a.answer_end(layer, rows), b.answer_end(layer, rows)
             assert np.isfinite(y).all()

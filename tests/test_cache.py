@@ -1,8 +1,9 @@
 """The one-cache-per-dataset activation cache, on the tiny model and real ARC records.
 
 Rows extracted are counted, never timed: a cache is identified by (model, dataset, template,
-layers, storage) alone, hardness measures and caps only choose rows, and rows are computed in
-batches fixed per dataset, so a file filled in any order equals one filled at once.
+layers, storage) alone, hardness measures and caps only choose rows, and a row's values do not
+depend on which rows share its pass, so a file filled in any order and in passes of any size
+equals one filled at once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def contents(path) -> dict:
                 out[name] = obj[()]
 
         f.visititems(keep)
-        skip = ("created", "extract_seconds")
+        skip = ("created", "extract_seconds", "pass_check")
         out["attrs"] = {k: str(v) for k, v in f.attrs.items() if k not in skip}
     return out
 
@@ -58,11 +59,11 @@ def assert_same_file(a, b) -> None:
 
 
 @pytest.mark.slow
-def test_capped_then_uncapped_extracts_only_missing_batches(
+def test_capped_then_uncapped_extracts_only_missing_rows(
     tiny, tiny_model_dir, arc_sample, tmp_path
 ):
-    """A capped run extracts whole batches holding its rows; an uncapped run then extracts the
-    rest, and the file equals one uncapped extraction bit for bit."""
+    """A capped run extracts exactly its rows; an uncapped run then extracts the rest in passes
+    of another size, and the file equals one uncapped extraction bit for bit."""
     capped = _config(
         tmp_path, arc_sample, tiny_model_dir, measure="grade",
         data=DataConfig(max_per_stratum=10), cache=CacheConfig(str(tmp_path / "a"), 4),
@@ -73,11 +74,13 @@ def test_capped_then_uncapped_extracts_only_missing_batches(
         records = load_dataset(arc_sample).records
         chosen = extract_command.selected_records(capped, records)
         rows = cache.rows_of([records[i].id for i in chosen])
-        batches = np.unique(rows // cache.batch_size)
-        expected = sum(len(cache.batch_rows(int(k))) for k in batches)
-        assert first.rows_extracted == expected == cache.rows_done < cache.n_items
+        assert first.rows_extracted == 30 == cache.rows_done < cache.n_items
+        assert np.array_equal(np.flatnonzero(cache.done_rows()), np.sort(rows))
         assert not cache.is_complete
-    uncapped = dataclasses.replace(capped, measure=None, data=DataConfig(max_per_stratum=0))
+    uncapped = dataclasses.replace(
+        capped, measure=None, data=DataConfig(max_per_stratum=0),
+        cache=CacheConfig(str(tmp_path / "a"), 7),
+    )  # fmt: skip
     second = extract(uncapped, loaded=tiny)
     assert second.path == first.path  # measures and caps never choose the file
     assert second.rows_extracted == second.rows_total - first.rows_extracted
@@ -105,8 +108,6 @@ def test_identity_names_the_file(tiny, tiny_model_dir, arc_sample, tmp_path):
     ]
     for config in same:
         assert extract(config, loaded=tiny).path == path
-    with ActivationCache(path) as cache:
-        assert cache.batch_size == 4  # a cache keeps the batches it was made with
     other = [
         dataclasses.replace(base, layers=(0, 2)),
         dataclasses.replace(base, cache=CacheConfig(str(tmp_path / "act"), 4, "float32")),
@@ -132,7 +133,7 @@ def test_explicit_path_made_for_something_else_is_refused(
         extract(config, loaded=other)
 
 
-def test_reading_rows_reads_only_their_batches(tiny, tiny_model_dir, arc_sample, tmp_path):
+def test_reading_rows_reads_only_their_chunks(tiny, tiny_model_dir, arc_sample, tmp_path):
     path = extract(_config(tmp_path, arc_sample, tiny_model_dir), loaded=tiny).path
     with ActivationCache(path) as cache:
         rows = np.array([598, 3, 4, 5, 100, 17, 3])
@@ -149,8 +150,8 @@ def test_unextracted_rows_are_refused(tiny, tiny_model_dir, arc_sample, tmp_path
     with ActivationCache(path) as cache:
         done = cache.rows_of([r.id for r in load_dataset(arc_sample).records[:2]])
         cache.answer_end(0, done)
-        written = [r for k in np.unique(done // 4) for r in cache.batch_rows(int(k))]
-        missing = np.setdiff1d(np.arange(cache.n_items), written)
+        missing = np.setdiff1d(np.arange(cache.n_items), done)
+        assert np.array_equal(cache.missing_rows(), missing)
         with pytest.raises(CacheError, match="not extracted yet"):
             cache.answer_end(0, missing[:3])
 
@@ -166,7 +167,7 @@ def test_resume_after_crash_gives_identical_file(
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 4:  # pass 1, the first pass's check of a row alone, pass 2, crash
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
@@ -223,6 +224,12 @@ def test_truncated_and_old_files_are_clear_errors(tiny, tiny_model_dir, arc_samp
         f.attrs.update(n_items=2, completed_rows=2, layers="[0]", storage="bfloat16")
     with pytest.raises(CacheError, match="another truthprobe version.*layout 1.*Delete the file"):
         ActivationCache(old)
+    batched = tmp_path / "format4.h5"  # 0.5's fixed batches: other numerics, refused
+    batched.write_bytes(path.read_bytes())
+    with h5py.File(batched, "r+") as f:
+        f.attrs["format"] = 4
+    with pytest.raises(CacheError, match=r"cache layout 4; this version reads layout 5\). Delete"):
+        ActivationCache(batched)
 
 
 def test_model_folder_keeps_the_hub_organisation():
@@ -257,8 +264,8 @@ def test_cache_info_cli(tiny, tiny_model_dir, arc_sample, tmp_path, capsys):
     assert main(["cache", "info", str(path)]) == 0
     out = capsys.readouterr().out
     with ActivationCache(path) as cache:
-        done, batches = cache.rows_done, int(cache.done_batches().sum())
-    assert f"items         599 ({done} extracted, in {batches} of 150 batches of 4)" in out
+        assert cache.rows_done == 2
+    assert "items         599 (2 extracted, 0 with question scores)" in out
     assert "layers 3 x items 599 x choices 5" in out
     assert main(["cache", "info", str(tmp_path / "missing.h5")]) == 2
     assert "no such cache file" in capsys.readouterr().err

@@ -44,7 +44,7 @@ INVALID = [
     ("sweep", "--tasks", "arc:nope"),
     ("sweep", "--tasks", "arc:level"),
     ("sweep", "--tasks", "gsm8k:mdl"),
-    ("sweep", "--batch-size", "0"),
+    ("sweep", "--batch-size", "-1"),
     ("sweep", "--probe-preset", "tuned"),
     ("directions", "--n-train", "0"),
     ("directions", "--versus-quantization", "none"),

@@ -56,9 +56,8 @@ def test_sweep_stores_every_part(sweep):
     assert summary.reused == summary.stale == 0
     with ActivationCache(summary.caches[config.tasks[0]]) as cache:
         ids = RunStore(summary.run_dir).task(RunStore(summary.run_dir).task_slugs()[0])["items"]
-        batches = np.unique(cache.rows_of(ids["id"]) // cache.batch_size)
-        touched = sum(len(cache.batch_rows(int(k))) for k in batches)
-    assert list(summary.rows_extracted.values()) == [touched] and len(ids["id"]) == 342
+        assert np.array_equal(np.flatnonzero(cache.done_rows()), np.sort(cache.rows_of(ids["id"])))
+    assert list(summary.rows_extracted.values()) == [342] and len(ids["id"]) == 342
     assert summary.run_dir == config.harness().run_dir()
     meta = json.loads((summary.run_dir / "config.json").read_text())
     assert meta["model_fingerprint"]["revision"].startswith("files-sha256:")

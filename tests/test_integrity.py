@@ -51,12 +51,12 @@ def filled(extracted, tiny_model_dir, arc_sample, tmp_path):
     return path, extracted, sweep, tmp_path
 
 
-def first_rated_batch(path, arc_sample) -> int:
-    """The batch of the first item the grade sweep uses (a rated one)."""
+def first_rated_chunk(path, arc_sample) -> int:
+    """The HDF5 chunk (of `CHUNK_ROWS` rows) of the first item the grade sweep uses."""
     records = load_dataset(arc_sample).records
     rated = [r.id for r, s in zip(records, stratify(records, "grade"), strict=True) if s]
     with ActivationCache(path) as cache:
-        return int(cache.rows_of(rated[:1])[0]) // cache.batch_size
+        return int(cache.rows_of(rated[:1])[0]) // cache.chunk_rows
 
 
 def assert_same_answers(tmp_path, path, clean):
@@ -74,18 +74,18 @@ def test_random_bytes_are_found_and_never_used(filled, arc_sample):
     path, clean, sweep, tmp_path = filled
     first = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-a"))
     assert first.returncode == 0, first.stderr
-    k = first_rated_batch(path, arc_sample)
-    offset, size = chunk_span(path, "hidden/answer_end", (1, 4 * k, 0, 0))  # layer 1, batch k
+    k = first_rated_chunk(path, arc_sample)
+    offset, size = chunk_span(path, "hidden/answer_end", (1, 16 * k, 0, 0))  # layer 1, chunk k
     overwrite(path, offset + 8, np.random.default_rng(0).bytes(size - 16))
 
     verify = truthprobe("cache", "verify", str(path))
     assert verify.returncode == 1, verify.stdout + verify.stderr
-    rows = f"rows {4 * k}..{4 * k + 3}"
-    assert f"batch {k}: hidden/answer_end layer 1, {rows} (checksum mismatch)" in verify.stdout
+    rows = f"rows {16 * k}..{16 * k + 15}"
+    assert f"  hidden/answer_end layer 1, {rows} (checksum mismatch)" in verify.stdout
 
     second = truthprobe(*sweep, "--runs-dir", str(tmp_path / "runs-b"))
     assert second.returncode == 0, second.stderr
-    assert "(4 in damaged batches, extracted again)" in second.stdout
+    assert "(16 damaged, extracted again)" in second.stdout
     a, b = assert_same_answers(tmp_path, path, clean)
     assert a["correct"].tolist() == b["correct"].tolist()
 
@@ -95,26 +95,24 @@ def test_a_torn_write_of_zeros_is_repaired_to_the_undamaged_file(
 ):
     path, clean, _, _ = filled
     torn = []
-    for batch in range(20, 26):  # 16 KiB of zeros over six stored blocks of layer 2
-        offset, size = chunk_span(path, "hidden/answer_end", (2, 4 * batch, 0, 0))
+    for chunk in (5, 6):  # zeros over two stored chunks of layer 2 (rows 80..111)
+        offset, size = chunk_span(path, "hidden/answer_end", (2, 16 * chunk, 0, 0))
         overwrite(path, offset, bytes(size))
-        torn.append(batch)
-    # Zeroed with its checksum, a block passes fletcher32: the batch digest finds it.
+        torn += range(16 * chunk, 16 * chunk + 16)
+    # Zeroed with its checksum, a chunk passes fletcher32: the rows' digests find it.
     verify = truthprobe("cache", "verify", str(path))
     assert verify.returncode == 1, verify.stdout + verify.stderr
-    assert "batch 20: batch contents, rows 80..83 (they do not hash to what was written)" in (
-        verify.stdout
-    )
+    assert "  row contents, rows 80..111 (they do not hash to what was written)" in verify.stdout
     repair = truthprobe("cache", "verify", str(path), "--repair")
     assert repair.returncode == 0, repair.stdout + repair.stderr
-    assert f"{len(torn)} of 150 written batches damaged ({4 * len(torn)} rows)" in repair.stdout
+    assert f"{len(torn)} of 599 written rows damaged" in repair.stdout
     with ActivationCache(path) as cache:
-        assert cache.missing_batches() == torn
+        assert cache.missing_rows().tolist() == torn
     refill = truthprobe(
         "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
         "--cache-path", str(path), "--no-progress",
     )  # fmt: skip
-    assert refill.returncode == 0 and f"extracted {4 * len(torn)} rows now" in refill.stdout
+    assert refill.returncode == 0 and f"extracted {len(torn)} rows now" in refill.stdout
     assert_same_file(clean, path)
 
 

@@ -66,8 +66,8 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def peek_batches(cache_dir: Path) -> int:
-    """Batches a running extraction has marked written (read without its lock, for waiting on
+def peek_rows(cache_dir: Path) -> int:
+    """Rows a running extraction has marked written (read without its lock, for waiting on
     progress instead of sleeping: the test holds on a busy machine as on an idle one)."""
     import h5py
 
@@ -76,7 +76,7 @@ def peek_batches(cache_dir: Path) -> int:
         return 0
     try:
         with h5py.File(path, "r", locking=False) as f:
-            return int(f["batches/done"][:].sum())
+            return int(f["rows/done"][:].sum())
     except (OSError, KeyError):
         return 0
 
@@ -91,18 +91,18 @@ def test_killed_extraction_resumes_to_an_identical_file(tiny_model_dir, arc_520,
     assert clean.returncode == 0, clean.stderr
     killed_dir = tmp_path / "killed"
     args = extract_args(arc_520, tiny_model_dir, killed_dir)
-    done, batches = [], 0
-    for more in (0, 1, 1):  # as soon as it holds the writer lock, then once batches were added
+    done, written = [], 0
+    for more in (0, 1, 1):  # as soon as it holds the writer lock, then once rows were added
         process = start(args)
         wait_for(lambda p=process: writing(killed_dir) or p.poll() is not None)
         wait_for(
-            lambda p=process, target=batches + more: (
-                peek_batches(killed_dir) >= target or p.poll() is not None
+            lambda p=process, target=written + more: (
+                peek_rows(killed_dir) >= target or p.poll() is not None
             )
         )
         process.send_signal(signal.SIGKILL)
         process.wait()
-        batches = peek_batches(killed_dir)
+        written = peek_rows(killed_dir)
         if cache_file(killed_dir) is not None:
             done.append(rows_done(cache_file(killed_dir)))  # no stale lock blocks a reader
     assert done == sorted(done) and 0 < done[-1] < 520, done

@@ -1,14 +1,14 @@
 """Writes the system refuses during extraction, as a user meets them (issue 20, items 2 and 3):
 a file-size limit (`ulimit -f`) and a full disk (a 1 MiB tmpfs, where the test machine lets the
 test mount one). Each ends in one `error:` line (exit 2, no traceback, no crash), keeps the
-batches written before it, and the same command afterwards resumes to a file equal to one
+rows written before it, and the same command afterwards resumes to a file equal to one
 extracted without interruption.
 
-Two ways in for each: the room check before a batch (the usual case: it sees the limit coming
+Two ways in for each: the room check before a pass's write (the usual case: it sees the limit coming
 and stops before HDF5 writes), and a write refused after the check passed (another process
 filled the disk meanwhile; simulated by switching the check off in the subprocess), which leaves
 the file shorter than its recorded end: the next command extends it, verifies every written
-batch and resumes."""
+row and resumes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ RACED = (
 
 
 def extract(arc_sample, model_dir, cache_dir, raced=False, file_limit=0):
-    """`truthprobe extract` of the ARC sample in batches of 4, optionally under `ulimit -f`."""
+    """`truthprobe extract` of the ARC sample in passes of 4, optionally under `ulimit -f`."""
     args = ["extract", "--dataset", str(arc_sample), "--model", str(model_dir),
             "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress"]  # fmt: skip
     return console(args, raced, file_limit)
@@ -64,10 +64,10 @@ def assert_one_clean_error(result, *words: str) -> None:
     assert "delete" not in line, line
 
 
-def written_batches(cache_dir: Path) -> int:
+def written_rows(cache_dir: Path) -> int:
     (path,) = cache_dir.rglob("*.h5")
     with ActivationCache(path) as cache:
-        return int(cache.done_batches().sum())
+        return cache.rows_done
 
 
 @pytest.mark.parametrize("raced", [False, True], ids=["checked", "refused-write"])
@@ -77,18 +77,18 @@ def test_a_file_size_limit_stops_extraction_in_one_line_and_it_resumes(
     cache_dir = tmp_path / "act"
     stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced, file_limit=1_000_000)
     why = "File too large" if raced else "file-size limit"
-    assert_one_clean_error(stopped, why, "ulimit -f", "rows written before it are kept")
+    assert_one_clean_error(stopped, why, "ulimit -f", "rows written before them are kept")
     if raced:  # the file ends before its recorded end, which lies past the limit
         (path,) = cache_dir.rglob("*.h5")
         size = path.stat().st_size
         still = console(["cache", "info", str(path)], file_limit=1_000_000)
         assert_one_clean_error(still, "could not be extended", "ulimit -f")
         assert path.stat().st_size == size  # nothing changed
-    kept = written_batches(cache_dir)  # a refused write's file is extended and verified here
-    assert 0 < kept < 150
+    kept = written_rows(cache_dir)  # a refused write's file is extended and verified here
+    assert 0 < kept < 599
     resumed = extract(arc_sample, tiny_model_dir, cache_dir)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"extracted {599 - 4 * kept} rows now" in resumed.stdout
+    assert f"extracted {599 - kept} rows now" in resumed.stdout
     assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
 
 
@@ -114,15 +114,15 @@ def test_a_full_disk_stops_extraction_in_one_line_and_it_resumes(
     cache_dir = small_disk / "act"
     stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced)
     why = "No space left on device" if raced else "free on its disk"
-    assert_one_clean_error(stopped, why, "free space there", "rows written before it are kept")
+    assert_one_clean_error(stopped, why, "free space there", "rows written before them are kept")
     assert not list(cache_dir.rglob("*.partial-*"))
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
-    kept = written_batches(cache_dir)
-    assert 0 < kept < 150
+    kept = written_rows(cache_dir)
+    assert 0 < kept < 599
     resumed = truthprobe("extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
                          "--cache-dir", str(cache_dir), "--no-progress")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert f"extracted {599 - 4 * kept} rows now" in resumed.stdout
+    assert f"extracted {599 - kept} rows now" in resumed.stdout
     assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
 
 

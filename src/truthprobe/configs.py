@@ -100,11 +100,10 @@ class CacheConfig:
 
     cache_dir: str = "activations"
     """Folder of activation caches (one file per model, dataset and prompt template)."""
-    batch_size: int = 1
-    """Questions per forward pass, fixed when a cache is created (later runs keep the cache's
-    own batches, so a row never depends on which rows a run asked for). 1 runs each question
-    alone: no padding, and a capped run extracts exactly its rows. For whole datasets use 8 on
-    a CPU (about 1.9x faster) or 32 on a GPU."""
+    batch_size: int = 0
+    """Questions per forward pass; 0 packs passes by a token budget that fits the device
+    (`scoring.pass_tokens`). A row's values do not depend on which questions share its pass,
+    so this changes speed and memory, never results."""
     storage: Storage = "bfloat16"
     """How hidden states are stored: bfloat16 (raw 16-bit words) or float32 (twice the size)."""
     max_prompt_tokens: int = 0
@@ -115,7 +114,7 @@ class CacheConfig:
     BOS) to fit; part of the cache's identity."""
 
     def __post_init__(self) -> None:
-        require_positive(self.batch_size, "batch_size")
+        require_non_negative(self.batch_size, "batch_size", "a token budget for the device")
         require_non_negative(self.max_prompt_tokens, "max_prompt_tokens", "the model's limit")
         require(bool(self.cache_dir.strip()), "cache_dir", "must not be empty")
 
@@ -276,8 +275,8 @@ class OutputConfig:
 
 def settings_hash(values: dict) -> str:
     """Hash of a run's settings (`asdict` of its config, less what the caller leaves out),
-    without what only says where things lie: the cache's folder and batch size (a cache keeps
-    the batches it was made with), the data's source and folder (its content hash is kept with
+    without what only says where things lie or how fast: the cache's folder and batch size (a
+    row does not depend on its pass), the data's source and folder (its content hash is kept with
     the results). The prompt enters only when it is not the default, so runs made before
     templates were selectable keep their folders."""
     values = dict(values)

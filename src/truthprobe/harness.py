@@ -105,7 +105,7 @@ class HarnessConfig(RunConfig):
 
         What only chooses *what* runs (tasks, methods, probe kinds, layers) or where output
         goes is left out, so runs with more tasks or methods add parts to the same directory.
-        The cache's batch size is left out too: a cache keeps the batches it was made with.
+        The cache's batch size is left out too: a row does not depend on its pass.
         """
         values = asdict(self)
         for name in ("tasks", "methods", "output"):
@@ -131,7 +131,7 @@ class RunSummary:
     correlations: dict[str, list[dict]] = field(default_factory=dict)
     """Per model-rated task: Spearman correlation of its measure with each human measure."""
     rows_repaired: int = 0
-    """Rows of damaged cache batches found by verification and extracted again."""
+    """Damaged cache rows found by verification and extracted again."""
     caches: dict[str, str] = field(default_factory=dict)
     extract_seconds: float = 0.0
     method_seconds: float = 0.0
@@ -141,7 +141,7 @@ class RunSummary:
         extracted = ", ".join(f"{t} {n}" for t, n in self.rows_extracted.items()) or "none"
         stale = f" ({self.stale} made by other code or data, recomputed)" if self.stale else ""
         if self.rows_repaired:
-            extracted += f" ({self.rows_repaired} in damaged batches, extracted again)"
+            extracted += f" ({self.rows_repaired} damaged, extracted again)"
         return (
             f"parts: {self.computed} computed, {self.reused} reused{stale}; rows extracted: "
             f"{extracted}; time: model loading {self.model_seconds:.1f} s, extraction "
@@ -160,10 +160,11 @@ def _prepare_cache(
 ):
     """Fill the task's rows into its dataset's cache; its states, layers and identity.
 
-    `verified` holds, per cache file, the batches this run has verified already, so several
+    `verified` holds, per cache file, the rows this run has verified already, so several
     measures of one dataset read and check its cache once.
     """
     from truthprobe.activations import fill_rows, open_cache
+    from truthprobe.activations.cache import FORMAT
 
     loaded = models.base
     started = time.perf_counter()
@@ -178,8 +179,9 @@ def _prepare_cache(
             progress=config.output.progress,
             max_prompt_tokens=config.cache.max_prompt_tokens,
             verified=verified.setdefault(str(cache.path), set()),
+            batch_size=config.cache.batch_size,
         )
-        identity = {"key": cache.key, "batch_size": cache.batch_size, "path": str(cache.path)}
+        identity = {"key": cache.key, "format": FORMAT, "path": str(cache.path)}
         try:  # how a moved run folder finds its cache again (`activations.locate_cache`)
             identity["relative"] = str(cache.path.resolve().relative_to(
                 Path(config.cache.cache_dir).resolve()))  # fmt: skip
@@ -200,13 +202,15 @@ def fill_dataset(
     progress: bool = True,
     verified: dict[str, set[int]] | None = None,
     prompt: PromptConfig | None = None,
+    question_scores: bool = False,
 ) -> tuple[Path, tuple[int, ...], int]:
     """Fill every choice record of `dataset` into its activation cache (only missing rows are
     extracted): model-rated measures and the transfer studies read whole datasets.
 
-    `verified`: per cache file, the batches this run has verified already (as
-    `_prepare_cache`); `prompt`: the template (default: the paper's). Returns the cache's path,
-    its layers and the number of rows extracted.
+    `verified`: per cache file, the rows this run has verified already (as
+    `_prepare_cache`); `prompt`: the template (default: the paper's); `question_scores`: also
+    every row's Min-K% scores. Returns the cache's path, its layers and the number of rows
+    extracted.
     """
     from truthprobe.activations import fill_rows, open_cache
     from truthprobe.tasks import choice_records
@@ -221,6 +225,7 @@ def fill_dataset(
             cache, pool, None, loaded, template, progress=progress,
             max_prompt_tokens=cache_config.max_prompt_tokens,
             verified=(verified if verified is not None else {}).setdefault(str(cache.path), set()),
+            batch_size=cache_config.batch_size, question_scores=question_scores,
         )  # fmt: skip
         return cache.path, cache.layers, filled.rows_extracted
 
@@ -237,6 +242,7 @@ def _model_rated_task(
     per-item scores are read from beside it (or computed there), then the task is resolved."""
     from truthprobe.activations import ActivationCache
     from truthprobe.mdl import model_scores, rank_correlations
+    from truthprobe.min_k import MEASURE_SCORES
     from truthprobe.tasks import choice_records
 
     dataset = datasets[spec.dataset]
@@ -244,8 +250,9 @@ def _model_rated_task(
         raise TruthprobeError(f"{spec.name}: model-based hardness needs answer choices")
     started = time.perf_counter()
     path, _, extracted = fill_dataset(
-        dataset, models, config.cache, config.output.progress, verified, config.prompt
-    )
+        dataset, models, config.cache, config.output.progress, verified, config.prompt,
+        question_scores=spec.measure in MEASURE_SCORES,
+    )  # fmt: skip
     with ActivationCache(path) as cache:
         scores = model_scores(cache, spec.measure)
     summary.extract_seconds += time.perf_counter() - started
@@ -305,7 +312,7 @@ def part_fingerprint(
         "part_format": PART_FORMAT,
         "model": model,
         "task": task.fingerprint,
-        "cache": None if cache is None else {k: cache[k] for k in ("key", "batch_size")},
+        "cache": None if cache is None else {k: cache.get(k) for k in ("key", "format")},
         "split": asdict(split),
         "method": [method.label, method.settings()],
         "n_train": n_train,

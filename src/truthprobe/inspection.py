@@ -191,13 +191,13 @@ class CacheInfo:
 
 @dataclass(frozen=True)
 class CacheVerify:
-    """Check every written batch's checksums and values; name what is damaged. Exit status 0
-    when every batch is sound (or repaired), 1 when damage is left."""
+    """Check every written row's checksums and digests; name what is damaged. Exit status 0
+    when every row is sound (or repaired), 1 when damage is left."""
 
     file: File
     """The cache's .h5 file."""
     repair: bool = False
-    """Mark damaged batches to be extracted again by the next run that needs them."""
+    """Mark damaged rows to be extracted again by the next run that needs them."""
 
     def run(self) -> int:
         from truthprobe.activations import ActivationCache
@@ -205,24 +205,19 @@ class CacheVerify:
         with ActivationCache(self.file) as cache:
             damaged = cache.verify()
             tables = cache.damaged_items()
-            checked = int(cache.done_batches().sum())
+            checked = int((cache.done_rows() | cache.scored_rows()).sum())
             if not damaged and not tables:
                 good = "every checksum and value good"
-                print(
-                    f"{cache.path}: {checked} written batches and the item tables checked, {good}"
-                )
+                print(f"{cache.path}: {checked} written rows and the item tables checked, {good}")
                 return 0
             rows = sum(len(d.rows) for d in damaged)
             if tables:
                 names = ", ".join(f"items/{name}" for name in tables)
                 print(f"{cache.path}: {names} damaged (checksum, or disagrees with the records)")
             if damaged:
-                print(
-                    f"{cache.path}: {len(damaged)} of {checked} written batches damaged "
-                    f"({rows} rows)"
-                )
+                print(f"{cache.path}: {rows} of {checked} written rows damaged")
             for damage in damaged[:10]:
-                print(f"  batch {damage.batch}: {damage.describe()}")
+                print(f"  {damage.describe()}")
             if not self.repair:
                 print("  run again with --repair to repair them")
                 return 1
@@ -230,7 +225,7 @@ class CacheVerify:
                 cache.repair_items(tables)  # raises for items/row: only the dataset rebuilds it
                 print(f"  rewritten from the stored records: {names}")
             if damaged:
-                cache.mark_missing([d.batch for d in damaged])
+                cache.mark_missing(damaged)
                 print(
                     f"  marked for extraction again: the next run that needs these {rows} rows does"
                 )

@@ -14,7 +14,7 @@ Scores cover every record of the dataset's cache and are stored beside it
 (`<cache>.hardness.npz`), keyed by the cache's content: they are recomputed only when the cache
 changes. `truthprobe.harness` fills the whole cache and reads them for `--tasks arc:mdl`.
 `model_scores` also serves the contamination measures (`min_k`, `min_k_pp`, see
-`truthprobe.min_k`), which the extraction pass stores in the cache itself.
+`truthprobe.min_k`), which a pass of their own stores in the cache itself when a task asks.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def model_scores(cache, measure: str) -> dict[str, float]:
             f"{cache.n_items} rows written); extract the whole dataset first"
         )
     ids = cache.item("id").astype(str)
-    if measure in MIN_K_MEASURES:  # stored in the cache by the extraction pass
+    if measure in MIN_K_MEASURES:  # stored in the cache by the question-score pass
         column = cache.score(MIN_K_MEASURES[measure])
         values = hardness_column(column, cache.min_k_percents, DEFAULT_PERCENT)
         return {i: float(v) for i, v in zip(ids, values, strict=True) if np.isfinite(v)}
@@ -190,7 +190,7 @@ def stored_scores(dataset: str, measure: str, cache_dir: str | Path) -> tuple[Pa
         for path in sorted(Path(cache_dir).glob(f"*/{Path(dataset).stem}-*.h5")):
             try:
                 with ActivationCache(path) as cache:
-                    if cache.is_complete:
+                    if cache.is_scored:
                         found.append(scores_path(path))
             except TruthprobeError:
                 continue  # another version's or a damaged file: not a source of scores

@@ -7,8 +7,9 @@ on has few surprising tokens, so a high Min-K% suggests it was seen. Min-K%++ (Z
 next-token distribution at that position before taking the k% lowest, which separates seen from
 unseen text better on most benchmarks.
 
-Both are computed from the question text's tokens in the same prefix forward pass that
-extraction runs (`truthprobe.scoring.forward_batch(question_scores=True)`) and stored in the
+Both are computed from the question text's tokens in a prefix-only pass of their own, run the
+first time a task under `min_k` / `min_k_pp` needs them
+(`truthprobe.scoring.forward_batch(question_scores=True, choices=False)`), and stored in the
 activation cache (`scores/min_k`, `scores/min_k_pp`, one column per `PERCENTS`). As hardness
 measures (`--tasks arc:min_k`, `arc:min_k_pp`) the score is negated at `DEFAULT_PERCENT`: higher
 = less likely seen, so "easy" is the likely-seen 30% and "hard" the likely-unseen 30%, and SGR

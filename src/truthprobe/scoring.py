@@ -2,14 +2,15 @@
 
 - `encode` / `encode_texts`: a prompt prefix (with BOS) and each choice's continuation, tokenised
   separately, so the prefix tokens are identical for every choice and run once.
-- `forward_batch`: the fast path. The prefix runs once per question with a KV cache, the cache
-  is repeated per choice and only the short continuations run on top. The LM head (262k
-  vocabulary on Gemma 3: more work than the transformer body) runs only at the positions that
-  predict continuation tokens. Returns hidden states at each choice's last token and at the
-  prompt's last token, and each choice's summed log-likelihood; with `question_scores`, also
-  every question token's log-probability and its Min-K%++ z-score from the same prefix pass
-  (`truthprobe.min_k`).
-- `score_continuations`: `forward_batch` over many items in length-sorted batches, scores only
+- `forward_batch`: the fast path. Several questions packed into one sequence without padding,
+  each question's prefix once and every choice after it, attention per question (so a row's
+  values do not depend on its neighbours in the pass). The LM head (262k vocabulary on Gemma 3:
+  more work than the transformer body) runs only at the positions that predict continuation
+  tokens. Returns hidden states at each choice's last token and at the prompt's last token, and
+  each choice's summed log-likelihood; with `question_scores`, also every question token's
+  log-probability and its Min-K%++ z-score (`truthprobe.min_k`).
+- `packs`: items grouped into passes by a token budget (`pass_tokens` picks one per device).
+- `score_continuations`: `forward_batch` over many items in length-sorted passes, scores only
   (zero-shot with k demonstrations: ICL, and evaluation of a QLoRA-adapted model).
 - `choice_log_likelihoods`: the same log-likelihoods, differentiable (QLoRA trains through it).
 - `forward_per_sequence`: the reference path, one full forward per (question, choice) through a
@@ -22,8 +23,9 @@ them.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,17 @@ from truthprobe.prompts import PromptTemplate, choice_chars
 
 #: Rows of LM-head output computed at once (each row is a full-vocabulary logit vector).
 HEAD_CHUNK = 256
+#: The LM head's products are padded to a multiple of this many rows, so none is small enough
+#: for a BLAS library's small-matrix kernels (which round differently, e.g. MKL under 16 rows):
+#: a row's log-likelihood then does not depend on how many rows share its pass.
+HEAD_ROWS = 64
+#: Tokens per packed pass on a CPU (`pass_tokens`).
+CPU_PASS_TOKENS = 1024
+#: At most this many tokens per pass on a GPU, and at most this share of its free memory.
+GPU_PASS_TOKENS = 16384
+PASS_MEMORY_SHARE = 0.25
+#: transformers' name for the attention of a packed pass (`_packed_attention`).
+PACKED_ATTENTION = "truthprobe_packed"
 #: The same for Min-K% statistics, which hold several vocabulary-sized temporaries per row
 #: (on Gemma 3's 262k vocabulary, 32 rows keep them near 0.2 GB).
 STATS_CHUNK = 32
@@ -187,12 +200,6 @@ def count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
 
 
-def _cache_argument(decoder) -> str:
-    """Name of the KV-cache argument (`cache` in recent transformers, `past_key_values` before)."""
-    parameters = inspect.signature(decoder.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 def _head_log_softmax(model, states: torch.Tensor, chunk: int = HEAD_CHUNK):
     """(row offset, log-softmax over the vocabulary) for chunks of `chunk` state rows."""
     head = model.get_output_embeddings()
@@ -240,6 +247,95 @@ def _split(values: torch.Tensor, counts: Sequence[int]) -> list[np.ndarray]:
     return [part.numpy() for part in torch.split(values.float().cpu(), list(counts))]
 
 
+class _Segment:
+    """One question's place in a packed pass: its token range and who may attend to whom.
+
+    Inside a segment the prefix is causal and each choice sees the whole prefix and its own
+    earlier tokens, never another choice; positions restart at 0 for every segment and each
+    choice continues from the prefix's end, as if it ran alone after the prefix.
+    """
+
+    def __init__(self, start: int, prefix: int, choices: Sequence[int], device) -> None:
+        owner = torch.tensor([-1] * prefix + [j for j, n in enumerate(choices) for _ in range(n)])
+        size = len(owner)
+        self.start, self.stop = start, start + size
+        self.positions = torch.cat(
+            [torch.arange(prefix)] + [torch.arange(prefix, prefix + n) for n in choices]
+        )
+        index = torch.arange(size)
+        causal = index[:, None] >= index[None, :]
+        allowed = causal & ((owner[None, :] == -1) | (owner[None, :] == owner[:, None]))
+        self._allowed = allowed.to(device)
+        self._masks: dict[int | None, torch.Tensor] = {}
+
+    def mask(self, window: int | None) -> torch.Tensor:
+        """(1, 1, size, size) bool: the segment's mask, within `window` positions if given."""
+        if window not in self._masks:
+            allowed = self._allowed
+            if window:
+                pos = self.positions.to(allowed.device)
+                allowed = allowed & ((pos[:, None] - pos[None, :]) < window)
+            self._masks[window] = allowed[None, None]
+        return self._masks[window]
+
+
+_LAYOUT: ContextVar[list[_Segment] | None] = ContextVar("truthprobe_packed_layout", default=None)
+
+
+def _packed_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention of a packed pass, one segment at a time (transformers' attention interface).
+
+    Each segment's attention is computed on its own tensors with its own mask, exactly as it
+    would be if the question ran alone; the transformer's matrix products see the whole pack.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layout = _LAYOUT.get()
+    if layout is None:
+        raise ScoringError("packed attention called outside a packed pass")
+    window = kwargs.pop("sliding_window", None)
+    kwargs.pop("is_causal", None)
+    out = [
+        sdpa_attention_forward(
+            module, query[:, :, s.start : s.stop], key[:, :, s.start : s.stop],
+            value[:, :, s.start : s.stop], s.mask(window), is_causal=False, **kwargs,
+        )[0]
+        for s in layout
+    ]  # fmt: skip
+    return torch.cat(out, 1), None
+
+
+def _register_packed_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+
+
+@contextmanager
+def _packed(model, layout: list[_Segment]) -> Iterator[None]:
+    """Route the model's attention through `_packed_attention` for one pass."""
+    config = model.config.get_text_config()
+    before = config._attn_implementation
+    token = _LAYOUT.set(layout)
+    config._attn_implementation = PACKED_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+        _LAYOUT.reset(token)
+
+
+def _padded_rows(states: torch.Tensor, targets: torch.Tensor, multiple: int):
+    """States and targets padded with zero rows to a multiple of `multiple` rows."""
+    extra = -states.shape[0] % multiple
+    if not extra:
+        return states, targets
+    return (
+        torch.cat([states, states.new_zeros((extra, states.shape[1]))]),
+        torch.cat([targets, targets.new_zeros(extra)]),
+    )
+
+
 @torch.inference_mode()
 def forward_batch(
     loaded: LoadedModel,
@@ -247,100 +343,131 @@ def forward_batch(
     layers: Sequence[int],
     n_choices: int,
     question_scores: bool = False,
+    choices: bool = True,
 ) -> BatchOutput:
-    """Hidden states and choice log-likelihoods for a batch, prefix computed once per question.
+    """Hidden states and choice log-likelihoods of several questions in one packed pass.
 
-    Prefixes are left-padded so every question's last token sits at the same position and the
-    continuations follow it directly. In bfloat16 the padding (which other questions share the
-    batch) changes a row's values slightly, which is why the activation cache fixes batch
-    membership per dataset.
+    The questions are packed into one sequence without padding: each is a segment (its prefix,
+    then every choice, each choice seeing only the prefix and itself), attention runs per
+    segment (`_packed_attention`), and the LM head runs only at the positions that predict
+    choice tokens, in products padded to `HEAD_ROWS` rows. So a row's values do not depend on
+    which questions share its pass, where the matrix products' rows do not depend on how many
+    rows they have (measured in `tests/test_packing.py` and recorded in each cache). With
+    `question_scores`, also every question token's log-probability and Min-K%++ z-score;
+    `choices=False` runs the prefixes alone (the question-score pass).
     """
     check_lengths(loaded, items)
     model, device = loaded.model, loaded.device
-    pad = loaded.tokenizer.pad_token_id or 0
     b, c = len(items), n_choices
-    prefix_len = max(len(it.prefix) for it in items)
-    cont_len = max(len(ch) for it in items for ch in it.choices)
+    ids: list[int] = []
+    layout = []
+    for it in items:
+        runs = [len(ch) for ch in it.choices] if choices else []
+        layout.append(_Segment(len(ids), len(it.prefix), runs, device))
+        ids += it.prefix + ([t for ch in it.choices for t in ch] if choices else [])
+    positions = torch.cat([s.positions for s in layout])[None].to(device)
+    with _packed(model, layout):
+        out = model.get_decoder()(
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=positions,
+            use_cache=False,
+            output_hidden_states=bool(layers),
+        )
+    final = out.last_hidden_state[0]  # post-norm: what the LM head reads
+    hidden = out.hidden_states if layers else ()
+    d = final.shape[-1]
 
-    prefix_ids = torch.full((b, prefix_len), pad, dtype=torch.long)
-    prefix_mask = torch.zeros((b, prefix_len), dtype=torch.long)
-    for i, it in enumerate(items):  # left padding: every prefix ends at the same position
-        prefix_ids[i, prefix_len - len(it.prefix) :] = torch.tensor(it.prefix)
-        prefix_mask[i, prefix_len - len(it.prefix) :] = 1
-    cont_ids = torch.full((b * c, cont_len), pad, dtype=torch.long)
-    cont_mask = torch.zeros((b * c, cont_len), dtype=torch.long)
-    lengths = torch.ones(b * c, dtype=torch.long)  # missing choices: one dummy token
-    cont_mask[:, 0] = 1
-    for i, it in enumerate(items):
-        for j, ch in enumerate(it.choices):
-            cont_ids[i * c + j, : len(ch)] = torch.tensor(ch)
-            cont_mask[i * c + j, : len(ch)] = 1
-            lengths[i * c + j] = len(ch)
-
-    decoder = model.get_decoder()  # embeddings + blocks + final norm, without the LM head
-    first = decoder(
-        input_ids=prefix_ids.to(device),
-        attention_mask=prefix_mask.to(device),
-        use_cache=True,
-        output_hidden_states=True,
+    question_at = torch.tensor(
+        [s.start + len(it.prefix) - 1 for s, it in zip(layout, items, strict=True)]
     )
-    d = first.hidden_states[-1].shape[-1]
-    empty = first.hidden_states[-1].new_zeros((0, b, d))  # no layers asked: scores only (ICL)
-    question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers]) if layers else empty
-    prefix_last = first.hidden_states[-1][:, -1]  # post-norm: predicts each first choice token
+    answer_at, answer_slot = [], []  # each choice's last token, and its (question, choice) slot
+    head_at, targets, owner = [], [], []  # positions predicting choice tokens
+    for i, (s, it) in enumerate(zip(layout, items, strict=True)):
+        at = s.start + len(it.prefix)
+        for j, ch in enumerate(it.choices if choices else []):
+            answer_at.append(at + len(ch) - 1)
+            answer_slot.append(i * c + j)
+            head_at += [s.start + len(it.prefix) - 1, *range(at, at + len(ch) - 1)]
+            targets += ch
+            owner += [i * c + j] * len(ch)
+            at += len(ch)
+    answer_end = torch.zeros((len(layers), b * c, d), dtype=torch.float32)
+    question_end = torch.zeros((len(layers), b, d), dtype=torch.float32)
+    if layers:
+        q_at, a_at = question_at.to(device), torch.tensor(answer_at, dtype=torch.long).to(device)
+        slots = torch.tensor(answer_slot, dtype=torch.long)
+        for n, k in enumerate(layers):
+            question_end[n] = hidden[k][0, q_at].float().cpu()
+            answer_end[n, slots] = hidden[k][0, a_at].float().cpu()
+
+    logprob = torch.zeros(b * c, dtype=torch.float32)
+    tokens = torch.zeros(b * c, dtype=torch.long)
+    if head_at:
+        states, goal = _padded_rows(
+            final[torch.tensor(head_at, device=device)],
+            torch.tensor(targets, device=device),
+            HEAD_ROWS,
+        )
+        token_logp = token_log_likelihoods(model, states, goal)[: len(targets)].float().cpu()
+        logprob.index_add_(0, torch.tensor(owner), token_logp)
+        tokens.index_add_(0, torch.tensor(owner), torch.ones(len(owner), dtype=torch.long))
+
     question_logprob = question_zscore = None
     if question_scores:  # question token t is predicted by prefix position t - 1
         at = [
-            (i, prefix_len - len(it.prefix) + t - 1, it.prefix[t])
-            for i, it in enumerate(items)
+            (s.start + t - 1, it.prefix[t])
+            for s, it in zip(layout, items, strict=True)
             for t in range(*it.question)
         ]
-        rows_q = torch.tensor([a[0] for a in at], dtype=torch.long)
-        cols_q = torch.tensor([a[1] for a in at], dtype=torch.long)
-        targets_q = torch.tensor([a[2] for a in at], dtype=torch.long, device=device)
-        states_q = first.hidden_states[-1][rows_q.to(device), cols_q.to(device)]
-        logp_q, z_q = token_statistics(model, states_q, targets_q)
+        states, goal = _padded_rows(
+            final[torch.tensor([a for a, _ in at], dtype=torch.long, device=device)],
+            torch.tensor([t for _, t in at], dtype=torch.long, device=device),
+            STATS_CHUNK,
+        )
+        logp_q, z_q = (v[: len(at)] for v in token_statistics(model, states, goal))
         counts = [it.n_question_tokens for it in items]
         question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
-    cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
-    cache.batch_repeat_interleave(c)
-    second = decoder(
-        input_ids=cont_ids.to(device),
-        attention_mask=torch.cat([prefix_mask.repeat_interleave(c, 0), cont_mask], 1).to(device),
-        use_cache=False,
-        output_hidden_states=True,
-        **{_cache_argument(decoder): cache},
-    )
-    rows = torch.arange(b * c, device=device)
-    last = (lengths - 1).to(device)
-    answer_end = (
-        torch.stack([second.hidden_states[k][rows, last] for k in layers])
-        if layers
-        else empty.new_zeros((0, b * c, d))
-    )
-
-    # Token t of a continuation is predicted by position t-1 (t = 0: the prefix's last token).
-    exists = torch.zeros(b * c, dtype=torch.bool)
-    for i, it in enumerate(items):
-        exists[i * c : i * c + len(it.choices)] = True
-    row_idx, tok_idx = torch.nonzero(cont_mask.bool() & exists[:, None], as_tuple=True)
-    final = second.hidden_states[-1]
-    later = tok_idx > 0
-    states = torch.empty((row_idx.numel(), final.shape[-1]), dtype=final.dtype, device=device)
-    states[~later.to(device)] = prefix_last[(row_idx[~later] // c).to(device)]
-    states[later.to(device)] = final[row_idx[later].to(device), (tok_idx[later] - 1).to(device)]
-    token_logp = token_log_likelihoods(model, states, cont_ids[row_idx, tok_idx].to(device)).cpu()
-    logprob = torch.zeros(b * c, dtype=torch.float32).index_add_(0, row_idx, token_logp)
-
-    tokens = torch.where(exists, lengths, 0)
     return BatchOutput(
-        answer_end=answer_end.float().cpu().numpy().reshape(len(layers), b, c, d),
-        question_end=question_end.float().cpu().numpy(),
+        answer_end=answer_end.numpy().reshape(len(layers), b, c, d),
+        question_end=question_end.numpy(),
         logprob=logprob.numpy().reshape(b, c),
         tokens=tokens.numpy().reshape(b, c),
         question_logprob=question_logprob,
         question_zscore=question_zscore,
     )
+
+
+def pass_tokens(loaded: LoadedModel) -> int:
+    """Default tokens per packed pass on the model's device.
+
+    On a CPU, `CPU_PASS_TOKENS`: throughput stops rising well before it (`benchmarks/
+    extract_bench.py` prints items/s by pass size) and a pass's hidden states stay small. On a
+    GPU, as many as `PASS_MEMORY_SHARE` of the free memory holds for every layer's states of
+    the pass (kept for extraction), up to `GPU_PASS_TOKENS`.
+    """
+    device = loaded.device
+    if device.type != "cuda":
+        return CPU_PASS_TOKENS
+    free, _ = torch.cuda.mem_get_info(device)
+    element = next(loaded.model.parameters()).element_size()
+    per_token = 4 * (loaded.n_layers + 1) * loaded.d_model * max(element, 2)
+    return int(min(GPU_PASS_TOKENS, max(CPU_PASS_TOKENS, PASS_MEMORY_SHARE * free / per_token)))
+
+
+def packs(items: Sequence[EncodedItem], tokens: int, max_items: int = 0) -> list[list[int]]:
+    """Indices of `items`, in order, cut into passes of at most `tokens` tokens (an item longer
+    than that runs alone), or of `max_items` items each when given."""
+    out: list[list[int]] = []
+    size = 0
+    for i, item in enumerate(items):
+        full = len(out[-1]) >= max_items if (out and max_items) else False
+        over = not max_items and size + item.n_tokens > tokens
+        if not out or full or (over and out[-1]):
+            out.append([])
+            size = 0
+        out[-1].append(i)
+        size += item.n_tokens
+    return out
 
 
 def score_continuations(
@@ -490,3 +617,6 @@ def generate_greedy(
             cuts = [text.find(s) for s in stop if s in text]
             out[i] = text[: min(cuts)] if cuts else text
     return out
+
+
+_register_packed_attention()

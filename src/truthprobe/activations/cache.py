@@ -4,9 +4,9 @@ A cache's identity is (model fingerprint, dataset content, template, layers, sto
 nothing else. It holds a row for every record of the dataset that has answer choices; hardness
 measures, per-stratum caps and splits pick rows when results are computed and never change
 which file is used. Rows are filled on demand: a run that needs rows the file lacks extracts
-just those rows' batches into the same file.
+just those rows into the same file.
 
-Layout (format 4; documented API, keys are stable):
+Layout (format 5; documented API, keys are stable):
 
     hidden/answer_end      (layers, items, choices, d_model)  16-bit words, see `storage`
     hidden/question_end    (layers, items, d_model)
@@ -25,22 +25,28 @@ Layout (format 4; documented API, keys are stable):
                                                      question was truncated away)
     scores/min_k_pp        (items, k) float32        Min-K%++ (see `truthprobe.min_k`)
     scores/question_tokens (items,) int32            question tokens those scores cover
-    batches/done           (batches,) uint8          1 once a batch's rows are written
-    batches/digest         (batches, 16) uint8       BLAKE2b of the batch's stored words
+    rows/done              (items,) uint8            1 once a row's states and choice scores
+                                                     are written
+    rows/digest            (items, 16) uint8         BLAKE2b of the row's stored words (`STATES`)
+    rows/scored            (items,) uint8            1 once its question scores are written
+    rows/score_digest      (items, 16) uint8         BLAKE2b of those (`QUESTION_SCORES`)
 
-Why fixed batches: in bfloat16 the padding of a batch (which other questions share it) changes
-a row's hidden states by up to a few percent, so a row's values may not depend on which rows a
-run happened to request. Rows are put in one length-sorted order of the whole dataset when the
-file is created and cut into batches of `batch_size` rows; a batch is always computed whole and
-with the same members, so a file filled in any order of requests equals one filled at once.
-Each batch is one HDF5 chunk per layer (fletcher32-checksummed), so reading one layer for all
-items is one pass over that layer's chunks and a partly filled file stores only what is written.
+Why rows, not batches: a row's values do not depend on which rows shared its forward pass (the
+scoring engine packs questions without padding and runs attention per question; see
+`truthprobe.scoring.forward_batch`), so rows are written and checked one by one, a capped run
+extracts exactly the rows it asks for, and passes may hold any rows. The attribute
+`pass_check` records the largest difference the extraction measured between a row computed
+alone and inside its pass (0.0 where bit-identical). Question scores (Min-K%, the LM head over
+every question token) are a separate pass, run only when a `min_k` measure asks for them.
+Rows are stored in one length-sorted order (similar lengths side by side) in HDF5 chunks of
+`chunk_rows` rows per layer (fletcher32-checksummed), so reading one layer for all items is one
+pass over that layer's chunks and a partly filled file stores only what is written.
 
 Why bfloat16 stored as raw 16-bit words: Gemma 3's residual stream reaches ~1e5 in middle layers
 and float16 overflows at 65504; bfloat16 keeps float32's range at half the size. HDF5 has no
 bfloat16 type, so the top 16 bits of each float32 are stored as uint16 with the attribute
 `storage = "bfloat16"`; `storage = "float32"` stores plain floats. Finiteness is checked on write.
-A batch's data is flushed before its `batches/done` flag, so an interrupted run never counts
+Rows' data is flushed before their `rows/done` flags, so an interrupted run never counts
 unwritten rows and resumes where it stopped.
 """
 
@@ -78,26 +84,29 @@ log = logging.getLogger(__name__)
 Storage = Literal["bfloat16", "float32"]
 #: Layout version written by this code; older files are refused with rebuild instructions.
 #: 1: truthprobe 0.1 (keyed by hardness measure); 2: one cache per dataset; 3: batch digests;
-#: 4: Min-K% scores of each question from the extraction pass.
-FORMAT = 4
-#: Datasets every batch writes rows of, and whose stored words its digest covers.
-DIGESTED = (
+#: 4: Min-K% scores of each question from the extraction pass; 5: rows independent of their
+#: pass, written and checked one by one, question scores a pass of their own.
+FORMAT = 5
+#: Datasets an extraction pass writes rows of, and whose stored words `rows/digest` covers.
+STATES = (
     "hidden/answer_end",
     "hidden/question_end",
     "scores/choice_logprob",
     "scores/choice_tokens",
     "scores/choice_chars",
-    "scores/min_k",
-    "scores/min_k_pp",
-    "scores/question_tokens",
 )
+#: Datasets the question-score pass writes, covered by `rows/score_digest`.
+QUESTION_SCORES = ("scores/min_k", "scores/min_k_pp", "scores/question_tokens")
+DIGESTED = STATES + QUESTION_SCORES
+#: HDF5 chunk of every row dataset, in rows.
+CHUNK_ROWS = 16
 #: Numeric item tables, each checked against the records (`damaged_items`) and repairable.
 ITEM_TABLES = ("row", "answer_index", "n_choices", "choice_mask")
 #: Digested datasets that may hold NaN by design (a question truncated away has no Min-K%).
 MAY_BE_NAN = ("scores/min_k", "scores/min_k_pp")
 DIGEST_BYTES = 16
-#: Batches read at once by `verify` (bounds its memory on large models).
-VERIFY_BATCHES = 64
+#: Rows read at once by `verify` (a multiple of `CHUNK_ROWS`; bounds its memory).
+VERIFY_ROWS = 512
 #: A write needs room for its bytes times this, plus `ROOM_EXTRA`: HDF5's chunk index and heap
 #: grow with the data, and a refused write leaves a file HDF5 cannot close.
 ROOM_FACTOR = 2
@@ -124,7 +133,7 @@ class CacheError(TruthprobeError, RuntimeError):
 
 class CacheWriteError(WriteRefusedError, CacheError):
     """The disk or the system refused a write into a cache (full disk, quota, file-size limit);
-    the batches written before it are kept and the next run resumes after them."""
+    the rows written before it are kept and the next run resumes after them."""
 
 
 class ExtractError(TruthprobeError, ValueError):
@@ -133,24 +142,51 @@ class ExtractError(TruthprobeError, ValueError):
 
 @dataclass(frozen=True)
 class Damage:
-    """A written batch whose stored block fails its checksum or holds non-finite values."""
+    """Written rows whose stored words fail their checksum or their digest."""
 
-    batch: int
-    rows: range
+    rows: tuple[int, ...]
     where: str
     """Dataset (and layer) of the first damaged block found, e.g. `hidden/answer_end layer 5`."""
     problem: str
+    scores: bool = False
+    """The rows' question scores are damaged (their states are sound)."""
+    unreadable: str = ""
+    """The dataset whose chunks holding the rows fail their checksum: those chunks are
+    overwritten whole before the rows are written again (HDF5 cannot update a chunk it cannot
+    read)."""
 
     def describe(self) -> str:
-        return f"{self.where}, rows {self.rows.start}..{self.rows.stop - 1} ({self.problem})"
+        rows = self.rows
+        span = f"row {rows[0]}" if len(rows) == 1 else f"rows {rows[0]}..{rows[-1]}"
+        return f"{self.where}, {span} ({self.problem})"
 
 
-def _digest(words: Mapping[str, np.ndarray]) -> np.ndarray:
-    """BLAKE2b of one batch's stored words, in `DIGESTED` order."""
-    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    for name in DIGESTED:
-        digest.update(np.ascontiguousarray(words[name]).tobytes())
-    return np.frombuffer(digest.digest(), np.uint8)
+def _row(name: str, words: np.ndarray, i: int | slice) -> np.ndarray:
+    """Row(s) `i` of a dataset's words (hidden states keep rows on axis 1)."""
+    return words[:, i] if name.startswith("hidden/") else words[i]
+
+
+def _digests(words: Mapping[str, np.ndarray], names: Sequence[str], n: int) -> np.ndarray:
+    """(n, 16) BLAKE2b of each of n rows' stored words, in `names` order."""
+    out = np.zeros((n, DIGEST_BYTES), np.uint8)
+    for i in range(n):
+        digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        for name in names:
+            digest.update(np.ascontiguousarray(_row(name, words[name], i)).tobytes())
+        out[i] = np.frombuffer(digest.digest(), np.uint8)
+    return out
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first row, stop row, offset in `rows`) of each run of consecutive sorted rows."""
+    if not len(rows):
+        return []
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [len(rows)]])
+    return [
+        (int(rows[a]), int(rows[b - 1]) + 1, int(a)) for a, b in zip(starts, stops, strict=True)
+    ]
 
 
 def _text_hash(*columns: np.ndarray) -> str:
@@ -222,7 +258,7 @@ class CacheSpec:
 
 
 class ActivationCache:
-    """Read access to one cache file (and, via `create`/`write_batch`, the writer's side).
+    """Read access to one cache file (and, via `create`/`write_rows`, the writer's side).
 
     Opening reads only metadata: no model and no dataset are needed.
     """
@@ -277,9 +313,9 @@ class ActivationCache:
         """Open a file that ends before the end its superblock records.
 
         That is what a write refused by the system (full disk, file-size limit) leaves: the
-        batches marked written were flushed before, only the refused tail is missing. The file
+        rows marked written were flushed before, only the refused tail is missing. The file
         is extended with zeros to its recorded end (under the writer lock) and every written
-        batch is verified (`_check_after_extension`), so damaged ones are extracted again
+        row is verified (`_check_after_extension`), so damaged ones are extracted again
         instead of the finished work being thrown away. If it still does not open, it is put
         back as it was.
         """
@@ -297,7 +333,7 @@ class ActivationCache:
             try:
                 f = h5py.File(self.path, mode)
                 try:  # a file cut anywhere but in its refused tail lost its structure too
-                    _ = f.attrs["n_items"], f["batches/done"][:], f["batches/digest"][:]
+                    _ = f.attrs["n_items"], f["rows/done"][:], f["rows/digest"][:]
                     _ = f["items/id"].shape, f["hidden/question_end"].shape
                 except Exception:
                     f.close()
@@ -316,19 +352,18 @@ class ActivationCache:
                 lock.release()
 
     def _check_after_extension(self) -> None:
-        """Verify every written batch and the item tables of a file `_extend_and_open` extended;
-        damaged batches are marked to be extracted again, damaged tables rewritten."""
+        """Verify every written row and the item tables of a file `_extend_and_open` extended;
+        damaged rows are marked to be extracted again, damaged tables rewritten."""
         damaged = self.verify()
         tables = [name for name in self.damaged_items() if name != "row"]  # row: by a run
         if tables:
             self.repair_items(tables)
-        if damaged:
-            self.mark_missing([d.batch for d in damaged])
+        self.mark_missing(damaged)
         log.warning(
             "%s: ended at byte %d of its recorded %d (a refused write); extended it and verified "
-            "every written batch: %d of %d kept, %d to extract again",
+            "every written row: %d of %d kept, %d to extract again",
             self.path, self._extended_from, self.path.stat().st_size,
-            int(self.done_batches().sum()), self.n_batches, len(damaged),
+            self.rows_done, self.n_items, sum(len(d.rows) for d in damaged if not d.scores),
         )  # fmt: skip
 
     def _read_attrs(self) -> None:
@@ -342,7 +377,7 @@ class ActivationCache:
         try:
             self.attrs: dict[str, Any] = {k: _plain(v) for k, v in attrs.items()}
             self.n_items = int(attrs["n_items"])
-            self.batch_size = int(attrs["batch_size"])
+            self.chunk_rows = int(attrs["chunk_rows"])
             self.layers: tuple[int, ...] = tuple(json.loads(attrs["layers"]))
             self.storage: str = str(attrs["storage"])
             self.n_choices_max = int(attrs["n_choices_max"])
@@ -396,7 +431,6 @@ class ActivationCache:
         records: Sequence[Question],
         order: Sequence[int],
         d_model: int,
-        batch_size: int,
         extra_attrs: Mapping[str, Any] | None = None,
     ) -> ActivationCache:
         """Create an empty cache for `records` taken in the order `order` (dataset indices).
@@ -409,7 +443,7 @@ class ActivationCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with writer_lock(path):
             if not path.exists():  # another process may have made it while we waited
-                cls._write_skeleton(path, spec, records, order, d_model, batch_size, extra_attrs)
+                cls._write_skeleton(path, spec, records, order, d_model, extra_attrs)
         return cls(path)
 
     @staticmethod
@@ -419,11 +453,10 @@ class ActivationCache:
         records: Sequence[Question],
         order: Sequence[int],
         d_model: int,
-        batch_size: int,
         extra_attrs: Mapping[str, Any] | None,
     ) -> None:
         n, c, n_layers = len(order), spec.n_choices_max, len(spec.layers)
-        b = max(1, min(batch_size, n))
+        b = max(1, min(CHUNK_ROWS, n))
         word = np.uint16 if spec.storage == "bfloat16" else np.float32
         ordered = [records[i] for i in order]
         text = h5py.string_dtype()
@@ -470,13 +503,14 @@ class ActivationCache:
                     f.create_dataset(f"scores/{name}", (n, k), np.float32, chunks=(b, k), **checked)
                 f.create_dataset("scores/question_tokens", (n,), np.int32, chunks=(b,), **checked)
                 f.attrs["min_k_percents"] = json.dumps(list(MIN_K_PERCENTS))
-                f["batches/done"] = np.zeros(-(-n // b), np.uint8)
-                f["batches/digest"] = np.zeros((-(-n // b), DIGEST_BYTES), np.uint8)
+                for flag, digest in (("done", "digest"), ("scored", "score_digest")):
+                    f[f"rows/{flag}"] = np.zeros(n, np.uint8)
+                    f[f"rows/{digest}"] = np.zeros((n, DIGEST_BYTES), np.uint8)
                 f.attrs.update(spec.attrs())
                 f.attrs.update(
                     format=FORMAT,
                     n_items=n,
-                    batch_size=b,
+                    chunk_rows=b,
                     package_version=__version__,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     layer_indexing="0 = embeddings (HF hidden_states); last = final-norm output",
@@ -489,72 +523,99 @@ class ActivationCache:
             raise CacheWriteError(f"{path}: cannot be created: {why}; {remedy(code)}") from None
         staging.replace(path)
 
-    def write_batch(
+    def write_rows(
         self,
-        batch: int,
+        rows: np.ndarray,
         answer_end: np.ndarray,
         question_end: np.ndarray,
         logprob: np.ndarray,
         tokens: np.ndarray,
         chars: np.ndarray,
-        min_k: np.ndarray,
-        min_k_pp: np.ndarray,
-        question_tokens: np.ndarray,
     ) -> None:
-        """Write every row of batch `batch`, then mark it done.
+        """Write the states and choice scores of cache rows `rows` (sorted), then mark them done.
 
         Args:
-            answer_end: (layers, batch rows, choices, d_model) float32.
-            question_end: (layers, batch rows, d_model) float32.
-            logprob, tokens, chars: (batch rows, choices).
-            min_k, min_k_pp: (batch rows, len(min_k_percents)); question_tokens: (batch rows,).
+            answer_end: (layers, rows, choices, d_model) float32.
+            question_end: (layers, rows, d_model) float32.
+            logprob, tokens, chars: (rows, choices).
         """
-        rows = self.batch_rows(batch)
+        rows = np.asarray(rows, np.int64)
         if answer_end.shape[1] != len(rows):
-            raise CacheError(
-                f"{self.path}: batch {batch} has {len(rows)} rows, got {answer_end.shape[1]}"
-            )
+            raise CacheError(f"{self.path}: {len(rows)} rows to write, got {answer_end.shape[1]}")
         for name, values in (("answer_end", answer_end), ("question_end", question_end)):
             if not np.isfinite(values).all():
                 bad = np.argwhere(~np.isfinite(values))[0]
                 raise CacheError(
                     f"{self.path}: non-finite hidden state in {name} at layer "
-                    f"{self.layers[bad[0]]}, row {rows.start + bad[1]}; refusing to cache it"
+                    f"{self.layers[bad[0]]}, row {rows[bad[1]]}; refusing to cache it"
                 )
-        sl = slice(rows.start, rows.stop)
         stored = {
             "hidden/answer_end": to_storage(answer_end, self.storage),
             "hidden/question_end": to_storage(question_end, self.storage),
             "scores/choice_logprob": np.asarray(logprob, np.float32),
             "scores/choice_tokens": np.asarray(tokens, np.int32),
             "scores/choice_chars": np.asarray(chars, np.int32),
+        }
+        self._write(rows, stored, "done", "digest")
+
+    def write_question_scores(
+        self, rows: np.ndarray, min_k: np.ndarray, min_k_pp: np.ndarray, question_tokens: np.ndarray
+    ) -> None:
+        """Write the question scores of cache rows `rows` (sorted), then mark them scored.
+
+        Args:
+            min_k, min_k_pp: (rows, len(min_k_percents)); question_tokens: (rows,).
+        """
+        stored = {
             "scores/min_k": np.asarray(min_k, np.float32),
             "scores/min_k_pp": np.asarray(min_k_pp, np.float32),
             "scores/question_tokens": np.asarray(question_tokens, np.int32),
         }
-        digest, kept = _digest(stored), self.rows_done
+        self._write(np.asarray(rows, np.int64), stored, "scored", "score_digest")
+
+    def _write(self, rows: np.ndarray, stored: dict[str, np.ndarray], flag: str, digest: str):
+        """Rows' words, then their digests, flushed, then their flags: a crash never counts
+        unwritten rows."""
+        digests, kept = _digests(stored, list(stored), len(rows)), self.rows_done
         need = ROOM_FACTOR * sum(words.nbytes for words in stored.values()) + ROOM_EXTRA
         problem = room_problem(self.path, need)
         if problem:
-            raise self._write_refused(batch, kept, *problem)
+            raise self._write_refused(rows, kept, *problem)
         f = self._file
-        handles = [f[name] for name in (*stored, "batches/digest", "batches/done")]
+        handles = [f[name] for name in stored]
+        flags, sums = f[f"rows/{flag}"], f[f"rows/{digest}"]
         try:
-            for data, words in zip(handles, stored.values(), strict=False):
-                data[(slice(None), sl) if data.name.startswith("/hidden/") else sl] = words
-            handles[-2][batch] = digest
-            f.flush()  # data and digest first, then the flag: a crash never counts unwritten rows
-            handles[-1][batch] = 1
+            for lo, hi, at in _runs(rows):
+                part = slice(at, at + hi - lo)
+                for data, (name, words) in zip(handles, stored.items(), strict=True):
+                    if name.startswith("hidden/"):
+                        data[:, lo:hi] = words[:, part]
+                    else:
+                        data[lo:hi] = words[part]
+                sums[lo:hi] = digests[part]
+            f.flush()
+            for lo, hi, _ in _runs(rows):
+                flags[lo:hi] = 1
             f.flush()
         except (OSError, RuntimeError) as err:
-            self._refused = [f, *handles]  # freed, HDF5 would try to flush them again
-            raise self._write_refused(batch, kept, *_refusal(err)) from None
+            self._refused = [f, *handles, flags, sums]  # freed, HDF5 would flush them again
+            raise self._write_refused(rows, kept, *_refusal(err)) from None
 
-    def _write_refused(self, batch: int, kept: int, code: int | None, why: str) -> CacheWriteError:
+    def _write_refused(
+        self, rows: np.ndarray, kept: int, code: int | None, why: str
+    ) -> CacheWriteError:
         return CacheWriteError(
-            f"{self.path}: batch {batch} not written: {why}; {remedy(code)}: the {kept} rows "
-            "written before it are kept and the same command resumes after them"
+            f"{self.path}: rows {int(rows[0])}..{int(rows[-1])} not written: {why}; "
+            f"{remedy(code)}: the {kept} rows written before them are kept and the same command "
+            "resumes after them"
         )
+
+    def set_attr(self, name: str, value: Any) -> None:
+        """Set a descriptive attribute (never an identity one) while writing."""
+        if name in IDENTITY_ATTRS:
+            raise CacheError(f"{self.path}: {name} is part of the cache's identity")
+        self._file.attrs[name] = value
+        self.attrs[name] = value
 
     def add_extract_seconds(self, seconds: float) -> None:
         """Accumulate wall time spent extracting into this file (attribute `extract_seconds`)."""
@@ -562,50 +623,44 @@ class ActivationCache:
         self._file.attrs["extract_seconds"] = total
         self.attrs["extract_seconds"] = total
 
-    # -- rows and batches --------------------------------------------------------------------
+    # -- rows --------------------------------------------------------------------------------
 
-    @property
-    def n_batches(self) -> int:
-        return -(-self.n_items // self.batch_size)
+    def done_rows(self) -> np.ndarray:
+        """(items,) bool: which rows' states and choice scores are written."""
+        return self._file["rows/done"][:].astype(bool)
 
-    def batch_rows(self, batch: int) -> range:
-        """Cache rows of batch `batch` (fixed when the file was created)."""
-        start = batch * self.batch_size
-        return range(start, min(start + self.batch_size, self.n_items))
-
-    def batch_of(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        return np.asarray(rows, dtype=np.int64) // self.batch_size
-
-    def done_batches(self) -> np.ndarray:
-        """(batches,) bool: which batches are written."""
-        return self._file["batches/done"][:].astype(bool)
+    def scored_rows(self) -> np.ndarray:
+        """(items,) bool: which rows' question scores (Min-K%) are written."""
+        return self._file["rows/scored"][:].astype(bool)
 
     @property
     def rows_done(self) -> int:
-        done = self.done_batches()
-        sizes = np.full(self.n_batches, self.batch_size)
-        sizes[-1] = self.n_items - self.batch_size * (self.n_batches - 1)
-        return int(sizes[done].sum())
+        return int(self.done_rows().sum())
 
     @property
     def is_complete(self) -> bool:
-        return bool(self.done_batches().all())
+        return bool(self.done_rows().all())
 
-    def missing_batches(self, rows: np.ndarray | Sequence[int] | None = None) -> list[int]:
-        """Batches holding any of `rows` (all rows if None) that are not written yet."""
-        done = self.done_batches()
-        wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
-        return [int(k) for k in wanted if not done[k]]
+    @property
+    def is_scored(self) -> bool:
+        """Every row's question scores are written."""
+        return bool(self.scored_rows().all())
+
+    def missing_rows(self, rows: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """Sorted cache rows among `rows` (all if None) whose states are not written yet."""
+        return _missing(self.done_rows(), rows)
+
+    def unscored_rows(self, rows: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """Sorted cache rows among `rows` (all if None) without question scores yet."""
+        return _missing(self.scored_rows(), rows)
 
     def require_rows(self, rows: np.ndarray | Sequence[int] | None = None) -> None:
-        missing = self.missing_batches(rows)
-        if missing:
-            k = missing[0]
-            span = self.batch_rows(k)
+        missing = self.missing_rows(rows)
+        if len(missing):
             raise CacheError(
-                f"{self.path}: {len(missing)} batch(es) of the requested rows are not extracted "
-                f"yet (first: batch {k}, rows {span.start}..{span.stop - 1}); run the same "
-                "command again, or `truthprobe extract`, to fill them"
+                f"{self.path}: {len(missing)} of the requested rows are not extracted yet "
+                f"(first: row {int(missing[0])}); run the same command again, or `truthprobe "
+                "extract`, to fill them"
             )
 
     @property
@@ -653,14 +708,22 @@ class ActivationCache:
         return self.layers.index(layer)
 
     def _read_rows(self, name: str, rows: np.ndarray | None, lead: tuple = ()) -> np.ndarray:
-        """Rows of dataset `name` (all rows if None), reading only the batches that hold them."""
-        self.require_rows(rows)
+        """Rows of dataset `name` (all rows if None), reading only the chunks that hold them."""
+        if name in QUESTION_SCORES:
+            missing = self.unscored_rows(rows)
+            if len(missing):
+                raise CacheError(
+                    f"{self.path}: the question scores (Min-K%) of {len(missing)} requested rows "
+                    "are not computed yet; a sweep with a min_k or min_k_pp task computes them"
+                )
+        else:
+            self.require_rows(rows)
         data = self._file[name]
         try:
             if rows is None:
                 return data[lead + (slice(None),)]
             rows = np.asarray(rows, dtype=np.int64)
-            spans = self._spans(np.unique(self.batch_of(rows)))
+            spans = self._spans(np.unique(rows // self.chunk_rows))
             block = np.concatenate([data[lead + (slice(lo, hi),)] for lo, hi in spans])
             offsets = np.cumsum([0] + [hi - lo for lo, hi in spans])
             starts = np.array([lo for lo, _ in spans])
@@ -669,10 +732,11 @@ class ActivationCache:
         except OSError as err:  # a failed fletcher32 checksum surfaces here
             raise self._damaged(f"{name} could not be read ({err})") from err
 
-    def _spans(self, batches: np.ndarray) -> list[tuple[int, int]]:
-        """Row ranges of runs of consecutive batches (one read each)."""
-        runs = np.split(batches, np.flatnonzero(np.diff(batches) > 1) + 1) if len(batches) else []
-        return [(int(r[0]) * self.batch_size, self.batch_rows(int(r[-1])).stop) for r in runs]
+    def _spans(self, chunks: np.ndarray) -> list[tuple[int, int]]:
+        """Row ranges of runs of consecutive chunks (one read each)."""
+        runs = np.split(chunks, np.flatnonzero(np.diff(chunks) > 1) + 1) if len(chunks) else []
+        size = self.chunk_rows
+        return [(int(r[0]) * size, min((int(r[-1]) + 1) * size, self.n_items)) for r in runs]
 
     def _damaged(self, problem: str) -> CacheError:
         return CacheError(
@@ -706,99 +770,132 @@ class ActivationCache:
         return self._read_rows(f"scores/{name}", rows)
 
     def content_hash(self) -> str:
-        """A hash of what the file holds: identity, items, which batches are written and their
+        """A hash of what the file holds: identity, items, which rows are written and their
         digests. Anything derived from the cache (model-based hardness) is keyed by it."""
         h = hashlib.sha256()
         h.update(self.key.encode())
         h.update(str(self.attrs.get("items_sha256")).encode())
-        h.update(self.done_batches().tobytes())
-        h.update(self._file["batches/digest"][:].tobytes())
+        for name in ("done", "digest", "scored", "score_digest"):
+            h.update(self._file[f"rows/{name}"][:].tobytes())
         return h.hexdigest()[:16]
 
     def verify(
         self, rows: np.ndarray | Sequence[int] | None = None, skip: set[int] | None = None
     ) -> list[Damage]:
-        """Check every written batch holding `rows` (all if None) against what was written.
+        """Check every written row among `rows` (all if None) against what was written.
 
-        Each batch's blocks must pass their fletcher32 checksums and hash to the digest stored
-        when the batch was written (a torn write that zeroes a block and its checksum passes
-        fletcher32 but not this); batches in `skip` are not read. Returns the damaged batches,
-        first first; each names a dataset, layer and row range.
+        Each row's blocks must pass their fletcher32 checksums and hash to the digest stored
+        when the row was written (a torn write that zeroes a block and its checksum passes
+        fletcher32 but not this); rows in `skip` are not read. Returns the damaged rows, first
+        first, each group naming a dataset, layer and rows; states and question scores are
+        checked apart (a damaged score leaves the row's states in use).
         """
         self._check_records()
-        done = self.done_batches()
-        wanted = np.arange(self.n_batches) if rows is None else np.unique(self.batch_of(rows))
-        wanted = wanted[done[wanted]]
+        done, scored = self.done_rows(), self.scored_rows()
+        wanted = np.arange(self.n_items) if rows is None else np.unique(np.asarray(rows, np.int64))
+        wanted = wanted[done[wanted] | scored[wanted]]
         if skip:
             wanted = wanted[~np.isin(wanted, list(skip))]
-        digests = self._file["batches/digest"][:]
         damaged = []
-        for start in range(0, len(wanted), VERIFY_BATCHES):
-            group = wanted[start : start + VERIFY_BATCHES]
-            for lo, hi in self._spans(group):
-                blocks = self._read_blocks(lo, hi)
-                for k in range(lo // self.batch_size, -(-hi // self.batch_size)):
-                    found = self._check_batch(k, blocks, lo, digests[k])
-                    if found:
-                        damaged.append(Damage(k, self.batch_rows(k), *found))
+        groups = np.unique(wanted // VERIFY_ROWS)
+        for group in groups:
+            lo, hi = group * VERIFY_ROWS, min((group + 1) * VERIFY_ROWS, self.n_items)
+            here = wanted[(wanted >= lo) & (wanted < hi)]
+            for names, flags, digest, is_score in (
+                (STATES, done, "digest", False),
+                (QUESTION_SCORES, scored, "score_digest", True),
+            ):
+                check = here[flags[here]]
+                if len(check):
+                    damaged += self._check_rows(check, lo, hi, names, digest, is_score, flags)
         return damaged
 
-    def _read_blocks(self, lo: int, hi: int) -> dict[str, np.ndarray] | None:
-        """Rows lo..hi of every digested dataset; None if a checksum fails (then batch by batch)."""
-        try:
-            return {
-                name: self._file[name][:, lo:hi]
-                if name.startswith("hidden/")
-                else self._file[name][lo:hi]
-                for name in DIGESTED
-            }
-        except OSError:
-            return None
+    def _check_rows(
+        self,
+        rows: np.ndarray,
+        lo: int,
+        hi: int,
+        names: Sequence[str],
+        digest: str,
+        scores: bool,
+        flags: np.ndarray,
+    ) -> list[Damage]:
+        """Damaged rows among `rows` (within lo..hi) of datasets `names`; a chunk that fails its
+        checksum damages every written row it holds (`flags`), asked for or not."""
+        words, unreadable = {}, {}
+        for name in names:
+            try:
+                words[name] = self._block(name, lo, hi)
+            except OSError:  # a failed fletcher32 checksum: find the chunks that fail
+                words[name], unreadable[name] = self._chunks(name, lo, hi)
+        found = []
+        for name, bad in unreadable.items():
+            hit = bad[flags[bad]]
+            if len(hit):
+                where = self._where(name, hit)
+                found.append(Damage(tuple(map(int, hit)), where, "checksum mismatch", scores, name))
+        hit_rows = {r for d in found for r in d.rows}
+        rest = np.array([r for r in rows if r not in hit_rows], np.int64)
+        if len(rest):
+            stored = self._file[f"rows/{digest}"][lo:hi][rest - lo]
+            local = {name: _row(name, words[name], rest - lo) for name in names}
+            wrong = ~np.all(_digests(local, names, len(rest)) == stored, axis=1)
+            if wrong.any():
+                bad_rows = rest[wrong]
+                where, problem = self._explain(local, names, wrong)
+                found.append(Damage(tuple(int(r) for r in bad_rows), where, problem, scores))
+        return found
 
-    def _check_batch(
-        self, k: int, blocks: dict[str, np.ndarray] | None, lo: int, digest: np.ndarray
-    ) -> tuple[str, str] | None:
-        """Where and why batch `k` is damaged, or None.
+    def _block(self, name: str, lo: int, hi: int) -> np.ndarray:
+        data = self._file[name]
+        return data[:, lo:hi] if name.startswith("hidden/") else data[lo:hi]
 
-        A digest equal to the one stored at write time proves the batch holds what was written
+    def _chunks(self, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows lo..hi of `name` read chunk by chunk (unreadable chunks left as zeros), and the
+        rows of the chunks that failed."""
+        data = self._file[name]
+        shape = (data.shape[0], hi - lo, *data.shape[2:]) if name.startswith("hidden/") else (
+            hi - lo, *data.shape[1:])  # fmt: skip
+        out = np.zeros(shape, data.dtype)
+        bad: list[int] = []
+        for a in range(lo, hi, self.chunk_rows):
+            b = min(a + self.chunk_rows, hi)
+            try:
+                if name.startswith("hidden/"):
+                    out[:, a - lo : b - lo] = data[:, a:b]
+                else:
+                    out[a - lo : b - lo] = data[a:b]
+            except OSError:
+                bad += range(a, b)
+        return out, np.array(bad, np.int64)
+
+    def _explain(
+        self, local: dict[str, np.ndarray], names: Sequence[str], wrong: np.ndarray
+    ) -> tuple[str, str]:
+        """Where and why rows whose digest mismatched are damaged.
+
+        A digest equal to the one stored at write time proves a row holds what was written
         (and writes refuse non-finite states), so values are converted and inspected only to
         explain a mismatch.
         """
-        span = self.batch_rows(k)
-        local = slice(span.start - lo, span.stop - lo)
-        words = {}
-        for name in DIGESTED:
-            hidden = name.startswith("hidden/")
-            try:
-                if blocks is None:
-                    data = self._file[name]
-                    part = (
-                        data[:, span.start : span.stop] if hidden else data[span.start : span.stop]
-                    )
-                else:
-                    part = blocks[name][:, local] if hidden else blocks[name][local]
-            except OSError:
-                return self._where(name, k), "checksum mismatch"
-            words[name] = part
-        if np.array_equal(_digest(words), digest):
-            return None
-        for name, part in words.items():
+        for name in names:
+            part = _row(name, local[name], wrong)
             values = from_storage(part, self.storage) if name.startswith("hidden/") else part
             if name not in MAY_BE_NAN and not np.isfinite(values).all():
-                return self._where(name, k, values), "non-finite values"
-        return "batch contents", "they do not hash to what was written"
+                if name.startswith("hidden/"):
+                    bad = ~np.isfinite(values).reshape(len(values), -1).all(1)
+                    return f"{name} layer {self.layers[int(np.argmax(bad))]}", "non-finite values"
+                return name, "non-finite values"
+        return "row contents", "they do not hash to what was written"
 
-    def _where(self, name: str, k: int, values: np.ndarray | None = None) -> str:
-        """The dataset (and, for hidden states, the first bad layer) of a damaged batch."""
+    def _where(self, name: str, rows: np.ndarray) -> str:
+        """The dataset (and, for hidden states, the first unreadable layer) of damaged rows."""
         if not name.startswith("hidden/"):
             return name
-        if values is not None:
-            bad = ~np.isfinite(values).reshape(len(values), -1).all(1)
-            return f"{name} layer {self.layers[int(np.argmax(bad))]}"
-        span = self.batch_rows(k)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
         for pos, layer in enumerate(self.layers):
             try:
-                self._file[name][pos, span.start : span.stop]
+                self._file[name][pos, lo:hi]
             except OSError:
                 return f"{name} layer {layer}"
         return name
@@ -874,13 +971,30 @@ class ActivationCache:
             expected["row"] = np.array([where.get(i, -1) for i in self.ids], np.int64)
         return expected
 
-    def mark_missing(self, batches: Sequence[int]) -> None:
-        """Forget damaged batches (under the writer lock) so they are extracted again."""
+    def mark_missing(self, damaged: Sequence[Damage]) -> None:
+        """Forget damaged rows (under the writer lock) so they are computed again: their states
+        and question scores, or only the scores where only those are damaged."""
+        if not damaged:
+            return
         with self.writing():
-            flags = self._file["batches/done"]
-            for k in batches:
-                flags[int(k)] = 0
+            for d in damaged:
+                if d.unreadable:
+                    self._clear_chunks(d.unreadable, d.rows)
+                for flag in ("scored",) if d.scores else ("done", "scored"):
+                    self._file[f"rows/{flag}"][list(d.rows)] = 0
             self._file.flush()
+
+    def _clear_chunks(self, name: str, rows: Sequence[int]) -> None:
+        """Overwrite whole the chunks of `name` holding `rows` with zeros (a write covering a
+        chunk does not read it, so a chunk failing its checksum is replaced)."""
+        data = self._file[name]
+        for chunk in np.unique(np.asarray(rows) // self.chunk_rows):
+            lo = int(chunk) * self.chunk_rows
+            hi = min(lo + self.chunk_rows, self.n_items)
+            if name.startswith("hidden/"):
+                data[:, lo:hi] = np.zeros((data.shape[0], hi - lo, *data.shape[2:]), data.dtype)
+            else:
+                data[lo:hi] = np.zeros((hi - lo, *data.shape[1:]), data.dtype)
 
     def item(self, name: str) -> np.ndarray:
         """An `items/...` array (`id`, `row`, `answer_index`, `n_choices`, `choice_mask`)."""
@@ -900,14 +1014,12 @@ class ActivationCache:
 
     def info(self) -> dict[str, Any]:
         """Shape, fingerprint and completeness, for `truthprobe cache info`."""
-        done = self.done_batches()
+        done = self.done_rows()
         return {
             "path": str(self.path),
             "items": self.n_items,
-            "rows_extracted": self.rows_done,
-            "batches": self.n_batches,
-            "batches_extracted": int(done.sum()),
-            "batch_size": self.batch_size,
+            "rows_extracted": int(done.sum()),
+            "rows_scored": int(self.scored_rows().sum()),
             "complete": bool(done.all()),
             "layers": list(self.layers),
             "choices_max": self.n_choices_max,
@@ -918,6 +1030,7 @@ class ActivationCache:
             "dataset": self.attrs["dataset"],
             "dataset_hash": self.attrs["dataset_hash"],
             "extract_seconds": float(self.attrs.get("extract_seconds", 0.0)),
+            "pass_check": json.loads(self.attrs.get("pass_check") or "null"),
             "package_version": self.attrs.get("package_version"),
             "created": self.attrs.get("created"),
         }
@@ -929,8 +1042,8 @@ class ActivationCache:
         contiguous = layers == list(range(layers[0], layers[-1] + 1))
         lines = [
             f"{info['path']}",
-            f"  items         {info['items']} ({info['rows_extracted']} extracted, in "
-            f"{info['batches_extracted']} of {info['batches']} batches of {info['batch_size']})",
+            f"  items         {info['items']} ({info['rows_extracted']} extracted, "
+            f"{info['rows_scored']} with question scores)",
             f"  shape         layers {len(layers)} x items {info['items']} x choices "
             f"{info['choices_max']} x d_model {info['d_model']} ({info['storage']})",
             f"  layers        {f'{layers[0]}..{layers[-1]}' if contiguous else layers}"
@@ -938,7 +1051,7 @@ class ActivationCache:
             f"  model         {json.dumps(info['model'], sort_keys=True)}",
             f"  dataset       {info['dataset']} (sha256 {info['dataset_hash'][:16]})",
             f"  template      {info['template_hash']}",
-            f"  extraction    {info['extract_seconds']:.1f} s in all",
+            f"  extraction    {info['extract_seconds']:.1f} s in all; {_pass_check(info)}",
             f"  created       {info['created']} by truthprobe {info['package_version']}",
         ]
         return "\n".join(lines)
@@ -953,6 +1066,21 @@ class ActivationCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _missing(flags: np.ndarray, rows: np.ndarray | Sequence[int] | None) -> np.ndarray:
+    wanted = np.arange(len(flags)) if rows is None else np.unique(np.asarray(rows, np.int64))
+    return wanted[~flags[wanted]]
+
+
+def _pass_check(info: Mapping[str, Any]) -> str:
+    check = info.get("pass_check")
+    if not check:
+        return "rows alone vs in their pass: not measured yet"
+    return (
+        f"a row alone vs in a pass of {check['pass_rows']}: largest difference "
+        f"{check['max_abs_difference']:.3g} ({check['dtype']}, {check['machine']})"
+    )
 
 
 def _mb(n: float) -> str:

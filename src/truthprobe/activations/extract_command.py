@@ -50,7 +50,10 @@ class ExtractConfig:
     cache_path: str | None = None
     """An explicit cache file instead of the one under --cache-dir."""
     backend: Backend = "hf"
-    """hf = the fast KV-cached path; nnsight / transformer_lens = per-sequence cross-checks."""
+    """hf = the fast packed path; nnsight / transformer_lens = per-sequence cross-checks."""
+    question_scores: bool = False
+    """Also compute each question's Min-K% scores (the min_k and min_k_pp hardness measures;
+    a sweep with such a task computes them when it needs them)."""
     progress: bool = True
     """A progress bar while extracting."""
 
@@ -83,7 +86,7 @@ class ExtractResult:
 
     path: Path
     rows_extracted: int
-    """Rows computed by this call (whole batches, so possibly more than requested)."""
+    """Rows computed by this call (those requested and not cached before)."""
     rows_requested: int
     rows_cached: int
     """Rows of the file written so far (this call's and earlier ones')."""
@@ -91,7 +94,7 @@ class ExtractResult:
     seconds: float
     tokens: int = 0
     rows_repaired: int = 0
-    """Rows of damaged batches found by verification and extracted again."""
+    """Damaged rows found by verification and extracted again."""
 
     def describe(self) -> str:
         rate = self.rows_extracted / self.seconds if self.seconds > 0 else float("nan")
@@ -101,7 +104,7 @@ class ExtractResult:
             else "extracted 0 new rows (every requested row was cached)"
         )
         repaired = (
-            f" ({self.rows_repaired} of them in damaged batches, extracted again)"
+            f" ({self.rows_repaired} of them damaged, extracted again)"
             if self.rows_repaired
             else ""
         )
@@ -161,6 +164,8 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
             config.backend,
             config.progress,
             config.cache.max_prompt_tokens,
+            batch_size=config.cache.batch_size,
+            question_scores=config.question_scores,
         )
         return ExtractResult(
             cache.path,

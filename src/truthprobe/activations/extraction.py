@@ -3,9 +3,10 @@
 `open_cache` finds (or creates) the one cache of a (model, dataset, template, layers, storage):
 its file name ends with a hash of that identity, so a different model, data version, template,
 layer set or storage gets its own file, and hardness measures, caps and splits never do.
-`fill_rows` computes the fixed batches (see `truthprobe.activations.cache`) that hold requested
-rows and are not written yet (`truthprobe extract` is both, for the rows its flags select:
-`truthprobe.activations.extract_command`). The forward passes themselves are the scoring
+`fill_rows` computes the requested rows that are not written yet, in packed passes of any
+composition (a row's values do not depend on its pass; see `truthprobe.scoring.forward_batch`),
+and their question scores only when asked (`truthprobe extract` is both, for the rows its flags
+select: `truthprobe.activations.extract_command`). The forward passes themselves are the scoring
 engine's (`truthprobe.scoring`).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,18 +40,21 @@ from truthprobe.names import safe_name
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
     HEAD_CHUNK,
+    BatchOutput,
     EncodedItem,
     encode,
     forward_batch,
     forward_per_sequence,
     max_positions,
+    packs,
+    pass_tokens,
 )
 
 log = logging.getLogger(__name__)
 #: A prompt over this many times its dataset's median length (and over the floor) is reported.
 LONG_PROMPT_FACTOR = 8
 LONG_PROMPT_FLOOR = 512
-#: Marks, in a `fill_rows` caller's set of verified batches, that the item tables were checked.
+#: Marks, in a `fill_rows` caller's set of verified rows, that the item tables were checked.
 ITEMS_CHECKED = -1
 
 
@@ -118,8 +123,8 @@ def open_cache(
 ) -> ActivationCache:
     """Open the cache of `records` (for reading), creating its skeleton if there is none.
 
-    A new cache puts every record in one length-sorted order (longest first, so padding is
-    small and memory peaks early) cut into fixed batches of `cache.batch_size`.
+    A new cache puts every record in one length-sorted order (longest first: passes of similar
+    lengths, and memory peaks early).
 
     Raises:
         CacheError: an explicit `cache_path` holds a cache made for something else.
@@ -155,7 +160,6 @@ def open_cache(
         records,
         order,
         loaded.d_model,
-        cache.batch_size,
         extra_attrs={"backend": backend, "dtype_compute": loaded.fingerprint.dtype},
     )
 
@@ -228,11 +232,13 @@ def encode_within(
 @dataclass
 class FillResult:
     rows_extracted: int
-    batches: int
+    passes: int
     seconds: float
     tokens: int
     damaged: list[Damage] = field(default_factory=list)
-    """Written batches that failed verification and were extracted again."""
+    """Written rows that failed verification and were computed again."""
+    rows_scored: int = 0
+    """Rows whose question scores (Min-K%) this call computed."""
 
 
 def fill_rows(
@@ -245,12 +251,16 @@ def fill_rows(
     progress: bool = True,
     max_prompt_tokens: int = 0,
     verified: set[int] | None = None,
+    batch_size: int = 0,
+    question_scores: bool = False,
 ) -> FillResult:
-    """Extract every unwritten batch that holds one of `rows` (cache rows; None = all).
+    """Extract every unwritten row among `rows` (cache rows; None = all), and with
+    `question_scores` their question scores (Min-K%) where missing.
 
-    The written batches holding `rows` are verified first (checksums and digests), except those
-    in `verified` (batches this run has checked already; the set is extended); damaged ones are
-    extracted again, so a run never uses a damaged block.
+    The written rows among `rows` are verified first (checksums and digests), except those in
+    `verified` (rows this run has checked already; the set is extended); damaged ones are
+    computed again, so a run never uses a damaged row. Passes hold `batch_size` questions, or
+    as many as `scoring.pass_tokens` tokens for the device when 0.
 
     `records` are the dataset's records with choices, indexed as the cache's `items/row`.
     """
@@ -266,55 +276,119 @@ def fill_rows(
             cache.repair_items(tables, ids)
         if verified is not None:
             verified.add(ITEMS_CHECKED)
-    damaged = cache.verify(rows, skip=verified)  # never use a block that fails its checks
+    damaged = cache.verify(rows, skip=verified)  # never use a row that fails its checks
     if damaged:
         log.warning(
-            "%s: %d damaged batch(es), extracting them again; first: %s",
+            "%s: %d damaged row(s), computing them again; first: %s",
             cache.path,
-            len(damaged),
+            sum(len(d.rows) for d in damaged),
             damaged[0].describe(),
         )
-        cache.mark_missing([d.batch for d in damaged])
+        cache.mark_missing(damaged)
+        if rows is not None:  # a damaged chunk's other rows are computed again too
+            rows = np.union1d(rows, [r for d in damaged for r in d.rows])
     if verified is not None:
-        batches = np.arange(cache.n_batches) if rows is None else np.unique(cache.batch_of(rows))
-        verified.update(int(k) for k in batches)
-    missing = cache.missing_batches(rows)
-    if not missing:
+        verified.update(int(k) for k in (range(cache.n_items) if rows is None else rows))
+    if not len(cache.missing_rows(rows)) and not (
+        question_scores and len(cache.unscored_rows(rows))
+    ):
         return FillResult(0, 0, 0.0, 0, damaged)
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)
     limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")
-    forward = _forward(backend, loaded)
-    layers, n_choices, percents = cache.layers, cache.n_choices_max, cache.min_k_percents
-    began = time.perf_counter()
-    tokens = 0
+    budget = pass_tokens(loaded)
     name = Path(str(cache.attrs["dataset"])).stem
+
+    def encoded(todo: np.ndarray) -> list[EncodedItem]:
+        return [
+            encode_within(loaded, template, records[record_of_row[i]], limit, truncate_to > 0)
+            for i in todo
+        ]
+
+    began = time.perf_counter()
+    tokens = n_passes = 0
     with cache.writing():
-        missing = cache.missing_batches(rows)  # again, now that no one else can write
-        total = sum(len(cache.batch_rows(k)) for k in missing)
-        bar = tqdm(total=total, unit="item", disable=not progress, desc=f"extract {name}")
-        for k in missing:
-            batch = [
-                encode_within(loaded, template, records[record_of_row[i]], limit, truncate_to > 0)
-                for i in cache.batch_rows(k)
-            ]
-            out = forward(loaded, batch, layers, n_choices, question_scores=True)
+        missing = cache.missing_rows(rows)  # again, now that no one else can write
+        items = encoded(missing)
+        groups = packs(items, budget, batch_size)
+        forward = _forward(backend, loaded)
+        layers, n_choices = cache.layers, cache.n_choices_max
+        bar = tqdm(total=len(missing), unit="item", disable=not progress, desc=f"extract {name}")
+        for group in groups:
+            batch = [items[i] for i in group]
+            out = forward(loaded, batch, layers, n_choices)
+            if "pass_check" not in cache.attrs and len(batch) > 1:
+                _check_pass(cache, loaded, batch, out, forward)
             chars = np.zeros((len(batch), n_choices), dtype=np.int32)
             for i, it in enumerate(batch):
                 chars[i, : len(it.choice_chars)] = it.choice_chars
-            assert out.question_logprob is not None and out.question_zscore is not None
-            cache.write_batch(
-                k, out.answer_end, out.question_end, out.logprob, out.tokens, chars,
-                min_k_rows(out.question_logprob, percents),
-                min_k_rows(out.question_zscore, percents),
-                np.array([it.n_question_tokens for it in batch], np.int32),
-            )  # fmt: skip
+            cache.write_rows(
+                missing[group], out.answer_end, out.question_end, out.logprob, out.tokens, chars
+            )
             tokens += sum(it.n_tokens for it in batch)
             bar.update(len(batch))
         bar.close()
+        n_passes += len(groups)
+        scored = 0
+        if question_scores:
+            unscored = cache.unscored_rows(rows)
+            scored = len(unscored)
+            tokens += _score_questions(cache, unscored, encoded(unscored), loaded, progress, name)
         seconds = time.perf_counter() - began
         cache.add_extract_seconds(seconds)
-    return FillResult(total, len(missing), seconds, tokens, damaged)
+    return FillResult(len(missing), n_passes, seconds, tokens, damaged, scored)
+
+
+def _score_questions(
+    cache: ActivationCache,
+    rows: np.ndarray,
+    items: list[EncodedItem],
+    loaded: LoadedModel,
+    progress: bool,
+    name: str,
+) -> int:
+    """The question-score pass: Min-K% of each question's tokens, prefixes only (the LM head over
+    every question token is what makes it dear). Returns the tokens it ran."""
+    percents = cache.min_k_percents
+    bar = tqdm(total=len(rows), unit="item", disable=not progress, desc=f"question scores {name}")
+    tokens = 0
+    for group in packs(items, pass_tokens(loaded)):
+        batch = [items[i] for i in group]
+        out = forward_batch(loaded, batch, [], cache.n_choices_max, True, choices=False)
+        assert out.question_logprob is not None and out.question_zscore is not None
+        cache.write_question_scores(
+            rows[group],
+            min_k_rows(out.question_logprob, percents),
+            min_k_rows(out.question_zscore, percents),
+            np.array([it.n_question_tokens for it in batch], np.int32),
+        )
+        tokens += sum(len(it.prefix) for it in batch)
+        bar.update(len(batch))
+    bar.close()
+    return tokens
+
+
+def _check_pass(cache: ActivationCache, loaded: LoadedModel, batch, out: BatchOutput, forward):
+    """Run the first question of a cache's first multi-question pass again alone and record the
+    largest difference between the two (attribute `pass_check`): what a row's neighbours in a
+    pass change, measured on this machine (0.0 where bit-identical)."""
+    alone = forward(loaded, batch[:1], cache.layers, cache.n_choices_max)
+    pairs = (
+        (alone.answer_end[:, 0], out.answer_end[:, 0]),
+        (alone.question_end[:, 0], out.question_end[:, 0]),
+        (alone.logprob[0], out.logprob[0]),
+    )
+    with np.errstate(invalid="ignore"):  # non-finite states are refused by the write
+        worst = max(float(np.abs(a - b).max(initial=0.0)) for a, b in pairs)
+    check = {
+        "pass_rows": len(batch),
+        "max_abs_difference": worst,
+        "dtype": loaded.fingerprint.dtype,
+        "machine": f"{platform.machine()} {loaded.device.type}",
+    }
+    cache.set_attr("pass_check", json.dumps(check))
+    if worst:
+        log.info("%s: a row alone and in its pass differ by up to %.3g", cache.path, worst)
 
 
 def _forward(backend: str, loaded: LoadedModel):

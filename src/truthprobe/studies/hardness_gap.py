@@ -64,8 +64,7 @@ class HardnessGapConfig(PlannedStudyConfig):
     validation set) keeps a test half and a pool."""
     data: DataConfig = DataConfig(max_per_stratum=0)
     """Every rated item: a level needs a test half and a pool."""
-    cache: CacheConfig = CacheConfig(batch_size=8)
-    """Whole datasets are read; batches of 8 extract faster on a CPU."""
+    cache: CacheConfig = CacheConfig()
     max_test_per_level: int = 250
     """Test items per level at most (half the level otherwise)."""
     min_test_per_level: int = 40

@@ -56,8 +56,7 @@ class ThirdGradeToCollegeConfig(PlannedStudyConfig):
     college task (rated by `level`: its easy and hard pools, tested on its hard test set)."""
     data: DataConfig = DataConfig(max_per_stratum=0)
     """Every rated item: ARC's grade-3 pool is small."""
-    cache: CacheConfig = CacheConfig(batch_size=8)
-    """Whole datasets are read; batches of 8 extract faster on a CPU."""
+    cache: CacheConfig = CacheConfig()
 
     def __post_init__(self) -> None:
         super().__post_init__()

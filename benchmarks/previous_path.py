@@ -1,0 +1,132 @@
+"""The 0.5.0 extraction path, frozen here as the benchmarks' baseline (not used by the package).
+
+`forward_batch` of truthprobe 0.5.0: prefixes left-padded in one batch, run once with a KV
+cache that is repeated per choice; the choices' states depend on which questions share the
+batch (padding changes the kernels' shapes), which is why 0.5.0 fixed batch membership.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+
+from truthprobe.models import LoadedModel
+from truthprobe.scoring import (
+    BatchOutput,
+    EncodedItem,
+    _split,
+    check_lengths,
+    token_log_likelihoods,
+    token_statistics,
+)
+
+
+def _cache_argument(decoder) -> str:
+    """Name of the KV-cache argument (`cache` in recent transformers, `past_key_values` before)."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def forward_batch_050(
+    loaded: LoadedModel,
+    items: Sequence[EncodedItem],
+    layers: Sequence[int],
+    n_choices: int,
+    question_scores: bool = False,
+) -> BatchOutput:
+    """Hidden states and choice log-likelihoods for a batch, prefix computed once per question.
+
+    Prefixes are left-padded so every question's last token sits at the same position and the
+    continuations follow it directly. In bfloat16 the padding (which other questions share the
+    batch) changes a row's values slightly, which is why the activation cache fixes batch
+    membership per dataset.
+    """
+    check_lengths(loaded, items)
+    model, device = loaded.model, loaded.device
+    pad = loaded.tokenizer.pad_token_id or 0
+    b, c = len(items), n_choices
+    prefix_len = max(len(it.prefix) for it in items)
+    cont_len = max(len(ch) for it in items for ch in it.choices)
+
+    prefix_ids = torch.full((b, prefix_len), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((b, prefix_len), dtype=torch.long)
+    for i, it in enumerate(items):  # left padding: every prefix ends at the same position
+        prefix_ids[i, prefix_len - len(it.prefix) :] = torch.tensor(it.prefix)
+        prefix_mask[i, prefix_len - len(it.prefix) :] = 1
+    cont_ids = torch.full((b * c, cont_len), pad, dtype=torch.long)
+    cont_mask = torch.zeros((b * c, cont_len), dtype=torch.long)
+    lengths = torch.ones(b * c, dtype=torch.long)  # missing choices: one dummy token
+    cont_mask[:, 0] = 1
+    for i, it in enumerate(items):
+        for j, ch in enumerate(it.choices):
+            cont_ids[i * c + j, : len(ch)] = torch.tensor(ch)
+            cont_mask[i * c + j, : len(ch)] = 1
+            lengths[i * c + j] = len(ch)
+
+    decoder = model.get_decoder()  # embeddings + blocks + final norm, without the LM head
+    first = decoder(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device),
+        use_cache=True,
+        output_hidden_states=True,
+    )
+    d = first.hidden_states[-1].shape[-1]
+    empty = first.hidden_states[-1].new_zeros((0, b, d))  # no layers asked: scores only (ICL)
+    question_end = torch.stack([first.hidden_states[k][:, -1] for k in layers]) if layers else empty
+    prefix_last = first.hidden_states[-1][:, -1]  # post-norm: predicts each first choice token
+    question_logprob = question_zscore = None
+    if question_scores:  # question token t is predicted by prefix position t - 1
+        at = [
+            (i, prefix_len - len(it.prefix) + t - 1, it.prefix[t])
+            for i, it in enumerate(items)
+            for t in range(*it.question)
+        ]
+        rows_q = torch.tensor([a[0] for a in at], dtype=torch.long)
+        cols_q = torch.tensor([a[1] for a in at], dtype=torch.long)
+        targets_q = torch.tensor([a[2] for a in at], dtype=torch.long, device=device)
+        states_q = first.hidden_states[-1][rows_q.to(device), cols_q.to(device)]
+        logp_q, z_q = token_statistics(model, states_q, targets_q)
+        counts = [it.n_question_tokens for it in items]
+        question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
+    cache = first.cache if "cache" in first else first.past_key_values  # renamed in 5.x
+    cache.batch_repeat_interleave(c)
+    second = decoder(
+        input_ids=cont_ids.to(device),
+        attention_mask=torch.cat([prefix_mask.repeat_interleave(c, 0), cont_mask], 1).to(device),
+        use_cache=False,
+        output_hidden_states=True,
+        **{_cache_argument(decoder): cache},
+    )
+    rows = torch.arange(b * c, device=device)
+    last = (lengths - 1).to(device)
+    answer_end = (
+        torch.stack([second.hidden_states[k][rows, last] for k in layers])
+        if layers
+        else empty.new_zeros((0, b * c, d))
+    )
+
+    # Token t of a continuation is predicted by position t-1 (t = 0: the prefix's last token).
+    exists = torch.zeros(b * c, dtype=torch.bool)
+    for i, it in enumerate(items):
+        exists[i * c : i * c + len(it.choices)] = True
+    row_idx, tok_idx = torch.nonzero(cont_mask.bool() & exists[:, None], as_tuple=True)
+    final = second.hidden_states[-1]
+    later = tok_idx > 0
+    states = torch.empty((row_idx.numel(), final.shape[-1]), dtype=final.dtype, device=device)
+    states[~later.to(device)] = prefix_last[(row_idx[~later] // c).to(device)]
+    states[later.to(device)] = final[row_idx[later].to(device), (tok_idx[later] - 1).to(device)]
+    token_logp = token_log_likelihoods(model, states, cont_ids[row_idx, tok_idx].to(device)).cpu()
+    logprob = torch.zeros(b * c, dtype=torch.float32).index_add_(0, row_idx, token_logp)
+
+    tokens = torch.where(exists, lengths, 0)
+    return BatchOutput(
+        answer_end=answer_end.float().cpu().numpy().reshape(len(layers), b, c, d),
+        question_end=question_end.float().cpu().numpy(),
+        logprob=logprob.numpy().reshape(b, c),
+        tokens=tokens.numpy().reshape(b, c),
+        question_logprob=question_logprob,
+        question_zscore=question_zscore,
+    )
