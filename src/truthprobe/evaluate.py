@@ -296,8 +296,9 @@ def bootstrap_sgr(
 
     Args:
         unsup: (items,) or (items, 1) correctness of the unsupervised method.
-        easy, hard: (items, seeds) correctness after easy / hard training, the same items in
-            the same order, seed k of both drawn with the same seed value.
+        easy: (items, seeds) correctness after easy training.
+        hard: the same after hard training: the same items in the same order, seed k of both
+            drawn with the same seed value.
     """
     u, e, h = _as_matrix(unsup), _as_matrix(easy), _as_matrix(hard)
     if not (u.shape[0] == e.shape[0] == h.shape[0]) or e.shape[1] != h.shape[1]:

@@ -4,7 +4,7 @@ lm-eval's side is lm-eval's own code: each record is rendered by its task's YAML
 `mmlu_<subject>_continuation` for MMLU) with the records themselves as the task's dataset (no
 hub), scored by `HFLM` wrapped around the very model truthprobe loaded, and graded by the task's
 `process_results` (`acc`, `acc_norm`). truthprobe's side renders with the `lmeval` template and
-scores with its KV-cached engine (`truthprobe.scoring`), the path extraction and zero-shot use.
+scores with its packed engine (`truthprobe.scoring`), the path extraction and zero-shot use.
 Needs `pip install 'truthprobe[lmeval]'` (lm-eval 0.4.13, whose task files are read).
 """
 

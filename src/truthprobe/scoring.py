@@ -479,7 +479,7 @@ def score_continuations(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed continuation log-likelihoods and character counts per (item, choice).
 
-    Items run in length-sorted batches through `forward_batch` without hidden states.
+    Items run in length-sorted passes of `batch_size` through `forward_batch`, no hidden states.
     """
     order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
     logprob = np.zeros((len(items), n_choices))

@@ -1,6 +1,6 @@
 """Per-sequence runners: one full forward of a (1, T) sequence returning every hidden state.
 
-The fast KV-cached path (`truthprobe.scoring.forward_batch`) reads transformers' hidden states
+The fast packed path (`truthprobe.scoring.forward_batch`) reads transformers' hidden states
 directly; these runners give the same states through other libraries (nnsight, TransformerLens)
 so each can cross-check the others. Each backend lives in its own module and is imported only
 when asked for, so the default path never imports nnsight or TransformerLens. Nothing here

@@ -8,8 +8,8 @@ its length in characters (`chars`, `acc_norm`). k = 0 is the zero-shot baseline.
 would exceed the context drops demonstrations from the end, never the test question, and says so.
 
 Scoring goes through the scoring engine (`truthprobe.scoring.score_continuations`): the whole
-prompt is the shared prefix, run once per test item with a KV cache, and only the choices run
-per choice.
+prompt is the shared prefix, run once per test item, and each choice follows it in the same
+packed pass.
 """
 
 from __future__ import annotations
