@@ -16,9 +16,9 @@ from truthprobe.models import LoadedModel
 from truthprobe.scoring import (
     BatchOutput,
     EncodedItem,
+    _head_log_softmax,
     _split,
     check_lengths,
-    token_log_likelihoods,
     token_statistics,
 )
 
@@ -27,6 +27,15 @@ def _cache_argument(decoder) -> str:
     """Name of the KV-cache argument (`cache` in recent transformers, `past_key_values` before)."""
     parameters = inspect.signature(decoder.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0.5.0's: the full-vocabulary log-softmax of 256 rows at a time."""
+    out = [
+        logp.gather(1, targets[start : start + 256, None])[:, 0]
+        for start, logp in _head_log_softmax(model, states, 256)
+    ]
+    return torch.cat(out) if out else states.new_zeros(0, dtype=torch.float32)
 
 
 @torch.inference_mode()

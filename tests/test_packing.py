@@ -1,10 +1,11 @@
 """A row's values do not depend on which questions share its packed pass (the real model).
 
-`scoring.forward_batch` packs questions without padding and runs attention per question, so
-the matrix products are the only place neighbours meet; where their rows do not depend on how
-many rows they have (MKL on x86 at 16 rows and more; the LM head's products are padded to
-`HEAD_ROWS`), a row is bit-identical alone and in any pass. The tolerance below is what the
-tests accept on machines whose kernels differ; the extraction records the difference it
+`scoring.forward_batch` packs questions and runs attention per question, so the matrix
+products are the only place neighbours meet, and it gives every product one shape (passes
+filled to `pass_tokens`, the LM head in `HEAD_ROWS`-row products): a kernel's rounding of a row
+depends on the product's shape, not on the other rows, so a row is bit-identical alone and in
+any pass. On a CPU the test asks for exactly that; on a GPU, whose kernels may reduce in a
+nondeterministic order, for the tolerance below. The extraction records the difference it
 measured in each cache (`pass_check`).
 """
 
@@ -19,8 +20,13 @@ from truthprobe.prompts import MULTIPLE_CHOICE
 from truthprobe.scoring import encode, forward_batch
 
 pytestmark = pytest.mark.real_model
-#: Largest accepted difference between a row alone and in a pass, relative to the row's scale.
+#: Largest accepted difference between a row alone and in a pass, relative to the row's scale,
+#: on a GPU (on a CPU: none).
 TOLERANCE = {"float32": 1e-5, "bfloat16": 2**-7}
+
+
+def _accepted(loaded, dtype: str) -> float:
+    return TOLERANCE[dtype] if loaded.device.type == "cuda" else 0.0
 
 
 def _differences(loaded, items, alone_count: int) -> list[float]:
@@ -54,13 +60,13 @@ def arc_items(gemma_fp32, data_dir):
 
 def test_a_row_alone_equals_the_row_in_any_pass_float32(gemma_fp32, arc_items):
     worst = _differences(gemma_fp32, arc_items, 10)
-    assert max(worst) <= TOLERANCE["float32"], max(worst)
+    assert max(worst) <= _accepted(gemma_fp32, "float32"), max(worst)
 
 
 def test_a_row_alone_equals_the_row_in_any_pass_bfloat16(arc_items, data_dir):
     """In bfloat16 (emulated, hence slow, on CPUs without it), where 0.5's padded batches moved
-    a row by up to a few percent."""
+    a row by up to a few percent, and passes of different lengths up to 2% on an AMX CPU."""
     half = load_model(dtype="bfloat16")
     items = arc_items[:12]
     worst = _differences(half, items, 3)
-    assert max(worst) <= TOLERANCE["bfloat16"], max(worst)
+    assert max(worst) <= _accepted(half, "bfloat16"), max(worst)

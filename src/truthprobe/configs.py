@@ -101,9 +101,9 @@ class CacheConfig:
     cache_dir: str = "activations"
     """Folder of activation caches (one file per model, dataset and prompt template)."""
     batch_size: int = 0
-    """Questions per forward pass; 0 packs passes by a token budget that fits the device
-    (`scoring.pass_tokens`). A row's values do not depend on which questions share its pass,
-    so this changes speed and memory, never results."""
+    """At most this many questions per forward pass (0: no cap); passes are packed up to a
+    token budget that fits the device (`scoring.pass_tokens`) either way. A row's values do not
+    depend on which questions share its pass, so this changes speed, never results."""
     storage: Storage = "bfloat16"
     """How hidden states are stored: bfloat16 (raw 16-bit words) or float32 (twice the size)."""
     max_prompt_tokens: int = 0

@@ -38,13 +38,16 @@ from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate, choice_chars
 
-#: Rows of LM-head output computed at once (each row is a full-vocabulary logit vector).
-HEAD_CHUNK = 256
-#: The LM head's products are padded to a multiple of this many rows, so none is small enough
-#: for a BLAS library's small-matrix kernels (which round differently, e.g. MKL under 16 rows):
-#: a row's log-likelihood then does not depend on how many rows share its pass.
-HEAD_ROWS = 64
-#: Tokens per packed pass on a CPU (`pass_tokens`).
+#: Vocabulary rows of the LM head per product in `token_log_likelihoods`: every state row meets
+#: one slice of the head at a time, so the head's weights are read once per call however many
+#: rows there are, and the logits held at once are rows x this many, never rows x vocabulary.
+VOCAB_CHUNK = 8192
+#: The LM head's products have exactly this many state rows (padded with zero rows): a matrix
+#: product's kernel, and so a row's rounding, depends on how many rows it has (oneDNN's bf16
+#: kernels on AMX round rows differently at 48-512 rows than at 16 or 1024), never on the other
+#: rows' values or order, so a fixed shape makes a row's log-likelihood independent of its pass.
+HEAD_ROWS = 128
+#: Tokens per packed pass on a CPU for a float32 model, twice as many in 16-bit (`pass_tokens`).
 CPU_PASS_TOKENS = 1024
 #: At most this many tokens per pass on a GPU, and at most this share of its free memory.
 GPU_PASS_TOKENS = 16384
@@ -200,7 +203,7 @@ def count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
 
 
-def _head_log_softmax(model, states: torch.Tensor, chunk: int = HEAD_CHUNK):
+def _head_log_softmax(model, states: torch.Tensor, chunk: int):
     """(row offset, log-softmax over the vocabulary) for chunks of `chunk` state rows."""
     head = model.get_output_embeddings()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
@@ -212,15 +215,35 @@ def _head_log_softmax(model, states: torch.Tensor, chunk: int = HEAD_CHUNK):
 
 
 def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) for each row of final (post-norm) hidden states, in row chunks.
+    """log p(target) for each row of final (post-norm) hidden states.
 
-    Differentiable (QLoRA trains through it); only these rows go through the LM head.
+    The head runs over `VOCAB_CHUNK` vocabulary rows at a time for all state rows together:
+    each slice's logits give the target's logit where it falls in the slice and the slice's
+    log-sum-exp, and the row's log-normaliser is the log-sum-exp of its slices'. On a CPU the
+    head is bound by reading its weights (Gemma 3's 262k x 640), so reading them once per call
+    rather than once per chunk of rows, and never holding rows x vocabulary logits, halves its
+    time (`benchmarks/extract_bench.py`). Each row's result depends only on that row.
+    Differentiable (QLoRA trains through it).
     """
-    out = [
-        logp.gather(1, targets[start : start + HEAD_CHUNK, None])[:, 0]
-        for start, logp in _head_log_softmax(model, states)
-    ]
-    return torch.cat(out) if out else states.new_zeros(0, dtype=torch.float32)
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    weight, bias = head.weight, head.bias
+    if not states.shape[0]:
+        return states.new_zeros(0, dtype=torch.float32)
+    target_logit = states.new_zeros(states.shape[0], dtype=torch.float32)
+    normalisers = []
+    for start in range(0, weight.shape[0], VOCAB_CHUNK):
+        stop = min(start + VOCAB_CHUNK, weight.shape[0])
+        piece = None if bias is None else bias[start:stop]
+        logits = torch.nn.functional.linear(states, weight[start:stop], piece).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        normalisers.append(torch.logsumexp(logits, dim=-1))
+        inside = (targets >= start) & (targets < stop)
+        at = (targets - start).clamp(0, stop - start - 1)
+        picked = logits.gather(1, at[:, None])[:, 0]
+        target_logit = target_logit + torch.where(inside, picked, torch.zeros_like(picked))
+    return target_logit - torch.logsumexp(torch.stack(normalisers, dim=1), dim=1)
 
 
 def token_statistics(
@@ -302,6 +325,9 @@ def _packed_attention(module, query, key, value, attention_mask, **kwargs):
         )[0]
         for s in layout
     ]  # fmt: skip
+    filler = query.shape[2] - layout[-1].stop  # the pass's padding attends to nothing
+    if filler:
+        out.append(out[-1].new_zeros((out[-1].shape[0], filler, *out[-1].shape[2:])))
     return torch.cat(out, 1), None
 
 
@@ -347,12 +373,13 @@ def forward_batch(
 ) -> BatchOutput:
     """Hidden states and choice log-likelihoods of several questions in one packed pass.
 
-    The questions are packed into one sequence without padding: each is a segment (its prefix,
-    then every choice, each choice seeing only the prefix and itself), attention runs per
-    segment (`_packed_attention`), and the LM head runs only at the positions that predict
-    choice tokens, in products padded to `HEAD_ROWS` rows. So a row's values do not depend on
-    which questions share its pass, where the matrix products' rows do not depend on how many
-    rows they have (measured in `tests/test_packing.py` and recorded in each cache). With
+    The questions are packed into one sequence: each is a segment (its prefix, then every
+    choice, each choice seeing only the prefix and itself), attention runs per segment
+    (`_packed_attention`), the sequence is filled up to a multiple of `pass_tokens` positions
+    (the filling attends to nothing and is never read), and the LM head runs only at the
+    positions that predict choice tokens, in products of exactly `HEAD_ROWS` rows. Every matrix
+    product then has the same shape whichever questions share the pass, so a row's values do
+    not depend on them (measured in `tests/test_packing.py` and recorded in each cache). With
     `question_scores`, also every question token's log-probability and Min-K%++ z-score;
     `choices=False` runs the prefixes alone (the question-score pass).
     """
@@ -365,7 +392,11 @@ def forward_batch(
         runs = [len(ch) for ch in it.choices] if choices else []
         layout.append(_Segment(len(ids), len(it.prefix), runs, device))
         ids += it.prefix + ([t for ch in it.choices for t in ch] if choices else [])
-    positions = torch.cat([s.positions for s in layout])[None].to(device)
+    size = pass_tokens(loaded)  # every pass the same length, so every product the same shape
+    filler = -len(ids) % size
+    ids += [loaded.tokenizer.pad_token_id or 0] * filler
+    positions = torch.cat([s.positions for s in layout] + [torch.zeros(filler, dtype=torch.long)])
+    positions = positions[None].to(device)
     with _packed(model, layout):
         out = model.get_decoder()(
             input_ids=torch.tensor([ids], device=device),
@@ -408,7 +439,10 @@ def forward_batch(
             torch.tensor(targets, device=device),
             HEAD_ROWS,
         )
-        token_logp = token_log_likelihoods(model, states, goal)[: len(targets)].float().cpu()
+        token_logp = torch.cat([
+            token_log_likelihoods(model, states[i : i + HEAD_ROWS], goal[i : i + HEAD_ROWS])
+            for i in range(0, len(goal), HEAD_ROWS)
+        ])[: len(targets)].float().cpu()  # fmt: skip
         logprob.index_add_(0, torch.tensor(owner), token_logp)
         tokens.index_add_(0, torch.tensor(owner), torch.ones(len(owner), dtype=torch.long))
 
@@ -440,28 +474,33 @@ def forward_batch(
 def pass_tokens(loaded: LoadedModel) -> int:
     """Default tokens per packed pass on the model's device.
 
-    On a CPU, `CPU_PASS_TOKENS`: throughput stops rising well before it (`benchmarks/
-    extract_bench.py` prints items/s by pass size) and a pass's hidden states stay small. On a
-    GPU, as many as `PASS_MEMORY_SHARE` of the free memory holds for every layer's states of
-    the pass (kept for extraction), up to `GPU_PASS_TOKENS`.
+    On a CPU, `CPU_PASS_TOKENS` in float32 and twice that in 16-bit, the same bytes of
+    activations: measured on a 2-core AMX CPU, items/s peaked there (bf16 2048 tokens: 18.6
+    items/s against 15 at 1024 and 16.7 at 4096; float32 1024: 8.1 against 7.4 at 2048). On
+    a GPU, as many as `PASS_MEMORY_SHARE` of the memory beside the weights holds for every
+    layer's states of the pass (kept for extraction), up to `GPU_PASS_TOKENS`, rounded down to
+    a power of two: from the device's total memory rather than what is free now, so that every
+    pass on that device and model has the same length (`forward_batch` relies on it).
     """
     device = loaded.device
-    if device.type != "cuda":
-        return CPU_PASS_TOKENS
-    free, _ = torch.cuda.mem_get_info(device)
     element = next(loaded.model.parameters()).element_size()
+    if device.type != "cuda":
+        return CPU_PASS_TOKENS * 4 // max(min(element, 4), 2)
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    spare = torch.cuda.get_device_properties(device).total_memory - weights
     per_token = 4 * (loaded.n_layers + 1) * loaded.d_model * max(element, 2)
-    return int(min(GPU_PASS_TOKENS, max(CPU_PASS_TOKENS, PASS_MEMORY_SHARE * free / per_token)))
+    tokens = min(GPU_PASS_TOKENS, max(CPU_PASS_TOKENS, PASS_MEMORY_SHARE * spare / per_token))
+    return 1 << (int(tokens).bit_length() - 1)  # a power of two: the same on every such GPU
 
 
 def packs(items: Sequence[EncodedItem], tokens: int, max_items: int = 0) -> list[list[int]]:
     """Indices of `items`, in order, cut into passes of at most `tokens` tokens (an item longer
-    than that runs alone), or of `max_items` items each when given."""
+    than that runs alone) and, when given, at most `max_items` items."""
     out: list[list[int]] = []
     size = 0
     for i, item in enumerate(items):
         full = len(out[-1]) >= max_items if (out and max_items) else False
-        over = not max_items and size + item.n_tokens > tokens
+        over = size + item.n_tokens > tokens
         if not out or full or (over and out[-1]):
             out.append([])
             size = 0

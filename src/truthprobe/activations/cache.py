@@ -32,7 +32,8 @@ Layout (format 5; documented API, keys are stable):
     rows/score_digest      (items, 16) uint8         BLAKE2b of those (`QUESTION_SCORES`)
 
 Why rows, not batches: a row's values do not depend on which rows shared its forward pass (the
-scoring engine packs questions without padding and runs attention per question; see
+scoring engine packs questions, runs attention per question and gives every matrix product
+one shape; see
 `truthprobe.scoring.forward_batch`), so rows are written and checked one by one, a capped run
 extracts exactly the rows it asks for, and passes may hold any rows. The attribute
 `pass_check` records the largest difference the extraction measured between a row computed

@@ -39,7 +39,7 @@ from truthprobe.models import LoadedModel
 from truthprobe.names import safe_name
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
-    HEAD_CHUNK,
+    VOCAB_CHUNK,
     BatchOutput,
     EncodedItem,
     encode,
@@ -194,13 +194,12 @@ def warn_long_prompts(
 
 def pass_memory(loaded: LoadedModel, tokens: int) -> int:
     """Rough bytes one forward pass over `tokens` positions holds at its peak: every layer's
-    hidden states, one layer's attention weights (quadratic in length) and a chunk of the
-    vocabulary head, in float32."""
+    hidden states, one layer's attention weights (quadratic in length) and one vocabulary
+    slice of the head's logits per position, in float32."""
     config = loaded.model.config.get_text_config()
     heads = int(getattr(config, "num_attention_heads", 1))
-    vocab = int(getattr(config, "vocab_size", 0))
     states = (loaded.n_layers + 1) * tokens * loaded.d_model
-    return 4 * (states + heads * tokens * tokens + HEAD_CHUNK * vocab)
+    return 4 * (states + heads * tokens * tokens + tokens * VOCAB_CHUNK)
 
 
 def _gib(n: float) -> str:
@@ -259,8 +258,8 @@ def fill_rows(
 
     The written rows among `rows` are verified first (checksums and digests), except those in
     `verified` (rows this run has checked already; the set is extended); damaged ones are
-    computed again, so a run never uses a damaged row. Passes hold `batch_size` questions, or
-    as many as `scoring.pass_tokens` tokens for the device when 0.
+    computed again, so a run never uses a damaged row. Passes hold as many questions as
+    `scoring.pass_tokens` tokens for the device, at most `batch_size` when it is not 0.
 
     `records` are the dataset's records with choices, indexed as the cache's `items/row`.
     """
