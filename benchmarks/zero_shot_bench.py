@@ -1,4 +1,4 @@
-"""Zero-shot scoring vs activation extraction: items/s on the same ARC items, same batching.
+"""Zero-shot scoring vs activation extraction: items/s on the same ARC items, same passes.
 
     python benchmarks/zero_shot_bench.py [--items N]   # default: all 5,120 annotated items
 
@@ -15,13 +15,13 @@ from truthprobe.baselines.icl import icl_choice_probs
 from truthprobe.data import load_dataset
 from truthprobe.models import load_model
 from truthprobe.prompts import MULTIPLE_CHOICE
-from truthprobe.scoring import encode, forward_batch
+from truthprobe.scoring import encode, forward_batch, packs, pass_tokens
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=0, help="0 = every annotated ARC item")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=0, help="cap on items per pass")
     args = parser.parse_args()
     records = [r for r in load_dataset("arc").records if r.meta.get("bloom")]
     records = records[: args.items or None]
@@ -37,8 +37,8 @@ def main() -> None:
     )
     layers = list(range(loaded.n_layers + 1))
     start = time.perf_counter()
-    for lo in range(0, len(items), args.batch_size):
-        forward_batch(loaded, items[lo : lo + args.batch_size], layers, 5)
+    for group in packs(items, pass_tokens(loaded), args.batch_size):
+        forward_batch(loaded, [items[i] for i in group], layers, 5)
     extraction = len(items) / (time.perf_counter() - start)
     print(
         f"zero-shot scoring: {scoring:.2f} items/s; extraction (all 19 layers): "

@@ -513,20 +513,21 @@ def score_continuations(
     loaded: LoadedModel,
     items: Sequence[EncodedItem],
     n_choices: int,
-    batch_size: int = 4,
+    batch_size: int = 0,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed continuation log-likelihoods and character counts per (item, choice).
 
-    Items run in length-sorted passes of `batch_size` through `forward_batch`, no hidden states.
+    Items run through `forward_batch` (no hidden states) in length-sorted passes packed up to
+    the device's token budget (`pass_tokens`), at most `batch_size` items each when not 0.
     """
     order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
     logprob = np.zeros((len(items), n_choices))
     chars = np.zeros((len(items), n_choices), np.int64)
-    starts = range(0, len(order), batch_size)
-    show = progress and len(starts) >= 4
-    for lo in tqdm(starts, desc="score choices", unit="batch", disable=not show):
-        rows = order[lo : lo + batch_size]
+    groups = packs([items[i] for i in order], pass_tokens(loaded), batch_size)
+    show = progress and len(groups) >= 4
+    for group in tqdm(groups, desc="score choices", unit="pass", disable=not show):
+        rows = [order[i] for i in group]
         out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
         logprob[rows] = out.logprob
         for i in rows:

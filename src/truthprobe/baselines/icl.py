@@ -139,7 +139,7 @@ def icl_choice_probs(
     tests: Sequence[Question],
     normalization: str = "raw",
     max_tokens: int = 2048,
-    batch_size: int = 4,
+    batch_size: int = 0,
     progress: bool = True,
 ) -> ChoiceProbs:
     """k-shot choice probabilities of `tests` with the same demonstrations for every item."""

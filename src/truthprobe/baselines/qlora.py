@@ -224,7 +224,7 @@ def train_adapter(
 
 
 def qlora_choice_probs(
-    loaded: LoadedModel, template: PromptTemplate, tests: Sequence[Question], batch_size: int = 8
+    loaded: LoadedModel, template: PromptTemplate, tests: Sequence[Question], batch_size: int = 0
 ) -> ChoiceProbs:
     """Choice probabilities of the (adapted) model: zero-shot scoring, i.e. ICL with k = 0."""
     from truthprobe.baselines.icl import icl_choice_probs
