@@ -11,7 +11,9 @@
   log-probability and its Min-K%++ z-score (`truthprobe.min_k`).
 - `packs`: items grouped into passes by a token budget (`pass_tokens` picks one per device).
 - `score_continuations`: `forward_batch` over many items in length-sorted passes, scores only
-  (zero-shot with k demonstrations: ICL, and evaluation of a QLoRA-adapted model).
+  (zero-shot with k demonstrations: ICL, and evaluation of a QLoRA-adapted model); a prompt
+  prefix every item shares (ICL's demonstrations) runs once (`shared_context`) and every item
+  attends to its keys and values.
 - `choice_log_likelihoods`: the same log-likelihoods, differentiable (QLoRA trains through it).
 - `forward_per_sequence`: the reference path, one full forward per (question, choice) through a
   backend runner (transformers, nnsight, TransformerLens), to cross-check the fast path.
@@ -52,6 +54,8 @@ CPU_PASS_TOKENS = 1024
 #: At most this many tokens per pass on a GPU, and at most this share of its free memory.
 GPU_PASS_TOKENS = 16384
 PASS_MEMORY_SHARE = 0.25
+#: `score_continuations` runs a prefix its items share once when it has this many tokens.
+SHARED_CONTEXT_TOKENS = 32
 #: transformers' name for the attention of a packed pass (`_packed_attention`).
 PACKED_ATTENTION = "truthprobe_packed"
 #: The same for Min-K% statistics, which hold several vocabulary-sized temporaries per row
@@ -87,6 +91,13 @@ class EncodedItem:
     def longest(self) -> int:
         """Positions the longest sequence (prefix + one choice) occupies."""
         return len(self.prefix) + max((len(c) for c in self.choices), default=0)
+
+    def after(self, shared: int) -> EncodedItem:
+        """The item without its first `shared` prefix tokens (a context run once for many)."""
+        start, stop = (max(0, i - shared) for i in self.question)
+        return EncodedItem(
+            self.prefix[shared:], self.choices, self.choice_chars, self.item_id, (start, stop)
+        )
 
     def truncated(self, limit: int) -> EncodedItem:
         """Drop prefix tokens after the first (BOS) until the longest sequence fits `limit`."""
@@ -187,14 +198,15 @@ def max_positions(loaded: LoadedModel) -> int:
     return int(limit) if limit else 2**31 - 1
 
 
-def check_lengths(loaded: LoadedModel, items: Sequence[EncodedItem]) -> None:
-    """Refuse items longer than the model's positions before anything that size is allocated."""
+def check_lengths(loaded: LoadedModel, items: Sequence[EncodedItem], offset: int = 0) -> None:
+    """Refuse items longer than the model's positions before anything that size is allocated
+    (`offset`: tokens of a shared context before every item)."""
     limit = max_positions(loaded)
     for item in items:
-        if item.longest > limit:
+        if offset + item.longest > limit:
             raise ScoringError(
-                f"item {item.item_id!r}: its prompt and longest choice are {item.longest} "
-                f"tokens, more than this model's {limit} positions"
+                f"item {item.item_id!r}: its prompt and longest choice are "
+                f"{offset + item.longest} tokens, more than this model's {limit} positions"
             )
 
 
@@ -274,15 +286,18 @@ class _Segment:
     """One question's place in a packed pass: its token range and who may attend to whom.
 
     Inside a segment the prefix is causal and each choice sees the whole prefix and its own
-    earlier tokens, never another choice; positions restart at 0 for every segment and each
-    choice continues from the prefix's end, as if it ran alone after the prefix.
+    earlier tokens, never another choice; positions restart at 0 for every segment (at
+    `context` after a shared context, which every token sees) and each choice continues from
+    the prefix's end, as if it ran alone after the prefix.
     """
 
-    def __init__(self, start: int, prefix: int, choices: Sequence[int], device) -> None:
+    def __init__(
+        self, start: int, prefix: int, choices: Sequence[int], device, context: int = 0
+    ) -> None:
         owner = torch.tensor([-1] * prefix + [j for j, n in enumerate(choices) for _ in range(n)])
         size = len(owner)
-        self.start, self.stop = start, start + size
-        self.positions = torch.cat(
+        self.start, self.stop, self.context = start, start + size, context
+        self.positions = context + torch.cat(
             [torch.arange(prefix)] + [torch.arange(prefix, prefix + n) for n in choices]
         )
         index = torch.arange(size)
@@ -292,17 +307,41 @@ class _Segment:
         self._masks: dict[int | None, torch.Tensor] = {}
 
     def mask(self, window: int | None) -> torch.Tensor:
-        """(1, 1, size, size) bool: the segment's mask, within `window` positions if given."""
+        """(1, 1, size, context + size) bool: the segment's mask (the shared context's columns
+        first), within `window` positions if given."""
         if window not in self._masks:
             allowed = self._allowed
+            pos = self.positions.to(allowed.device)
             if window:
-                pos = self.positions.to(allowed.device)
                 allowed = allowed & ((pos[:, None] - pos[None, :]) < window)
+            if self.context:
+                before = torch.arange(self.context, device=allowed.device)
+                seen = torch.ones((len(pos), self.context), dtype=torch.bool, device=pos.device)
+                if window:
+                    seen = (pos[:, None] - before[None, :]) < window
+                allowed = torch.cat([seen, allowed], 1)
             self._masks[window] = allowed[None, None]
         return self._masks[window]
 
 
 _LAYOUT: ContextVar[list[_Segment] | None] = ContextVar("truthprobe_packed_layout", default=None)
+
+
+@dataclass
+class SharedContext:
+    """A token prefix every question of a call shares (ICL's demonstrations), run once: its
+    keys and values per layer, which every packed segment attends to before its own tokens."""
+
+    tokens: list[int]
+    states: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    complete: bool = False
+    """False while its own pass records the states."""
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+_CONTEXT: ContextVar[SharedContext | None] = ContextVar("truthprobe_context", default=None)
 
 
 def _packed_attention(module, query, key, value, attention_mask, **kwargs):
@@ -313,15 +352,24 @@ def _packed_attention(module, query, key, value, attention_mask, **kwargs):
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    layout = _LAYOUT.get()
+    layout, context = _LAYOUT.get(), _CONTEXT.get()
     if layout is None:
         raise ScoringError("packed attention called outside a packed pass")
     window = kwargs.pop("sliding_window", None)
     kwargs.pop("is_causal", None)
+    if context is not None and not context.complete:
+        context.states[module.layer_idx] = (key, value)  # the context's own pass records them
+        context = None
+    before = context.states[module.layer_idx] if context is not None else None
+
+    def seen(states: torch.Tensor, s: _Segment, n: int) -> torch.Tensor:
+        own = states[:, :, s.start : s.stop]
+        return own if before is None else torch.cat([before[n], own], 2)
+
     out = [
         sdpa_attention_forward(
-            module, query[:, :, s.start : s.stop], key[:, :, s.start : s.stop],
-            value[:, :, s.start : s.stop], s.mask(window), is_causal=False, **kwargs,
+            module, query[:, :, s.start : s.stop], seen(key, s, 0), seen(value, s, 1),
+            s.mask(window), is_causal=False, **kwargs,
         )[0]
         for s in layout
     ]  # fmt: skip
@@ -338,17 +386,48 @@ def _register_packed_attention() -> None:
 
 
 @contextmanager
-def _packed(model, layout: list[_Segment]) -> Iterator[None]:
+def _packed(model, layout: list[_Segment], context: SharedContext | None = None) -> Iterator[None]:
     """Route the model's attention through `_packed_attention` for one pass."""
     config = model.config.get_text_config()
     before = config._attn_implementation
-    token = _LAYOUT.set(layout)
+    token, shared = _LAYOUT.set(layout), _CONTEXT.set(context)
     config._attn_implementation = PACKED_ATTENTION
     try:
         yield
     finally:
         config._attn_implementation = before
         _LAYOUT.reset(token)
+        _CONTEXT.reset(shared)
+
+
+@torch.inference_mode()
+def shared_context(loaded: LoadedModel, tokens: Sequence[int]) -> SharedContext:
+    """Run `tokens` once and keep every layer's keys and values for `forward_batch(context=)`."""
+    context = SharedContext(list(tokens), {})
+    check_lengths(loaded, [EncodedItem(list(tokens), [], [])])
+    with _packed(loaded.model, [_Segment(0, len(tokens), [], loaded.device)], context):
+        loaded.model.get_decoder()(
+            input_ids=torch.tensor([list(tokens)], device=loaded.device),
+            position_ids=torch.arange(len(tokens), device=loaded.device)[None],
+            use_cache=False,
+        )
+    context.complete = True
+    return context
+
+
+def common_prefix(items: Sequence[EncodedItem]) -> int:
+    """Prefix tokens every item shares, leaving each at least its last prefix token (whose
+    state predicts its choices' first tokens)."""
+    if not items:
+        return 0
+    first = items[0].prefix
+    shared = min(len(it.prefix) for it in items) - 1
+    for it in items[1:]:
+        n = 0
+        while n < shared and it.prefix[n] == first[n]:
+            n += 1
+        shared = n
+    return max(shared, 0)
 
 
 def _padded_rows(states: torch.Tensor, targets: torch.Tensor, multiple: int):
@@ -370,6 +449,7 @@ def forward_batch(
     n_choices: int,
     question_scores: bool = False,
     choices: bool = True,
+    context: SharedContext | None = None,
 ) -> BatchOutput:
     """Hidden states and choice log-likelihoods of several questions in one packed pass.
 
@@ -381,23 +461,25 @@ def forward_batch(
     product then has the same shape whichever questions share the pass, so a row's values do
     not depend on them (measured in `tests/test_packing.py` and recorded in each cache). With
     `question_scores`, also every question token's log-probability and Min-K%++ z-score;
-    `choices=False` runs the prefixes alone (the question-score pass).
+    `choices=False` runs the prefixes alone (the question-score pass). With `context`, every
+    question continues a shared context (`shared_context`), run once for all of them.
     """
-    check_lengths(loaded, items)
+    offset = len(context) if context is not None else 0
+    check_lengths(loaded, items, offset)
     model, device = loaded.model, loaded.device
     b, c = len(items), n_choices
     ids: list[int] = []
     layout = []
     for it in items:
         runs = [len(ch) for ch in it.choices] if choices else []
-        layout.append(_Segment(len(ids), len(it.prefix), runs, device))
+        layout.append(_Segment(len(ids), len(it.prefix), runs, device, offset))
         ids += it.prefix + ([t for ch in it.choices for t in ch] if choices else [])
     size = pass_tokens(loaded)  # every pass the same length, so every product the same shape
     filler = -len(ids) % size
     ids += [loaded.tokenizer.pad_token_id or 0] * filler
     positions = torch.cat([s.positions for s in layout] + [torch.zeros(filler, dtype=torch.long)])
     positions = positions[None].to(device)
-    with _packed(model, layout):
+    with _packed(model, layout, context):
         out = model.get_decoder()(
             input_ids=torch.tensor([ids], device=device),
             position_ids=positions,
@@ -520,7 +602,14 @@ def score_continuations(
 
     Items run through `forward_batch` (no hidden states) in length-sorted passes packed up to
     the device's token budget (`pass_tokens`), at most `batch_size` items each when not 0.
+    Where the items' prompts begin with the same `SHARED_CONTEXT_TOKENS` tokens or more (ICL's
+    demonstrations), those run once (`shared_context`) and every item continues them.
     """
+    shared = common_prefix(items)
+    context = None
+    if shared >= SHARED_CONTEXT_TOKENS:
+        context = shared_context(loaded, items[0].prefix[:shared])
+        items = [it.after(shared) for it in items]
     order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
     logprob = np.zeros((len(items), n_choices))
     chars = np.zeros((len(items), n_choices), np.int64)
@@ -528,7 +617,7 @@ def score_continuations(
     show = progress and len(groups) >= 4
     for group in tqdm(groups, desc="score choices", unit="pass", disable=not show):
         rows = [order[i] for i in group]
-        out = forward_batch(loaded, [items[i] for i in rows], [], n_choices)
+        out = forward_batch(loaded, [items[i] for i in rows], [], n_choices, context=context)
         logprob[rows] = out.logprob
         for i in rows:
             chars[i, : len(items[i].choice_chars)] = items[i].choice_chars

@@ -7,9 +7,10 @@ by its summed log-likelihood as a continuation (`raw`, lm-evaluation-harness `ac
 its length in characters (`chars`, `acc_norm`). k = 0 is the zero-shot baseline. A prompt that
 would exceed the context drops demonstrations from the end, never the test question, and says so.
 
-Scoring goes through the scoring engine (`truthprobe.scoring.score_continuations`): the whole
-prompt is the shared prefix, run once per test item, and each choice follows it in the same
-packed pass.
+Scoring goes through the scoring engine (`truthprobe.scoring.score_continuations`): the
+demonstrations every test item shares run once and their keys and values are kept; each test
+item's own question and choices continue them in packed passes (log-likelihoods equal to those
+of each item's whole prompt within float rounding, `tests/test_icl.py`).
 """
 
 from __future__ import annotations
