@@ -16,10 +16,8 @@ from truthprobe.models import LoadedModel
 from truthprobe.scoring import (
     BatchOutput,
     EncodedItem,
-    _head_log_softmax,
     _split,
     check_lengths,
-    token_statistics,
 )
 
 
@@ -27,6 +25,30 @@ def _cache_argument(decoder) -> str:
     """Name of the KV-cache argument (`cache` in recent transformers, `past_key_values` before)."""
     parameters = inspect.signature(decoder.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _head_log_softmax(model, states: torch.Tensor, chunk: int):
+    """(row offset, log-softmax over the vocabulary) for chunks of `chunk` state rows."""
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    for start in range(0, states.shape[0], chunk):
+        logits = head(states[start : start + chunk]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        yield start, torch.log_softmax(logits, dim=-1)
+
+
+def token_statistics(model, states: torch.Tensor, targets: torch.Tensor):
+    """0.5.0's Min-K% statistics: full-vocabulary log-softmax of 32 rows at a time."""
+    logps, zscores = [], []
+    for start, logp in _head_log_softmax(model, states, 32):
+        target = logp.gather(1, targets[start : start + 32, None])[:, 0]
+        p = logp.exp()
+        mu = (p * logp).sum(-1)
+        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+        logps.append(target)
+        zscores.append((target - mu) / sigma)
+    return torch.cat(logps), torch.cat(zscores)
 
 
 def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -58,9 +58,6 @@ PASS_MEMORY_SHARE = 0.25
 SHARED_CONTEXT_TOKENS = 32
 #: transformers' name for the attention of a packed pass (`_packed_attention`).
 PACKED_ATTENTION = "truthprobe_packed"
-#: The same for Min-K% statistics, which hold several vocabulary-sized temporaries per row
-#: (on Gemma 3's 262k vocabulary, 32 rows keep them near 0.2 GB).
-STATS_CHUNK = 32
 
 
 class ScoringError(TruthprobeError, ValueError):
@@ -215,15 +212,26 @@ def count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
 
 
-def _head_log_softmax(model, states: torch.Tensor, chunk: int):
-    """(row offset, log-softmax over the vocabulary) for chunks of `chunk` state rows."""
+def _head_slices(model, states: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, float32 logits of vocabulary rows [start, stop)) for every state row,
+    `VOCAB_CHUNK` vocabulary rows at a time (softcapped where the model softcaps)."""
     head = model.get_output_embeddings()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    for start in range(0, states.shape[0], chunk):
-        logits = head(states[start : start + chunk]).float()
+    weight, bias = head.weight, head.bias
+    for start in range(0, weight.shape[0], VOCAB_CHUNK):
+        stop = min(start + VOCAB_CHUNK, weight.shape[0])
+        piece = None if bias is None else bias[start:stop]
+        logits = torch.nn.functional.linear(states, weight[start:stop], piece).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        yield start, torch.log_softmax(logits, dim=-1)
+        yield start, stop, logits
+
+
+def _target_logits(logits: torch.Tensor, targets: torch.Tensor, start: int, stop: int):
+    """Each row's target logit where the target falls in this slice, else 0."""
+    inside = (targets >= start) & (targets < stop)
+    picked = logits.gather(1, (targets - start).clamp(0, stop - start - 1)[:, None])[:, 0]
+    return torch.where(inside, picked, torch.zeros_like(picked))
 
 
 def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -237,25 +245,14 @@ def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) ->
     time (`benchmarks/extract_bench.py`). Each row's result depends only on that row.
     Differentiable (QLoRA trains through it).
     """
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    weight, bias = head.weight, head.bias
+    target = states.new_zeros(states.shape[0], dtype=torch.float32)
     if not states.shape[0]:
-        return states.new_zeros(0, dtype=torch.float32)
-    target_logit = states.new_zeros(states.shape[0], dtype=torch.float32)
+        return target
     normalisers = []
-    for start in range(0, weight.shape[0], VOCAB_CHUNK):
-        stop = min(start + VOCAB_CHUNK, weight.shape[0])
-        piece = None if bias is None else bias[start:stop]
-        logits = torch.nn.functional.linear(states, weight[start:stop], piece).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+    for start, stop, logits in _head_slices(model, states):
         normalisers.append(torch.logsumexp(logits, dim=-1))
-        inside = (targets >= start) & (targets < stop)
-        at = (targets - start).clamp(0, stop - start - 1)
-        picked = logits.gather(1, at[:, None])[:, 0]
-        target_logit = target_logit + torch.where(inside, picked, torch.zeros_like(picked))
-    return target_logit - torch.logsumexp(torch.stack(normalisers, dim=1), dim=1)
+        target = target + _target_logits(logits, targets, start, stop)
+    return target - torch.logsumexp(torch.stack(normalisers, dim=1), dim=1)
 
 
 def token_statistics(
@@ -263,19 +260,33 @@ def token_statistics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(target) and its Min-K%++ z-score (log p(target) - mu) / sigma per state row, where
     mu and sigma are the mean and standard deviation of log p(z) for z drawn from the row's
-    next-token distribution (Zhang et al., 2024)."""
-    logps, zscores = [], []
-    for start, logp in _head_log_softmax(model, states, STATS_CHUNK):
-        target = logp.gather(1, targets[start : start + STATS_CHUNK, None])[:, 0]
-        p = logp.exp()
-        mu = (p * logp).sum(-1)
-        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
-        logps.append(target)
-        zscores.append((target - mu) / sigma)
-    if not logps:
-        empty = states.new_zeros(0, dtype=torch.float32)
-        return empty, empty
-    return torch.cat(logps), torch.cat(zscores)
+    next-token distribution (Zhang et al., 2024).
+
+    Like `token_log_likelihoods`, a vocabulary slice at a time: each slice keeps its largest
+    logit m and, over its logits x with y = x - m, the sums of e^y, e^y y and e^y y^2; the
+    slices combine at the row's largest logit, giving log-sum-exp, E[x] and Var[x] (= Var of
+    log p) without holding rows x vocabulary values.
+    """
+    target = states.new_zeros(states.shape[0], dtype=torch.float32)
+    if not states.shape[0]:
+        return target, target.clone()
+    parts = []
+    for start, stop, logits in _head_slices(model, states):
+        target = target + _target_logits(logits, targets, start, stop)
+        top = logits.amax(-1)
+        y = logits - top[:, None]
+        e = y.exp()
+        parts.append(torch.stack([top, e.sum(-1), (e * y).sum(-1), (e * y.square()).sum(-1)]))
+    top, s, a, b = torch.stack(parts, 2)  # each (rows, slices)
+    shift = top - top.amax(1, keepdim=True)  # every slice's sums re-based on the row's max
+    w = shift.exp()
+    total = (w * s).sum(1)
+    first = (w * (a + shift * s)).sum(1) / total
+    second = (w * (b + 2 * shift * a + shift.square() * s)).sum(1) / total
+    logp = target - (top.amax(1) + total.log())
+    mu = first - total.log()  # E[log p] = E[x] - log-sum-exp
+    sigma = (second - first.square()).clamp_min(1e-12).sqrt()
+    return logp, (logp - mu) / sigma
 
 
 def _split(values: torch.Tensor, counts: Sequence[int]) -> list[np.ndarray]:
@@ -538,9 +549,13 @@ def forward_batch(
         states, goal = _padded_rows(
             final[torch.tensor([a for a, _ in at], dtype=torch.long, device=device)],
             torch.tensor([t for _, t in at], dtype=torch.long, device=device),
-            STATS_CHUNK,
+            HEAD_ROWS,
         )
-        logp_q, z_q = (v[: len(at)] for v in token_statistics(model, states, goal))
+        blocks = [
+            token_statistics(model, states[i : i + HEAD_ROWS], goal[i : i + HEAD_ROWS])
+            for i in range(0, len(goal), HEAD_ROWS)
+        ]
+        logp_q, z_q = (torch.cat(v)[: len(at)] for v in zip(*blocks, strict=True))
         counts = [it.n_question_tokens for it in items]
         question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
     return BatchOutput(
