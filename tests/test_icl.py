@@ -148,7 +148,7 @@ def test_demonstrations_change_the_scores(gemma_fp32, load):
 
 
 @pytest.mark.parametrize("dataset", ["arc", "mmlu", "strategyqa"])
-def test_shared_demonstrations_equal_per_item_prompts(gemma_fp32, load, dataset, monkeypatch):
+def test_shared_demonstrations_equal_per_item_prompts(gemma_fp32, load, dataset):
     """The k demonstrations run once and every test item continues them: its choices' summed
     log-likelihoods equal those of its own full prompt within 2e-4 nats in float32. Why that
     bound: the same sums are computed by products and attention blocks of other shapes (the
@@ -168,7 +168,8 @@ def test_shared_demonstrations_equal_per_item_prompts(gemma_fp32, load, dataset,
     assert scoring.common_prefix(items) > scoring.SHARED_CONTEXT_TOKENS  # the demonstrations
     n_choices = max(t.n_choices for t in tests)
     shared, _ = scoring.score_continuations(gemma_fp32, items, n_choices, progress=False)
-    monkeypatch.setattr(scoring, "SHARED_CONTEXT_TOKENS", 10**9)  # each item's whole prompt
-    alone, _ = scoring.score_continuations(gemma_fp32, items, n_choices, progress=False)
+    alone, _ = scoring.score_continuations(
+        gemma_fp32, items, n_choices, progress=False, share_prefix=False
+    )
     assert np.count_nonzero(alone) == sum(t.n_choices for t in tests)
     np.testing.assert_allclose(shared, alone, atol=2e-4, rtol=0)

@@ -25,6 +25,7 @@ them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -327,9 +328,7 @@ class _Segment:
                 allowed = allowed & ((pos[:, None] - pos[None, :]) < window)
             if self.context:
                 before = torch.arange(self.context, device=allowed.device)
-                seen = torch.ones((len(pos), self.context), dtype=torch.bool, device=pos.device)
-                if window:
-                    seen = (pos[:, None] - before[None, :]) < window
+                seen = (pos[:, None] - before[None, :]) < (window or pos.max() + 1)
                 allowed = torch.cat([seen, allowed], 1)
             self._masks[window] = allowed[None, None]
         return self._masks[window]
@@ -431,25 +430,28 @@ def common_prefix(items: Sequence[EncodedItem]) -> int:
     state predicts its choices' first tokens)."""
     if not items:
         return 0
-    first = items[0].prefix
-    shared = min(len(it.prefix) for it in items) - 1
-    for it in items[1:]:
-        n = 0
-        while n < shared and it.prefix[n] == first[n]:
-            n += 1
-        shared = n
-    return max(shared, 0)
+    shared = len(os.path.commonprefix([it.prefix for it in items]))
+    return max(min(shared, min(len(it.prefix) for it in items) - 1), 0)
 
 
-def _padded_rows(states: torch.Tensor, targets: torch.Tensor, multiple: int):
-    """States and targets padded with zero rows to a multiple of `multiple` rows."""
-    extra = -states.shape[0] % multiple
-    if not extra:
-        return states, targets
-    return (
-        torch.cat([states, states.new_zeros((extra, states.shape[1]))]),
-        torch.cat([targets, targets.new_zeros(extra)]),
-    )
+def _head_blocks(head_function, states: torch.Tensor, targets: torch.Tensor):
+    """`head_function(states, targets)` over blocks of exactly `HEAD_ROWS` rows (the last one
+    filled with zero rows), so every head product has one shape; its outputs for the real rows,
+    concatenated (a tuple of them where it returns a tuple)."""
+    n = states.shape[0]
+    if not n:
+        return head_function(states, targets)
+    extra = -n % HEAD_ROWS
+    if extra:
+        states = torch.cat([states, states.new_zeros((extra, states.shape[1]))])
+        targets = torch.cat([targets, targets.new_zeros(extra)])
+    blocks = [
+        head_function(states[i : i + HEAD_ROWS], targets[i : i + HEAD_ROWS])
+        for i in range(0, states.shape[0], HEAD_ROWS)
+    ]
+    if isinstance(blocks[0], tuple):
+        return tuple(torch.cat(parts)[:n] for parts in zip(*blocks, strict=True))
+    return torch.cat(blocks)[:n]
 
 
 @torch.inference_mode()
@@ -527,15 +529,11 @@ def forward_batch(
     logprob = torch.zeros(b * c, dtype=torch.float32)
     tokens = torch.zeros(b * c, dtype=torch.long)
     if head_at:
-        states, goal = _padded_rows(
+        token_logp = _head_blocks(
+            lambda x, y: token_log_likelihoods(model, x, y),
             final[torch.tensor(head_at, device=device)],
             torch.tensor(targets, device=device),
-            HEAD_ROWS,
-        )
-        token_logp = torch.cat([
-            token_log_likelihoods(model, states[i : i + HEAD_ROWS], goal[i : i + HEAD_ROWS])
-            for i in range(0, len(goal), HEAD_ROWS)
-        ])[: len(targets)].float().cpu()  # fmt: skip
+        ).cpu()
         logprob.index_add_(0, torch.tensor(owner), token_logp)
         tokens.index_add_(0, torch.tensor(owner), torch.ones(len(owner), dtype=torch.long))
 
@@ -546,16 +544,11 @@ def forward_batch(
             for s, it in zip(layout, items, strict=True)
             for t in range(*it.question)
         ]
-        states, goal = _padded_rows(
+        logp_q, z_q = _head_blocks(
+            lambda x, y: token_statistics(model, x, y),
             final[torch.tensor([a for a, _ in at], dtype=torch.long, device=device)],
             torch.tensor([t for _, t in at], dtype=torch.long, device=device),
-            HEAD_ROWS,
         )
-        blocks = [
-            token_statistics(model, states[i : i + HEAD_ROWS], goal[i : i + HEAD_ROWS])
-            for i in range(0, len(goal), HEAD_ROWS)
-        ]
-        logp_q, z_q = (torch.cat(v)[: len(at)] for v in zip(*blocks, strict=True))
         counts = [it.n_question_tokens for it in items]
         question_logprob, question_zscore = _split(logp_q, counts), _split(z_q, counts)
     return BatchOutput(
@@ -612,17 +605,19 @@ def score_continuations(
     n_choices: int,
     batch_size: int = 0,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed continuation log-likelihoods and character counts per (item, choice).
 
     Items run through `forward_batch` (no hidden states) in length-sorted passes packed up to
     the device's token budget (`pass_tokens`), at most `batch_size` items each when not 0.
     Where the items' prompts begin with the same `SHARED_CONTEXT_TOKENS` tokens or more (ICL's
-    demonstrations), those run once (`shared_context`) and every item continues them.
+    demonstrations), those run once (`shared_context`) and every item continues them, unless
+    `share_prefix` is False (each item's whole prompt runs; for cross-checks and benchmarks).
     """
     shared = common_prefix(items)
     context = None
-    if shared >= SHARED_CONTEXT_TOKENS:
+    if share_prefix and shared >= SHARED_CONTEXT_TOKENS:
         context = shared_context(loaded, items[0].prefix[:shared])
         items = [it.after(shared) for it in items]
     order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)

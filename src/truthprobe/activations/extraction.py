@@ -39,6 +39,7 @@ from truthprobe.models import LoadedModel
 from truthprobe.names import safe_name
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import (
+    HEAD_ROWS,
     VOCAB_CHUNK,
     BatchOutput,
     EncodedItem,
@@ -194,12 +195,12 @@ def warn_long_prompts(
 
 def pass_memory(loaded: LoadedModel, tokens: int) -> int:
     """Rough bytes one forward pass over `tokens` positions holds at its peak: every layer's
-    hidden states, one layer's attention weights (quadratic in length) and one vocabulary
-    slice of the head's logits per position, in float32."""
+    hidden states, one layer's attention weights (quadratic in length) and one head product's
+    logits (`HEAD_ROWS` rows by `VOCAB_CHUNK`), in float32."""
     config = loaded.model.config.get_text_config()
     heads = int(getattr(config, "num_attention_heads", 1))
     states = (loaded.n_layers + 1) * tokens * loaded.d_model
-    return 4 * (states + heads * tokens * tokens + tokens * VOCAB_CHUNK)
+    return 4 * (states + heads * tokens * tokens + HEAD_ROWS * VOCAB_CHUNK)
 
 
 def _gib(n: float) -> str:
