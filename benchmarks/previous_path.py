@@ -1,4 +1,5 @@
-"""The 0.5.0 extraction path, frozen here as the benchmarks' baseline (not used by the package).
+"""The 0.5.0 extraction and generation paths, frozen here as the benchmarks' baselines (not
+used by the package).
 
 `forward_batch` of truthprobe 0.5.0: prefixes left-padded in one batch, run once with a KV
 cache that is repeated per choice; the choices' states depend on which questions share the
@@ -10,7 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from truthprobe.models import LoadedModel
 from truthprobe.scoring import (
@@ -161,3 +164,58 @@ def forward_batch_050(
         question_logprob=question_logprob,
         question_zscore=question_zscore,
     )
+
+
+@torch.inference_mode()
+def generate_greedy_050(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of `prompts`, cut at the first stop string; length-sorted batches."""
+    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    out: list[str] = [""] * len(prompts)
+    starts = range(0, len(order), batch_size)
+    for lo in tqdm(starts, desc="generate", unit="batch", disable=not progress or len(starts) < 2):
+        rows = order[lo : lo + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(rows):  # left padding: every prompt ends at the same position
+            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[j, width - len(encoded[i]) :] = 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            stop_strings=list(stop) or None,
+            tokenizer=tokenizer,
+        )
+        for j, i in enumerate(rows):
+            text = tokenizer.decode(generated[j, width:], skip_special_tokens=True)
+            cuts = [text.find(s) for s in stop if s in text]
+            out[i] = text[: min(cuts)] if cuts else text
+    return out
+
+
+def score_continuations_050(
+    loaded: LoadedModel, items: Sequence[EncodedItem], n_choices: int, batch_size: int = 4
+) -> np.ndarray:
+    """0.5.0's `score_continuations` (ICL's scorer): length-sorted batches of 4 whole prompts
+    through `forward_batch_050`; the summed log-likelihoods."""
+    order = sorted(range(len(items)), key=lambda i: -items[i].n_tokens)
+    logprob = np.zeros((len(items), n_choices))
+    for lo in range(0, len(order), batch_size):
+        rows = order[lo : lo + batch_size]
+        logprob[rows] = forward_batch_050(loaded, [items[i] for i in rows], [], n_choices).logprob
+    return logprob

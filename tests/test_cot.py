@@ -87,16 +87,36 @@ def test_truncation_leaves_room_for_the_completion(gsm8k_split):
     assert zero.prefix == cot.WORKSHEET + "\n" + cot.query(test)
 
 
-def test_batched_generation_matches_one_at_a_time(gemma_fp32, gsm8k_split):
-    """Left-padded batches give the same greedy completions as unpadded single prompts."""
-    records, _, split = gsm8k_split
-    demos = [records[i] for i in split.train_rows("easy", 0, n=2)]
-    tests = [records[i] for i in split.test[:3]]
-    batched = cot.cot_generations(gemma_fp32, demos, tests, 24, batch_size=3, progress=False)
-    single = cot.cot_generations(gemma_fp32, demos, tests, 24, batch_size=1, progress=False)
-    assert batched.completions == single.completions
-    assert all(c.strip() for c in batched.completions)
-    assert batched.gold == tuple(cot.gold_answer(t) for t in tests)
+def _greedy_alone(loaded, prompt: str, max_new_tokens: int) -> str:
+    """transformers' own greedy `generate` on one whole prompt (no padding, no shared
+    prefix), cut at CoT's stop string: the reference for `generate_greedy`."""
+    ids = loaded.tokenizer(prompt, return_tensors="pt").input_ids
+    tokens = loaded.model.generate(
+        input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None
+    )[0, ids.shape[1] :]
+    return loaded.tokenizer.decode(tokens, skip_special_tokens=True).split(cot.STOP[0])[0]
+
+
+@pytest.mark.parametrize("dataset", ["gsm8k", "strategyqa"])
+def test_shared_prefix_batched_generation_equals_greedy_alone(gemma_fp32, load, dataset):
+    """With the k = 8 demonstrations run once and the prompts decoded three at a time (a
+    waiting prompt joins when another stops), every completion equals transformers' greedy
+    `generate` on that whole prompt alone (float32). GSM8k's prompts are longer than Gemma 3's
+    512-token sliding window, so its windowed layers' masks are exercised too."""
+    from truthprobe.scoring import common_prefix, encode_texts, generate_greedy
+
+    records = list(load(dataset).records)
+    demos, tests = records[:8], records[8:13]
+    prompts = [cot.build_prompt(demos, t).prefix for t in tests]
+    tokenizer = gemma_fp32.tokenizer
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    shared = common_prefix([encode_texts(tokenizer, p, [], "") for p in prompts])
+    assert shared > 0.8 * min(lengths)  # the demonstrations run once
+    assert dataset != "gsm8k" or min(lengths) > 512  # past the sliding window
+    batched = generate_greedy(gemma_fp32, prompts, 40, cot.STOP, batch_size=3, progress=False)
+    alone = [_greedy_alone(gemma_fp32, p, 40) for p in prompts]
+    assert batched == alone
+    assert all(text.strip() for text in batched)
 
 
 def test_generation_stops_at_the_demonstration_separator(gemma_fp32, gsm8k_split):

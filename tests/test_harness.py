@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 
@@ -262,12 +263,15 @@ def test_baselines_run_every_method_and_the_report_tabulates_them(
         tasks=(f"{arc_sample}:grade", f"{gsm8k}:steps"),
         icl=ICLSettings(k=2),
         cot=CoTSettings(max_new_tokens=6),
-        qlora=QLoRASettings(qlora_n_train=3, qlora_quantization="none", qlora_max_updates=1),
+        qlora=QLoRASettings(qlora_n_train=3, qlora_max_updates=1),
         split=SplitConfig(n_train=4, seeds=1, validation_size=10, max_test=3),
         **common,
     )
     summary = run_baselines(config)
     store = RunStore(summary.run_dir)
+    model = json.loads((summary.run_dir / "config.json").read_text())["model_fingerprint"]
+    # one model per table: every part (QLoRA's included) names the run's weights
+    assert all(store.meta(k)["model"] == model for s in store.task_slugs() for k in store.keys(s))
     methods = {slug: sorted({k.method for k in store.keys(slug)}) for slug in store.task_slugs()}
     arc, gsm = sorted(methods, key=lambda s: not s.startswith("arc"))
     probes = ["mc_linear@0", "mc_linear@1", "mc_linear@2", "mc_linear@mid+last"]
@@ -286,6 +290,32 @@ def test_baselines_run_every_method_and_the_report_tabulates_them(
         assert name in out
     results = load_run(summary.run_dir)
     assert set(results.summary["n_test"]) == {3}
+    table = list(csv.DictReader((summary.run_dir / "table.csv").open()))
+    assert {r["weights"] for r in table} == {f"{model['name']} {model['dtype']}"}
+    assert all(r["weights"] == r["unsupervised_weights"] for r in table) and "*" not in out
+
+
+def test_qlora_on_other_weights_is_named_in_its_parts_and_the_table(arc_sample, common, capsys):
+    """--qlora-quantization 8bit trains QLoRA on an LLM.int8 copy: its parts carry that
+    fingerprint (so they are not reused for the run's own weights), and the table marks the
+    row whose SGR mixes two models."""
+    config = BaselinesConfig(
+        tasks=(f"{arc_sample}:grade",),
+        methods=("qlora",),
+        qlora=QLoRASettings(qlora_n_train=3, qlora_quantization="8bit", qlora_max_updates=1),
+        split=SplitConfig(n_train=4, seeds=1, validation_size=10, max_test=3),
+        **common,
+    )
+    summary = run_baselines(config)
+    store = RunStore(summary.run_dir)
+    model = json.loads((summary.run_dir / "config.json").read_text())["model_fingerprint"]
+    parts = {k.method: store.meta(k)["model"] for k in store.keys(store.task_slugs()[0])}
+    assert parts.pop("qlora") == {**model, "quantization": "8bit"}
+    assert set(map(json.dumps, parts.values())) == {json.dumps(model)}  # zero-shot: the run's
+    assert main(["report", str(summary.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"qlora           8bit {model['dtype']}*" in out
+    assert f"on {model['name']} 8bit {model['dtype']}, zero-shot on {model['name']}" in out
 
 
 def test_directions_of_a_sweep_recompute_its_accuracies_from_the_cache(sweep, tmp_path):

@@ -81,6 +81,9 @@ def test_schedule_follows_the_paper():
     per_update, total = QLoRAConfig().schedule(160)
     assert (per_update, total) == (50, 12)  # 4 updates per epoch x 3 epochs
     assert QLoRAConfig().schedule(20) == (20, 10)  # raised to the 10-update minimum
+    cot = QLoRAConfig(objective="cot")  # 150 updates at least: 38 epochs of 4 at n = 160
+    assert cot.schedule(160) == (50, 152) and cot.schedule(20) == (20, 150)
+    assert QLoRAConfig(objective="cot", max_updates=4).schedule(160) == (50, 4)
 
 
 def test_four_bit_training_on_cpu_is_refused(load, tmp_path):
@@ -119,3 +122,27 @@ def test_cot_objective_lowers_reasoning_loss_and_removal_restores_the_base(load,
     remove_adapter(loaded)
     restored = cot.cot_generations(loaded, [], tests, 16, progress=False)
     assert restored.completions == before.completions
+
+
+def test_training_scores_equal_the_per_sequence_reference(gemma_fp32, load):
+    """QLoRA's differentiable scores (one packed pass: each prompt once, every choice after
+    it) equal the reference path's (one full forward per choice, `forward_per_sequence`) in
+    float32, and gradients reach the states that made them."""
+    from truthprobe.scoring import forward_per_sequence
+
+    records = [r for r in load("arc").records if r.n_choices == 4][:4]
+    items = [encode(gemma_fp32.tokenizer, MULTIPLE_CHOICE, r) for r in records]
+    scores = choice_log_likelihoods(gemma_fp32, items)
+    reference = forward_per_sequence(gemma_fp32, items, [0], 4).logprob
+    np.testing.assert_allclose(
+        torch.stack(scores).detach().numpy(), reference, atol=5e-4, rtol=0
+    )  # the bound of tests/test_activations.py: the same sums in products of other shapes
+    embeddings = gemma_fp32.model.get_input_embeddings()
+    embeddings.weight.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            choice_log_likelihoods(gemma_fp32, items[:1])[0].sum().backward()
+        assert embeddings.weight.grad is not None and embeddings.weight.grad.abs().sum() > 0
+    finally:
+        embeddings.weight.requires_grad_(False)
+        embeddings.weight.grad = None

@@ -559,8 +559,9 @@ class Harness:
             method.n_train(d.n_train or split.config.n_train) if method.supervised else 0
             for d in draws
         ]
+        model = self.models.fingerprint(method.quantization)
         expected = [
-            part_fingerprint(task, method, n, self.fingerprint, self.caches[task_name],
+            part_fingerprint(task, method, n, model, self.caches[task_name],
                              split.config, d.noise,
                              None if d.train_on in TRAIN_ON else split.pools.get(d.train_on))
             for d, n in zip(draws, sizes, strict=True)
@@ -607,7 +608,7 @@ class Harness:
                     f"{err}"
                 ) from err
             seconds = time.perf_counter() - began + shared
-            self._put(key, output, train, method, draw, sizes[i], expected[i], seconds)
+            self._put(key, output, train, method, draw, sizes[i], expected[i], seconds, model)
         return keys
 
     def _noisy(self, task: Task, train: np.ndarray, draw: Draw) -> np.ndarray:
@@ -665,12 +666,14 @@ class Harness:
             output = MethodOutput.from_choice_probs(rows, scorer.predict(data), data.answer_index)
             seconds = time.perf_counter() - began
             self._put(key, output, origin.arrays["train"], method, draw,
-                      int(origin.meta["n_train"]), expected, seconds, target)  # fmt: skip
+                      int(origin.meta["n_train"]), expected, seconds, self.fingerprint,
+                      target)  # fmt: skip
         return keys
 
     def _put(
         self, key: PartKey, output: MethodOutput, train: np.ndarray | None, method: Method,
-        draw: Draw, n_train: int, fingerprint: str, seconds: float, scored: Task | None = None,
+        draw: Draw, n_train: int, fingerprint: str, seconds: float, model: dict[str, Any],
+        scored: Task | None = None,
     ) -> None:  # fmt: skip
         self.summary.method_seconds += seconds
         self.summary.computed += 1
@@ -690,6 +693,7 @@ class Harness:
                 "seconds": seconds,
                 "settings": method.settings(),
                 "fingerprint": fingerprint,
+                "model": model,
                 "info": output.info,
                 "prediction_text": output.prediction_text,
                 "generations": output.generations,

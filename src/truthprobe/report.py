@@ -135,6 +135,8 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
                 dict(
                     task=task.name,
                     method=name,
+                    weights="; ".join(sorted(family.weights)),
+                    unsupervised_weights="; ".join(sorted(task.families[unsup_name].weights)),
                     label=f"{name}@{layer_name(best)}" if best != -1 else name,
                     layer=best,
                     unsupervised_method=unsup_name,
@@ -221,9 +223,10 @@ def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) ->
         f"probes: n_train {split['n_train']}, seeds {split['seeds']}; bootstrap {n_boot} "
         "resamples of test items and seeds; probe layer chosen on easy validation items",
         "",
-        f"{'task':<{wide}} {'method':<15} {'zero-shot':>9} {'(norm)':>7} {'layer':>8} "
-        f"{'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
+        f"{'task':<{wide}} {'method':<15} {'weights':<14} {'zero-shot':>9} {'(norm)':>7} "
+        f"{'layer':>8} {'easy':>6} {'hard':>6} {'all':>6}  SGR [95% CI]",
     ]
+    mixed = [r for r in table if r["weights"] != r["unsupervised_weights"]]
     for r in table:
         flag = ""
         if r["no_gap"]:
@@ -240,11 +243,19 @@ def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) ->
         )
         if r["collapsed"]:
             flag += f"  (collapsed: {r['collapsed']} of {r['parts']} parts near uniform)"
+        weights = r["weights"].removeprefix(f"{model['name']} ") + ("*" if r in mixed else "")
         lines.append(
-            f"{r['task']:<{wide}} {r['method']:<15} {r['unsupervised']:>9.3f} {norm_text} "
-            f"{layer_name(r['layer']):>8} {r['easy']:>6.3f} {r['hard']:>6.3f} {r['all']:>6.3f}  "
-            f"{r['sgr_text']}{flag}"
+            f"{r['task']:<{wide}} {r['method']:<15} {weights:<14} {r['unsupervised']:>9.3f} "
+            f"{norm_text} {layer_name(r['layer']):>8} {r['easy']:>6.3f} {r['hard']:>6.3f} "
+            f"{r['all']:>6.3f}  {r['sgr_text']}{flag}"
         )
+    if mixed:
+        lines += ["", "* other weights than the zero-shot floor's (a flag asked for them), so"]
+        lines += [
+            f"  its SGR compares two models: {r['task']} {r['method']} on {r['weights']}, "
+            f"zero-shot on {r['unsupervised_weights']}"
+            for r in mixed
+        ]
     chosen_settings = [r for r in table if r["setting"] and r["setting"] != f"fixed x{r['parts']}"]
     if chosen_settings:
         lines += ["", "probe settings at the reported layer (chosen per part on easy validation):"]

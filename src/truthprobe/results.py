@@ -22,7 +22,7 @@ import numpy as np
 
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import bootstrap_accuracy, bootstrap_sgr
-from truthprobe.runstore import PartKey, RunStore
+from truthprobe.runstore import PartKey, RunStore, read_json
 
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
 UNSUPERVISED = ("zero_shot", "zero_shot+cot")
@@ -38,6 +38,8 @@ class FamilyResults:
     info: dict[tuple[int, str], dict[int, dict]] = field(default_factory=dict)
     """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
     seconds: float = 0.0
+    weights: set[str] = field(default_factory=set)
+    """`weights_name` of the model behind each part (one, unless a flag asked otherwise)."""
 
     def settings(self, layer: int, train_on: str | None = None) -> str:
         """The settings chosen at `layer` (all train_on unless given), with counts."""
@@ -85,9 +87,18 @@ class TaskResults:
     """Per test item 1 / choices: the floor of SGR against chance, resampled like the rest."""
 
 
+def weights_name(model: dict) -> str:
+    """How a table names the weights behind a row: model, quantization (where there is one)
+    and dtype, e.g. `default bfloat16` or `default 8bit bfloat16`."""
+    quantization = model.get("quantization", "none")
+    parts = [model["name"], quantization if quantization != "none" else "", model["dtype"]]
+    return " ".join(p for p in parts if p)
+
+
 def collect(run_dir: str | Path) -> list[TaskResults]:
     """Every stored part of a run, as test-set correctness per task and method family."""
     store = RunStore(run_dir)
+    run_model = read_json(Path(run_dir) / "config.json")["model_fingerprint"]
     results = []
     for slug in store.task_slugs():
         task = store.task(slug)
@@ -115,6 +126,7 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
             family.seconds += float(meta["seconds"])
+            family.weights.add(weights_name(meta.get("model") or run_model))
         chance = chance_items(np.asarray(task["items"]["n_choices"])[test_rows])
         mean_chance = float("nan") if chance is None else float(chance.mean())
         results.append(

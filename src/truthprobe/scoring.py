@@ -26,13 +26,15 @@ them.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from truthprobe.backends import SequenceRunner, hf_runner
@@ -57,8 +59,16 @@ GPU_PASS_TOKENS = 16384
 PASS_MEMORY_SHARE = 0.25
 #: `score_continuations` runs a prefix its items share once when it has this many tokens.
 SHARED_CONTEXT_TOKENS = 32
-#: transformers' name for the attention of a packed pass (`_packed_attention`).
+#: Prompts `generate_greedy` decodes together by default (each pass one token of each: on a
+#: CPU the head's and body's weights are read once per pass, so more prompts cost little more).
+GENERATE_BATCH = 32
+#: transformers' names for the attention of a packed pass (`_packed_attention`) and of a
+#: generation pass (`_generation_attention`).
 PACKED_ATTENTION = "truthprobe_packed"
+GENERATION_ATTENTION = "truthprobe_generation"
+#: Bytes of keys and values `generate_greedy` holds at most (fewer prompts decode together
+#: where their slots would need more).
+GENERATION_MEMORY = 1 << 30
 
 
 class ScoringError(TruthprobeError, ValueError):
@@ -213,19 +223,23 @@ def count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=True).input_ids)
 
 
-def _head_slices(model, states: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """(start, stop, float32 logits of vocabulary rows [start, stop)) for every state row,
-    `VOCAB_CHUNK` vocabulary rows at a time (softcapped where the model softcaps)."""
+def _slice_logits(model, states: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """float32 logits of vocabulary rows [start, stop) for every state row (softcapped where
+    the model softcaps)."""
     head = model.get_output_embeddings()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    weight, bias = head.weight, head.bias
-    for start in range(0, weight.shape[0], VOCAB_CHUNK):
-        stop = min(start + VOCAB_CHUNK, weight.shape[0])
-        piece = None if bias is None else bias[start:stop]
-        logits = torch.nn.functional.linear(states, weight[start:stop], piece).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        yield start, stop, logits
+    bias = None if head.bias is None else head.bias[start:stop]
+    logits = torch.nn.functional.linear(states, head.weight[start:stop], bias).float()
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
+def _head_slices(model, states: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, `_slice_logits`) for every state row, `VOCAB_CHUNK` vocabulary rows at a
+    time."""
+    vocabulary = model.get_output_embeddings().weight.shape[0]
+    for start in range(0, vocabulary, VOCAB_CHUNK):
+        stop = min(start + VOCAB_CHUNK, vocabulary)
+        yield start, stop, _slice_logits(model, states, start, stop)
 
 
 def _target_logits(logits: torch.Tensor, targets: torch.Tensor, start: int, stop: int):
@@ -244,16 +258,32 @@ def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) ->
     head is bound by reading its weights (Gemma 3's 262k x 640), so reading them once per call
     rather than once per chunk of rows, and never holding rows x vocabulary logits, halves its
     time (`benchmarks/extract_bench.py`). Each row's result depends only on that row.
-    Differentiable (QLoRA trains through it).
+    Differentiable (QLoRA trains through it): when training, each slice's logits are
+    recomputed in the backward pass rather than kept (rows x vocabulary float32 otherwise).
     """
     target = states.new_zeros(states.shape[0], dtype=torch.float32)
     if not states.shape[0]:
         return target
+    vocabulary = model.get_output_embeddings().weight.shape[0]
+    training = torch.is_grad_enabled() and states.requires_grad
     normalisers = []
-    for start, stop, logits in _head_slices(model, states):
-        normalisers.append(torch.logsumexp(logits, dim=-1))
-        target = target + _target_logits(logits, targets, start, stop)
+    for start in range(0, vocabulary, VOCAB_CHUNK):
+        stop = min(start + VOCAB_CHUNK, vocabulary)
+        if training:  # keep no slice's logits for the backward pass: recompute them there
+            terms = checkpoint(
+                _slice_terms, model, states, targets, start, stop, use_reentrant=False
+            )
+        else:
+            terms = _slice_terms(model, states, targets, start, stop)
+        normalisers.append(terms[0])
+        target = target + terms[1]
     return target - torch.logsumexp(torch.stack(normalisers, dim=1), dim=1)
+
+
+def _slice_terms(model, states: torch.Tensor, targets: torch.Tensor, start: int, stop: int):
+    """One vocabulary slice's log-sum-exp and target logits (0 where the target is outside)."""
+    logits = _slice_logits(model, states, start, stop)
+    return torch.logsumexp(logits, dim=-1), _target_logits(logits, targets, start, stop)
 
 
 def token_statistics(
@@ -389,25 +419,123 @@ def _packed_attention(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(out, 1), None
 
 
+class _Slots:
+    """Keys and values of up to `n` generations, one row (slot) each, indexed by position: the
+    shared context's in every slot's first positions (copied once), a generation's own after
+    them. A finished generation's slot goes to the next one; nothing is concatenated per step."""
+
+    def __init__(self, n: int, capacity: int, context: SharedContext | None) -> None:
+        self.n, self.capacity, self.context = n, capacity, context
+        self.states: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def layer(self, index: int, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self.states:
+            shape = (self.n, key.shape[1], self.capacity, key.shape[3])
+            keys, values = key.new_zeros(shape), key.new_zeros(shape)
+            if self.context is not None:
+                before_keys, before_values = self.context.states[index]
+                keys[:, :, : len(self.context)] = before_keys
+                values[:, :, : len(self.context)] = before_values
+            self.states[index] = (keys, values)
+        return self.states[index]
+
+
+@dataclass
+class _Step:
+    """One pass of `generate_greedy`: per generation (slot, start in the pass, tokens, position
+    of its first token)."""
+
+    slots: _Slots
+    rows: list[tuple[int, int, int, int]]
+
+
+_STEP: ContextVar[_Step | None] = ContextVar("truthprobe_generation_step", default=None)
+
+
+def _visible(positions: torch.Tensor, length: int, window: int | None) -> torch.Tensor:
+    """(queries, length) bool: key position j is seen from each query position (causal, and
+    within the sliding window where the layer has one)."""
+    keys = torch.arange(length, device=positions.device)
+    seen = keys[None, :] <= positions[:, None]
+    if window:
+        seen &= (positions[:, None] - keys[None, :]) < window
+    return seen
+
+
+def _generation_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention of a `generate_greedy` pass (transformers' attention interface).
+
+    Every generation's new keys and values go to its slot at their positions; the generations
+    that add one token (all but those joining) attend in one call over every slot (an idle slot
+    sees its first position and its output is dropped), each joining one over its own slot.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    step = _STEP.get()
+    if step is None:
+        raise ScoringError("generation attention called outside generate_greedy")
+    window = kwargs.pop("sliding_window", None)
+    kwargs.pop("is_causal", None)
+    keys, values = step.slots.layer(module.layer_idx, key)
+    for slot, start, n, at in step.rows:
+        keys[slot, :, at : at + n] = key[0, :, start : start + n]
+        values[slot, :, at : at + n] = value[0, :, start : start + n]
+    out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))
+    length = max(at + n for _, _, n, at in step.rows)
+    single = [(slot, start, at) for slot, start, n, at in step.rows if n == 1]
+    if single:
+        slots = torch.tensor([r[0] for r in single], device=query.device)
+        starts = torch.tensor([r[1] for r in single], device=query.device)
+        positions = torch.zeros(step.slots.n, dtype=torch.long, device=query.device)
+        positions[slots] = torch.tensor([r[2] for r in single], device=query.device)
+        low = max(0, min(r[2] for r in single) - window + 1) if window else 0
+        seen = _visible(positions, length, window)[:, low:]
+        seen[:, 0] |= ~seen.any(1)  # an idle slot attends somewhere (its output is unused)
+        asked = query.new_zeros((step.slots.n, query.shape[1], 1, query.shape[3]))
+        asked[slots, :, 0] = query[0, :, starts].transpose(0, 1)
+        together = sdpa_attention_forward(
+            module, asked, keys[:, :, low:length], values[:, :, low:length],
+            seen[:, None, None], is_causal=False, **kwargs,
+        )[0]  # fmt: skip
+        out[0, starts] = together[slots, 0]
+    for slot, start, n, at in step.rows:
+        if n > 1:
+            positions = torch.arange(at, at + n, device=query.device)
+            out[0, start : start + n] = sdpa_attention_forward(
+                module, query[:, :, start : start + n], keys[slot : slot + 1, :, : at + n],
+                values[slot : slot + 1, :, : at + n],
+                _visible(positions, at + n, window)[None, None], is_causal=False, **kwargs,
+            )[0][0]  # fmt: skip
+    return out, None
+
+
 def _register_packed_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+    AttentionInterface.register(GENERATION_ATTENTION, _generation_attention)
 
 
 @contextmanager
-def _packed(model, layout: list[_Segment], context: SharedContext | None = None) -> Iterator[None]:
-    """Route the model's attention through `_packed_attention` for one pass."""
+def _attention(model, name: str, **values) -> Iterator[None]:
+    """Route the model's attention through `name` for one pass, with the context variables
+    (`_LAYOUT`, `_CONTEXT`, `_STEP`) it reads set to `values`."""
     config = model.config.get_text_config()
     before = config._attn_implementation
-    token, shared = _LAYOUT.set(layout), _CONTEXT.set(context)
-    config._attn_implementation = PACKED_ATTENTION
+    variables = {"layout": _LAYOUT, "context": _CONTEXT, "step": _STEP}
+    tokens = [(variables[k], variables[k].set(v)) for k, v in values.items()]
+    config._attn_implementation = name
     try:
         yield
     finally:
         config._attn_implementation = before
-        _LAYOUT.reset(token)
-        _CONTEXT.reset(shared)
+        for variable, token in tokens:
+            variable.reset(token)
+
+
+def _packed(model, layout: list[_Segment], context: SharedContext | None = None):
+    """Route the model's attention through `_packed_attention` for one pass."""
+    return _attention(model, PACKED_ATTENTION, layout=layout, context=context)
 
 
 @torch.inference_mode()
@@ -635,37 +763,41 @@ def score_continuations(
 
 
 def choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) -> list:
-    """Differentiable summed log-likelihood of every choice, one full sequence per choice.
+    """Differentiable summed log-likelihood of every choice, in one packed pass.
 
-    Returns one tensor of per-choice scores per item. Only the rows that predict continuation
-    tokens go through the LM head.
+    The items are packed as in `forward_batch` (each prefix once, every choice after it,
+    attention per item), so training (QLoRA's) runs each prompt once rather than once per
+    choice and holds its activations once, and scores exactly what evaluation scores. Returns
+    one tensor of per-choice scores per item; only the rows that predict continuation tokens
+    go through the LM head.
     """
+    check_lengths(loaded, items)
     model, device = loaded.model, loaded.device
-    pad = loaded.tokenizer.pad_token_id or 0
-    sequences = [(it.prefix + ch, len(it.prefix), ch) for it in items for ch in it.choices]
-    length = max(len(s) for s, _, _ in sequences)
-    ids = torch.full((len(sequences), length), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, (seq, _, _) in enumerate(sequences):  # right padding: positions stay natural
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    hidden = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device))
-    states = hidden.last_hidden_state
-    rows, cols, targets = [], [], []
-    for i, (_, p, ch) in enumerate(sequences):
-        rows += [i] * len(ch)
-        cols += list(range(p - 1, p - 1 + len(ch)))
-        targets += ch
-    picked = states[torch.tensor(rows), torch.tensor(cols)]
-    token_logp = token_log_likelihoods(model, picked, torch.tensor(targets, device=picked.device))
-    per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
-        0, torch.tensor(rows, device=token_logp.device), token_logp
-    )
-    out, k = [], 0
+    ids: list[int] = []
+    layout, head_at, targets = [], [], []
     for it in items:
-        out.append(per_choice[k : k + len(it.choices)])
-        k += len(it.choices)
-    return out
+        segment = _Segment(len(ids), len(it.prefix), [len(ch) for ch in it.choices], device)
+        layout.append(segment)
+        ids += it.prefix + [t for ch in it.choices for t in ch]
+        at = segment.start + len(it.prefix)
+        for ch in it.choices:
+            head_at += [segment.start + len(it.prefix) - 1, *range(at, at + len(ch) - 1)]
+            targets += ch
+            at += len(ch)
+    counts = [len(ch) for it in items for ch in it.choices]
+    owner = [k for k, n in enumerate(counts) for _ in range(n)]
+    positions = torch.cat([s.positions for s in layout])[None].to(device)
+    with _packed(model, layout):
+        states = model.get_decoder()(
+            input_ids=torch.tensor([ids], device=device), position_ids=positions, use_cache=False
+        ).last_hidden_state[0]
+    token_logp = token_log_likelihoods(
+        model, states[torch.tensor(head_at, device=device)], torch.tensor(targets, device=device)
+    )
+    per_choice = token_logp.new_zeros(len(counts)).index_add(
+        0, torch.tensor(owner, device=token_logp.device), token_logp
+    )
+    return list(torch.split(per_choice, [len(it.choices) for it in items]))
 
 
 @torch.inference_mode()
@@ -716,45 +848,144 @@ def forward_per_sequence(
     return BatchOutput(answer, question, logprob, tokens, *scored)
 
 
+def _greedy_tokens(model, states: torch.Tensor) -> torch.Tensor:
+    """Each row's most likely next token (the first of equal maxima, as `argmax`), a
+    vocabulary slice at a time like `token_log_likelihoods`: rows x vocabulary logits are
+    never held."""
+    best = index = None
+    for start, _, logits in _head_slices(model, states):
+        value, where = logits.max(-1)
+        if best is None:
+            best, index = value, where
+        else:
+            better = value > best  # strictly: an equal value in a later slice keeps the first
+            best, index = (
+                torch.where(better, value, best),
+                torch.where(better, where + start, index),
+            )
+    assert index is not None
+    return index
+
+
+def _stop_tokens(loaded: LoadedModel) -> set[int]:
+    """Token ids that end a generation (the model's generation config, else its tokenizer's)."""
+    ids = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = loaded.tokenizer.eos_token_id
+    return set([ids] if isinstance(ids, int) else (ids or []))
+
+
+@dataclass
+class _Generation:
+    """One prompt being continued: its slot, what it feeds the next pass, what it made."""
+
+    index: int
+    feed: list[int]
+    slot: int = -1
+    position: int = 0
+    """Position of the next token it feeds (its slot holds keys and values up to here)."""
+    tokens: list[int] = field(default_factory=list)
+
+
+def _slot_count(loaded: LoadedModel, capacity: int, wanted: int) -> int:
+    """How many generations decode together: `wanted`, fewer where their slots' keys and
+    values would take more than `GENERATION_MEMORY`."""
+    config = loaded.model.config.get_text_config()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(loaded.model.parameters()).element_size()
+    per_slot = 2 * loaded.n_layers * heads * width * capacity * max(element, 2)
+    return max(1, min(wanted, GENERATION_MEMORY // per_slot))
+
+
 @torch.inference_mode()
 def generate_greedy(
     loaded: LoadedModel,
     prompts: Sequence[str],
     max_new_tokens: int,
     stop: Sequence[str] = (),
-    batch_size: int = 8,
+    batch_size: int = 0,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> list[str]:
-    """Greedy completions of `prompts`, cut at the first stop string; length-sorted batches."""
+    """Greedy completions of `prompts`, each cut at its first stop string.
+
+    Up to `batch_size` prompts (`GENERATE_BATCH` when 0, fewer where their keys and values
+    would pass `GENERATION_MEMORY`) decode together: each pass carries the next token of every
+    running prompt (a prompt's own tokens when it joins), each prompt's keys and values live in
+    a slot of their own (`_Slots`), and the one-token steps attend in one call per layer
+    (`_generation_attention`), so no padding enters any prompt's attention. A prompt stops on
+    its own (an end token, a stop string, `max_new_tokens`) and the next waiting prompt takes
+    its slot at the next pass. A prefix every prompt shares of `SHARED_CONTEXT_TOKENS` or more
+    (CoT's demonstrations) runs once (`shared_context`) unless `share_prefix` is False. The LM
+    head runs at each prompt's last position only, a vocabulary slice at a time.
+    """
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    if not encoded:
+        return []
+    shared = common_prefix([EncodedItem(ids, [], []) for ids in encoded])
+    context = None
+    if share_prefix and shared >= SHARED_CONTEXT_TOKENS:
+        context = shared_context(loaded, encoded[0][:shared])
+    else:
+        shared = 0
+    limit, ends = max_positions(loaded), _stop_tokens(loaded)
+    for i, ids in enumerate(encoded):
+        if len(ids) + max_new_tokens > limit:
+            raise ScoringError(
+                f"prompt {i}: {len(ids)} tokens and {max_new_tokens} new ones are more than "
+                f"this model's {limit} positions"
+            )
+    capacity = max(len(ids) for ids in encoded) + max_new_tokens
+    n = _slot_count(loaded, capacity, min(batch_size or GENERATE_BATCH, len(encoded)))
+    slots = _Slots(n, capacity, context)
+    free = list(range(n))[::-1]
+    waiting = deque(_Generation(i, ids[shared:], position=shared) for i, ids in enumerate(encoded))
+    running: list[_Generation] = []
+    budget = pass_tokens(loaded)
+    tail = 2 * max((len(s) for s in stop), default=0) + 2  # tokens that can hold a stop string
     out: list[str] = [""] * len(prompts)
-    starts = range(0, len(order), batch_size)
-    for lo in tqdm(starts, desc="generate", unit="batch", disable=not progress or len(starts) < 2):
-        rows = order[lo : lo + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, i in enumerate(rows):  # left padding: every prompt ends at the same position
-            ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[j, width - len(encoded[i]) :] = 1
-        generated = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            top_p=None,
-            top_k=None,
-            pad_token_id=pad,
-            stop_strings=list(stop) or None,
-            tokenizer=tokenizer,
-        )
-        for j, i in enumerate(rows):
-            text = tokenizer.decode(generated[j, width:], skip_special_tokens=True)
-            cuts = [text.find(s) for s in stop if s in text]
-            out[i] = text[: min(cuts)] if cuts else text
+    bar = tqdm(total=len(prompts), desc="generate", unit="item", disable=not progress)
+    while waiting or running:
+        fed = sum(len(g.feed) for g in running)
+        while waiting and free and (not running or fed + len(waiting[0].feed) <= budget):
+            running.append(waiting.popleft())
+            running[-1].slot = free.pop()
+            fed += len(running[-1].feed)
+        rows, ids, positions = [], [], []
+        for g in running:
+            rows.append((g.slot, len(ids), len(g.feed), g.position))
+            positions += range(g.position, g.position + len(g.feed))
+            ids += g.feed
+        with _attention(model, GENERATION_ATTENTION, step=_Step(slots, rows)):
+            states = model.get_decoder()(
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.tensor([positions], device=device),
+                use_cache=False,
+            ).last_hidden_state[0]
+        last = torch.tensor([start + size - 1 for _, start, size, _ in rows], device=device)
+        chosen = _greedy_tokens(model, states[last]).tolist()
+        still = []
+        for g, token in zip(running, chosen, strict=True):
+            g.position += len(g.feed)
+            done = token in ends
+            if not done:
+                g.tokens.append(token)
+                g.feed = [token]
+                done = len(g.tokens) >= max_new_tokens or any(
+                    s in tokenizer.decode(g.tokens[-tail:]) for s in stop
+                )
+            if done:
+                text = tokenizer.decode(g.tokens, skip_special_tokens=True)
+                cuts = [text.find(s) for s in stop if s in text]
+                out[g.index] = text[: min(cuts)] if cuts else text
+                free.append(g.slot)
+                bar.update()
+            else:
+                still.append(g)
+        running = still
+    bar.close()
     return out
 
 

@@ -161,8 +161,9 @@ def cot_generations(
     max_new_tokens: int | None = None,
     instruction: str | None = None,
     max_tokens: int = 2048,
-    batch_size: int = 8,
+    batch_size: int = 0,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> Generations:
     """k-shot CoT completions of `tests` (the same demonstrations for every item), scored.
 
@@ -181,7 +182,7 @@ def cot_generations(
         for t in tests
     ]
     completions = generate_greedy(
-        loaded, prompts, max_new_tokens, STOP, batch_size=batch_size, progress=progress
+        loaded, prompts, max_new_tokens, STOP, batch_size, progress, share_prefix
     )
     return Generations(
         ids=tuple(t.id for t in tests),

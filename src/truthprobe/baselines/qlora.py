@@ -3,11 +3,11 @@
 As in Hase et al. (paper_methods.md §6.4): LoRA rank 16, alpha 32, dropout 0.1 on the attention
 query and value projections; learning rate 1e-4 with linear decay to 10%, weight decay 1e-5,
 gradient clipping 1.0; an effective batch of min(n_train, 50) items by accumulation; 3 epochs,
-raised so there are at least 10 optimiser updates. The loss scores each choice by its summed
-log-likelihood as a continuation of the zero-shot prompt, softmaxes across the question's choices
-and takes cross-entropy with the gold choice; evaluation uses the same scorer (`forward_batch`),
-so an adapted model's `ChoiceProbs` come through the same path as zero-shot ones
-(`truthprobe.scoring`).
+raised so there are at least 10 optimiser updates (150 for chain-of-thought). The loss scores
+each choice by its summed log-likelihood as a continuation of the zero-shot prompt, softmaxes
+across the question's choices and takes cross-entropy with the gold choice; evaluation uses the
+same scorer (`forward_batch`), so an adapted model's `ChoiceProbs` come through the same path
+as zero-shot ones (`truthprobe.scoring`).
 
 With `objective="cot"` (StrategyQA, GSM8k: QLoRA+CoT) the loss is the language-model loss of
 the gold reasoning and answer instead: input `Q: <question>\nA:`, target
@@ -39,6 +39,10 @@ from truthprobe.models import LoadedModel
 from truthprobe.prompts import PromptTemplate
 from truthprobe.scoring import EncodedItem, choice_log_likelihoods, encode
 
+#: The paper's least number of optimiser updates per objective (`minimum_gradient_updates`:
+#: 10, and 10 x 15 for chain-of-thought, paper_methods.md §6.4).
+MIN_UPDATES = {"mc": 10, "cot": 150}
+
 
 @dataclass(frozen=True)
 class QLoRAConfig:
@@ -53,8 +57,9 @@ class QLoRAConfig:
     final_lr_fraction: float = 0.1
     max_grad_norm: float = 1.0
     epochs: int = 3
-    min_updates: int = 10
-    """Epochs are raised until there are at least this many optimiser updates."""
+    min_updates: int | None = None
+    """Epochs are raised until there are at least this many optimiser updates (None: the
+    paper's, `MIN_UPDATES` of the objective: 10, or 150 for chain-of-thought)."""
     effective_batch: int = 50
     """Items per optimiser update (capped at n_train), reached by gradient accumulation."""
     micro_batch: int = 2
@@ -68,7 +73,8 @@ class QLoRAConfig:
         """(items per update, total updates)."""
         per_update = min(n_train, self.effective_batch)
         per_epoch = math.ceil(n_train / per_update)
-        epochs = max(self.epochs, math.ceil(self.min_updates / per_epoch))
+        least = MIN_UPDATES[self.objective] if self.min_updates is None else self.min_updates
+        epochs = max(self.epochs, math.ceil(least / per_epoch))
         total = per_epoch * epochs
         return per_update, total if self.max_updates is None else min(total, self.max_updates)
 

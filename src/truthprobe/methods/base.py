@@ -10,7 +10,7 @@ only that store. Adding a method is one module with a factory plus one `register
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,14 +103,23 @@ class Models:
     def base(self) -> LoadedModel:
         return self.quantized(self.config.quantization)
 
-    def quantized(self, quantization: str) -> LoadedModel:
-        """The model with `quantization` weights (the base model itself when they agree)."""
+    def quantized(self, quantization: str | None) -> LoadedModel:
+        """The model with `quantization` weights (the base model itself when they agree or
+        `quantization` is None)."""
+        quantization = quantization or self.config.quantization
         if quantization not in self._loaded:
             from truthprobe.models import load_model
 
             c = self.config
             self._loaded[quantization] = load_model(c.name, quantization, c.dtype, c.device)
         return self._loaded[quantization]
+
+    def fingerprint(self, quantization: str | None) -> dict[str, str]:
+        """The fingerprint of `quantized(quantization)`'s weights, without loading another
+        copy: the base model's with its quantization replaced (name, revision and dtype are
+        the run's for every copy)."""
+        base = self.base.fingerprint
+        return replace(base, quantization=quantization or base.quantization).to_dict()
 
 
 MID_LAST = -2
@@ -204,6 +213,9 @@ class Method:
     """False: runs once (train_on `none`) as an unsupervised floor."""
     noisy_labels: bool = False
     """True: `run` can train on given (noisy) labels."""
+    quantization: str | None = None
+    """Weights the method runs on when not the run's model (`Models.quantized`): its parts'
+    fingerprints and the table name them."""
 
     def n_train(self, n_train: int) -> int:
         """Training items drawn per (train_on, seed); `n_train` is the split's setting."""

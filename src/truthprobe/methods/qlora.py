@@ -1,11 +1,13 @@
-"""QLoRA: LoRA adapters trained on the training rows, on a quantised copy of the model.
+"""QLoRA: LoRA adapters trained on the training rows, on the run's model or a quantised copy.
 
 Multiple-choice tasks train the paper's choice loss and score the choices (`qlora`); datasets in
 `--cot` and free-form ones train the language-model loss of the gold reasoning and answer and
-are evaluated by greedy generation (`qlora+cot`). One quantised model serves every part: each
-adapter is removed after its evaluation. Adapters are saved under the run's `adapters/` by a
-hash of what determines them and reloaded on a re-run. The mechanics are in
-`truthprobe.baselines.qlora`.
+are evaluated by greedy generation (`qlora+cot`). By default the adapters train on the run's
+own model (its `--quantization`), so QLoRA's SGR shares its zero-shot floor's weights;
+`--qlora-quantization` picks other weights, which its parts' fingerprints and the table name.
+One model serves every part: each adapter is removed after its evaluation. Adapters are saved
+under the run's `adapters/` by a hash of what determines them and reloaded on a re-run. The
+mechanics are in `truthprobe.baselines.qlora`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class QLoRA(Method):
     def __init__(self, settings, cot: bool, max_new_tokens: int) -> None:
         self.qlora, self.cot, self.max_new_tokens = settings, cot, max_new_tokens
         self.label = self.family = "qlora+cot" if cot else "qlora"
+        chosen = settings.qlora_quantization
+        self.quantization = None if chosen == "model" else chosen
 
     def n_train(self, n_train: int) -> int:
         return self.qlora.qlora_n_train
@@ -27,7 +31,6 @@ class QLoRA(Method):
     def settings(self) -> dict:
         return {
             "n_train": self.qlora.qlora_n_train,
-            "quantization": self.qlora.qlora_quantization,
             "max_updates": self.qlora.qlora_max_updates,
             "cot": self.cot,
             "max_new_tokens": self.max_new_tokens,
@@ -49,7 +52,7 @@ class QLoRA(Method):
         )
 
         assert train is not None
-        loaded = ctx.models.quantized(self.qlora.qlora_quantization)
+        loaded = ctx.models.quantized(self.quantization)
         records = ctx.task.records
         training = [records[i] for i in train]
         tests = [records[i] for i in ctx.test]

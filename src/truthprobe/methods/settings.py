@@ -7,6 +7,7 @@ Field names carry their method's prefix because the command line flattens them (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from truthprobe.configs import (
     PROBE_KINDS,
@@ -14,11 +15,12 @@ from truthprobe.configs import (
     ConfigError,
     ProbeKind,
     ProbePreset,
-    Quantization,
     require,
     require_layers,
     require_non_negative,
 )
+
+QLoRAQuantization = Literal["model", "none", "4bit", "8bit"]
 
 
 def _require_choices(values: tuple, valid: tuple[str, ...], name: str, noun: str) -> None:
@@ -89,17 +91,19 @@ class QLoRASettings:
 
     qlora_n_train: int = 32
     """Training items per (train_on, seed)."""
-    qlora_quantization: Quantization = "8bit"
-    """Base weights while training: 8bit (the paper's setting; trains on a CPU), 4bit (NF4,
-    GPU only) or none."""
+    qlora_quantization: QLoRAQuantization = "model"
+    """Weights the adapters train on: model (the run's --quantization, so every row of a
+    table comes from one model), or other weights for QLoRA alone: 8bit (LLM.int8; trains on
+    a CPU), 4bit (NF4, GPU only; the paper's QLoRA) or none. The table names each row's."""
     qlora_max_updates: int = 4
     """Cap on optimiser updates (0 = the paper's full schedule)."""
 
     def __post_init__(self) -> None:
         require(self.qlora_n_train >= 1, "qlora_n_train", "must be at least 1")
-        if self.qlora_quantization not in ("none", "4bit", "8bit"):
+        if self.qlora_quantization not in ("model", "none", "4bit", "8bit"):
             raise ConfigError(
-                f"--qlora-quantization must be none, 4bit or 8bit, got {self.qlora_quantization!r}"
+                "--qlora-quantization must be model, none, 4bit or 8bit, got "
+                f"{self.qlora_quantization!r}"
             )
         require_non_negative(self.qlora_max_updates, "qlora_max_updates", "the full schedule")
 
