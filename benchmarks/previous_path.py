@@ -219,3 +219,30 @@ def score_continuations_050(
         rows = order[lo : lo + batch_size]
         logprob[rows] = forward_batch_050(loaded, [items[i] for i in rows], [], n_choices).logprob
     return logprob
+
+
+def choice_log_likelihoods_050(loaded: LoadedModel, items: Sequence[EncodedItem]) -> list:
+    """0.5.0's differentiable scores (what QLoRA trained through): one right-padded sequence
+    per (item, choice), the prompt run once per choice, 0.5.0's full-vocabulary head."""
+    model, device = loaded.model, loaded.device
+    pad = loaded.tokenizer.pad_token_id or 0
+    sequences = [(it.prefix + ch, len(it.prefix), ch) for it in items for ch in it.choices]
+    length = max(len(s) for s, _, _ in sequences)
+    ids = torch.full((len(sequences), length), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (seq, _, _) in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    states = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device))
+    states = states.last_hidden_state
+    rows, cols, targets = [], [], []
+    for i, (_, p, ch) in enumerate(sequences):
+        rows += [i] * len(ch)
+        cols += list(range(p - 1, p - 1 + len(ch)))
+        targets += ch
+    picked = states[torch.tensor(rows), torch.tensor(cols)]
+    token_logp = token_log_likelihoods(model, picked, torch.tensor(targets, device=picked.device))
+    per_choice = torch.zeros(len(sequences), device=token_logp.device).index_add(
+        0, torch.tensor(rows, device=token_logp.device), token_logp
+    )
+    return list(torch.split(per_choice, [len(it.choices) for it in items]))

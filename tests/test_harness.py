@@ -292,6 +292,7 @@ def test_baselines_run_every_method_and_the_report_tabulates_them(
     assert set(results.summary["n_test"]) == {3}
     table = list(csv.DictReader((summary.run_dir / "table.csv").open()))
     assert {r["weights"] for r in table} == {f"{model['name']} {model['dtype']}"}
+    assert set(results.summary["weights"]) == {r["weights"] for r in table}  # load_run too
     assert all(r["weights"] == r["unsupervised_weights"] for r in table) and "*" not in out
 
 

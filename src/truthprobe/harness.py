@@ -41,6 +41,7 @@ from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, SplitConfig, noisy_labels
 from truthprobe.hardness import get_measure
 from truthprobe.locks import Lock
+from truthprobe.memory import release_memory
 from truthprobe.methods import (
     Method,
     MethodContext,
@@ -609,6 +610,8 @@ class Harness:
                 ) from err
             seconds = time.perf_counter() - began + shared
             self._put(key, output, train, method, draw, sizes[i], expected[i], seconds, model)
+            if seconds > 1:  # a long run's parts would otherwise ratchet its resident size up
+                release_memory()
         return keys
 
     def _noisy(self, task: Task, train: np.ndarray, draw: Draw) -> np.ndarray:

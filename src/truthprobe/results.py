@@ -22,7 +22,7 @@ import numpy as np
 
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import bootstrap_accuracy, bootstrap_sgr
-from truthprobe.runstore import PartKey, RunStore, read_json
+from truthprobe.runstore import PartKey, RunStore, read_json, weights_name
 
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
 UNSUPERVISED = ("zero_shot", "zero_shot+cot")
@@ -85,14 +85,6 @@ class TaskResults:
     """Expected accuracy of uniform guessing on the test items (mean of 1 / choices)."""
     chance_items: np.ndarray | None = None
     """Per test item 1 / choices: the floor of SGR against chance, resampled like the rest."""
-
-
-def weights_name(model: dict) -> str:
-    """How a table names the weights behind a row: model, quantization (where there is one)
-    and dtype, e.g. `default bfloat16` or `default 8bit bfloat16`."""
-    quantization = model.get("quantization", "none")
-    parts = [model["name"], quantization if quantization != "none" else "", model["dtype"]]
-    return " ".join(p for p in parts if p)
 
 
 def collect(run_dir: str | Path) -> list[TaskResults]:

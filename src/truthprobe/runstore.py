@@ -332,6 +332,14 @@ def _slug_of(store: RunStore, task: str) -> str:
     raise RunStoreError(f"{store.run_dir}: no task {task!r}; stored: {store.task_slugs()}")
 
 
+def weights_name(model: dict) -> str:
+    """How a table names the weights behind a row: model, quantization (where there is one)
+    and dtype, e.g. `default bfloat16` or `default 8bit bfloat16`."""
+    quantization = model.get("quantization", "none")
+    parts = [model["name"], quantization if quantization != "none" else "", model["dtype"]]
+    return " ".join(p for p in parts if p)
+
+
 def load_run(run_dir: str | Path) -> RunResults:
     """Read a run directory (or a study folder inside one) into per-item and summary pandas
     DataFrames; every part, a study's included (`n_train`, `noise`, `test_task` say which).
@@ -413,6 +421,7 @@ def load_run(run_dir: str | Path) -> RunResults:
                         float(correct[validation].mean()) if validation.any() else float("nan")
                     ),
                     "seconds": meta["seconds"],
+                    "weights": weights_name(meta.get("model") or config["model_fingerprint"]),
                     "setting": (meta.get("info") or {}).get("setting"),
                     "collapsed": (meta.get("info") or {}).get("collapsed"),
                 }

@@ -68,7 +68,7 @@ PACKED_ATTENTION = "truthprobe_packed"
 GENERATION_ATTENTION = "truthprobe_generation"
 #: Bytes of keys and values `generate_greedy` holds at most (fewer prompts decode together
 #: where their slots would need more).
-GENERATION_MEMORY = 1 << 30
+GENERATION_MEMORY = 1 << 29
 
 
 class ScoringError(TruthprobeError, ValueError):
