@@ -64,7 +64,7 @@ def main() -> None:
         "t": "(t) today: packed, head recomputed",
         "q": "(q) today on LLM.int8 weights",
     }
-    print(f"QLoRA on {args.items} {args.dataset} items, {args.updates} updates, micro-batch 2")
+    print(f"QLoRA on {args.items} {args.dataset} items, {args.updates} updates, micro-batch 1")
     for variant, label in labels.items():
         command = [sys.executable, __file__, "--child", variant, "--dataset", args.dataset,
                    "--items", str(args.items), "--updates", str(args.updates)]  # fmt: skip
