@@ -119,6 +119,22 @@ def test_shared_prefix_batched_generation_equals_greedy_alone(gemma_fp32, load, 
     assert all(text.strip() for text in batched)
 
 
+def test_stopping_once_the_answer_is_decided_keeps_every_answer(gemma_fp32, load):
+    """Zero-shot GSM8k (the worksheet prompt, which the model answers and then goes on past):
+    a completion ended as soon as its answer line is complete is the start of the full one,
+    gives the same extracted answer, and some do end earlier (so the rule saves tokens)."""
+    tests = list(load("gsm8k").records)[:6]
+    kwargs = dict(max_new_tokens=120, instruction=cot.WORKSHEET, progress=False)
+    early = cot.cot_generations(gemma_fp32, [], tests, **kwargs)
+    full = cot.cot_generations(gemma_fp32, [], tests, stop_when_decided=False, **kwargs)
+    assert early.predicted == full.predicted
+    assert any(cot.answer_decided(c) for c in full.completions)  # answer lines to decide on
+    for short, long in zip(early.completions, full.completions, strict=True):
+        assert long.startswith(short)
+        assert cot.answer_decided(short) or short == long
+    assert sum(map(len, early.completions)) < sum(map(len, full.completions))
+
+
 def test_generation_stops_at_the_demonstration_separator(gemma_fp32, gsm8k_split):
     """With the stop string a completion is what the unstopped one says before its first blank
     line; without it the model does go on to a blank line (so the stop does something)."""

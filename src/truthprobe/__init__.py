@@ -14,6 +14,10 @@ The entry points are importable from here (each loads its module on first use, s
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
+from truthprobe.memory import bound_kernel_cache
+
+bound_kernel_cache()
+
 try:
     __version__ = version("truthprobe")
 except PackageNotFoundError:  # running from a source tree without installation

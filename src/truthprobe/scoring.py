@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -258,14 +258,21 @@ def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) ->
     head is bound by reading its weights (Gemma 3's 262k x 640), so reading them once per call
     rather than once per chunk of rows, and never holding rows x vocabulary logits, halves its
     time (`benchmarks/extract_bench.py`). Each row's result depends only on that row.
-    Differentiable (QLoRA trains through it): when training, each slice's logits are
-    recomputed in the backward pass rather than kept (rows x vocabulary float32 otherwise).
+    Differentiable (QLoRA trains through it): with the head frozen (LoRA) the gradient with
+    respect to the states is made in the same sweep (`_LogLikelihood`); with a trainable head,
+    each slice's logits are recomputed in the backward pass rather than kept (rows x vocabulary
+    float32 otherwise).
     """
     target = states.new_zeros(states.shape[0], dtype=torch.float32)
     if not states.shape[0]:
         return target
-    vocabulary = model.get_output_embeddings().weight.shape[0]
+    head = model.get_output_embeddings()
+    vocabulary = head.weight.shape[0]
     training = torch.is_grad_enabled() and states.requires_grad
+    frozen = not any(p.requires_grad for p in head.parameters())
+    if training and frozen:  # QLoRA: the gradient reaches the states only
+        softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        return _LogLikelihood.apply(states, targets, head.weight, head.bias, softcap)
     normalisers = []
     for start in range(0, vocabulary, VOCAB_CHUNK):
         stop = min(start + VOCAB_CHUNK, vocabulary)
@@ -278,6 +285,60 @@ def token_log_likelihoods(model, states: torch.Tensor, targets: torch.Tensor) ->
         normalisers.append(terms[0])
         target = target + terms[1]
     return target - torch.logsumexp(torch.stack(normalisers, dim=1), dim=1)
+
+
+class _LogLikelihood(torch.autograd.Function):
+    """log p(target) per row of `states` under a frozen head, with its gradient with respect to
+    the states made in the same sweep over the vocabulary.
+
+    A row's log-likelihood is a scalar, so its gradient is one vector per row: the target's
+    head row times d logit / d z (1 - tanh^2 where the head softcaps) minus the same under the
+    softmax. Each slice's logits give their part of the log-sum-exp and of that expectation
+    (rescaled as the running maximum grows, as flash attention does), so the backward pass
+    only scales the kept (rows, hidden) vectors: two products with the head's weights in all,
+    where autograd through recomputed slices takes three, and no logits are kept.
+    """
+
+    @staticmethod
+    def forward(ctx, states, targets, weight, bias, softcap):
+        rows = states.shape[0]
+        top = states.new_full((rows,), float("-inf"), dtype=torch.float32)
+        total = states.new_zeros(rows, dtype=torch.float32)
+        expected = states.new_zeros((rows, states.shape[1]), dtype=torch.float32)
+        picked = states.new_zeros(rows, dtype=torch.float32)
+        slope = states.new_ones(rows, dtype=torch.float32)
+        for start in range(0, weight.shape[0], VOCAB_CHUNK):
+            stop = min(start + VOCAB_CHUNK, weight.shape[0])
+            rows_w = weight[start:stop]
+            z = torch.nn.functional.linear(
+                states, rows_w, None if bias is None else bias[start:stop]
+            ).float()
+            if softcap:
+                capped = torch.tanh(z / softcap)
+                logits, derivative = capped * softcap, 1 - capped.square()
+            else:
+                logits, derivative = z, None
+            new_top = torch.maximum(top, logits.amax(-1))
+            shrink = torch.exp(top - new_top)
+            e = torch.exp(logits - new_top[:, None])
+            total = total * shrink + e.sum(-1)
+            weighted = e if derivative is None else e * derivative
+            expected = expected * shrink[:, None] + (weighted.to(weight.dtype) @ rows_w).float()
+            top = new_top
+            inside = (targets >= start) & (targets < stop)
+            at = (targets - start).clamp(0, stop - start - 1)[:, None]
+            picked = torch.where(inside, logits.gather(1, at)[:, 0], picked)
+            if derivative is not None:
+                slope = torch.where(inside, derivative.gather(1, at)[:, 0], slope)
+        gradient = slope[:, None] * weight[targets].float() - expected / total[:, None]
+        ctx.save_for_backward(gradient)
+        ctx.dtype = states.dtype
+        return picked - (top + total.log())
+
+    @staticmethod
+    def backward(ctx, upstream):
+        (gradient,) = ctx.saved_tensors
+        return (upstream[:, None] * gradient).to(ctx.dtype), None, None, None, None
 
 
 def _slice_terms(model, states: torch.Tensor, targets: torch.Tensor, start: int, stop: int):
@@ -420,23 +481,20 @@ def _packed_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 class _Slots:
-    """Keys and values of up to `n` generations, one row (slot) each, indexed by position: the
-    shared context's in every slot's first positions (copied once), a generation's own after
-    them. A finished generation's slot goes to the next one; nothing is concatenated per step."""
+    """Keys and values of up to `n` generations, one row (slot) each, indexed by position after
+    the shared context: a generation's own tokens only. The context's keys and values stay
+    once in `context` and every slot's queries read them there (`_parts_attention`), so no
+    slot copies or re-reads them; a finished generation's slot goes to the next one."""
 
     def __init__(self, n: int, capacity: int, context: SharedContext | None) -> None:
         self.n, self.capacity, self.context = n, capacity, context
+        self.offset = len(context) if context is not None else 0
         self.states: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def layer(self, index: int, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self.states:
             shape = (self.n, key.shape[1], self.capacity, key.shape[3])
-            keys, values = key.new_zeros(shape), key.new_zeros(shape)
-            if self.context is not None:
-                before_keys, before_values = self.context.states[index]
-                keys[:, :, : len(self.context)] = before_keys
-                values[:, :, : len(self.context)] = before_values
-            self.states[index] = (keys, values)
+            self.states[index] = (key.new_zeros(shape), key.new_zeros(shape))
         return self.states[index]
 
 
@@ -452,60 +510,115 @@ class _Step:
 _STEP: ContextVar[_Step | None] = ContextVar("truthprobe_generation_step", default=None)
 
 
-def _visible(positions: torch.Tensor, length: int, window: int | None) -> torch.Tensor:
-    """(queries, length) bool: key position j is seen from each query position (causal, and
-    within the sliding window where the layer has one)."""
-    keys = torch.arange(length, device=positions.device)
+def _visible(positions: torch.Tensor, keys: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(queries, keys) bool: the key at each position in `keys` is seen from each query position
+    (causal, and within the sliding window where the layer has one)."""
     seen = keys[None, :] <= positions[:, None]
     if window:
         seen &= (positions[:, None] - keys[None, :]) < window
     return seen
 
 
+def _parts_attention(module, query, parts, scaling, softcap=None) -> torch.Tensor:
+    """Softmax attention of `query` (B, heads, Q, d) over keys held in parts, as if they were
+    concatenated: each part is (keys, values, seen) with keys and values (B or 1, kv heads, L,
+    d) and seen (B, Q, L) bool. A part with one row is shared by every query row, whose
+    queries then meet its keys in one matrix product (how the shared context is read once for
+    all generations). Arithmetic as transformers' eager attention: products in the model's
+    dtype, softmax in float32. Returns (B, Q, heads, d)."""
+    b, heads, q, d = query.shape
+    kv = parts[0][0].shape[1]
+    g = heads // kv
+    grouped = query.reshape(b, kv, g * q, d)
+    scores = []
+    for keys, _, seen in parts:
+        if keys.shape[0] == 1 and b > 1:
+            rows = grouped.transpose(0, 1).reshape(1, kv, b * g * q, d)
+            s = (rows @ keys.transpose(2, 3)).reshape(kv, b, g * q, -1).transpose(0, 1)
+        else:
+            s = grouped @ keys.transpose(2, 3)
+        s = s.view(b, kv, g, q, -1) * scaling
+        if softcap:
+            s = torch.tanh(s / softcap) * softcap
+        scores.append(s.masked_fill(~seen[:, None, None], float("-inf")))
+    weights = torch.softmax(torch.cat(scores, -1), dim=-1, dtype=torch.float32).to(query.dtype)
+    out = None
+    for part, w in zip(parts, weights.split([s.shape[-1] for s in scores], -1), strict=True):
+        values = part[1]
+        if values.shape[0] == 1 and b > 1:
+            w = w.transpose(0, 1).reshape(1, kv, b * g * q, -1)
+            o = (w @ values).reshape(kv, b, g * q, d).transpose(0, 1)
+        else:
+            o = w.reshape(b, kv, g * q, -1) @ values
+        out = o if out is None else out + o
+    assert out is not None
+    return out.reshape(b, heads, q, d).transpose(1, 2)
+
+
 def _generation_attention(module, query, key, value, attention_mask, **kwargs):
     """Attention of a `generate_greedy` pass (transformers' attention interface).
 
     Every generation's new keys and values go to its slot at their positions; the generations
-    that add one token (all but those joining) attend in one call over every slot (an idle slot
-    sees its first position and its output is dropped), each joining one over its own slot.
+    that add one token (all but those joining) attend in one call per layer over the shared
+    context (once for all of them) and every slot (an idle slot's output is dropped), each
+    joining one in a call of its own.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     step = _STEP.get()
     if step is None:
         raise ScoringError("generation attention called outside generate_greedy")
-    window = kwargs.pop("sliding_window", None)
-    kwargs.pop("is_causal", None)
-    keys, values = step.slots.layer(module.layer_idx, key)
-    for slot, start, n, at in step.rows:
-        keys[slot, :, at : at + n] = key[0, :, start : start + n]
-        values[slot, :, at : at + n] = value[0, :, start : start + n]
-    out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))
-    length = max(at + n for _, _, n, at in step.rows)
-    single = [(slot, start, at) for slot, start, n, at in step.rows if n == 1]
-    if single:
-        slots = torch.tensor([r[0] for r in single], device=query.device)
-        starts = torch.tensor([r[1] for r in single], device=query.device)
-        positions = torch.zeros(step.slots.n, dtype=torch.long, device=query.device)
-        positions[slots] = torch.tensor([r[2] for r in single], device=query.device)
-        low = max(0, min(r[2] for r in single) - window + 1) if window else 0
-        seen = _visible(positions, length, window)[:, low:]
-        seen[:, 0] |= ~seen.any(1)  # an idle slot attends somewhere (its output is unused)
-        asked = query.new_zeros((step.slots.n, query.shape[1], 1, query.shape[3]))
-        asked[slots, :, 0] = query[0, :, starts].transpose(0, 1)
-        together = sdpa_attention_forward(
-            module, asked, keys[:, :, low:length], values[:, :, low:length],
-            seen[:, None, None], is_causal=False, **kwargs,
-        )[0]  # fmt: skip
-        out[0, starts] = together[slots, 0]
-    for slot, start, n, at in step.rows:
+    window = kwargs.get("sliding_window")
+    scaling = kwargs.get("scaling") or module.head_dim**-0.5
+    slots, device = step.slots, query.device
+    keys, values = slots.layer(module.layer_idx, key)
+    offset = slots.offset
+    context = slots.context.states[module.layer_idx] if slots.context is not None else None
+    rows = step.rows
+    single = [r for r in rows if r[2] == 1]
+    if single:  # one token each: written in one indexed copy
+        where = torch.tensor([r[0] for r in single], device=device)
+        at = torch.tensor([r[3] - offset for r in single], device=device)
+        starts = torch.tensor([r[1] for r in single], device=device)
+        keys[where, :, at] = key[0, :, starts].transpose(0, 1)
+        values[where, :, at] = value[0, :, starts].transpose(0, 1)
+    for slot, start, n, position in rows:
         if n > 1:
-            positions = torch.arange(at, at + n, device=query.device)
-            out[0, start : start + n] = sdpa_attention_forward(
-                module, query[:, :, start : start + n], keys[slot : slot + 1, :, : at + n],
-                values[slot : slot + 1, :, : at + n],
-                _visible(positions, at + n, window)[None, None], is_causal=False, **kwargs,
-            )[0][0]  # fmt: skip
+            keys[slot, :, position - offset : position - offset + n] = key[0, :, start : start + n]
+            values[slot, :, position - offset : position - offset + n] = value[
+                0, :, start : start + n
+            ]
+    out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))
+
+    def parts(positions, slot, length):
+        """The (context, own) parts seen from `positions` (B, Q) of `slot` (a slice)."""
+        low = max(0, int(positions.min()) - window + 1) if window else 0
+        found = []
+        if context is not None and low < offset:
+            before = torch.arange(low, offset, device=device)
+            seen = _visible(positions.reshape(-1), before, window).view(*positions.shape, -1)
+            found.append((context[0][:, :, low:offset], context[1][:, :, low:offset], seen))
+        own = torch.arange(offset, offset + length, device=device)
+        seen = _visible(positions.reshape(-1), own, window).view(*positions.shape, -1)
+        found.append((keys[slot, :, :length], values[slot, :, :length], seen))
+        return found
+
+    if single:
+        positions = torch.full((slots.n, 1), offset, dtype=torch.long, device=device)
+        positions[where, 0] = at + offset
+        # every slot's whole capacity, the unwritten positions masked: a slice of it would not
+        # be one block in memory, and the matrix product would copy it at every layer
+        found = parts(positions, slice(None), slots.capacity)
+        found[-1][2][:, :, 0] |= ~torch.cat([p[2] for p in found], -1).any(-1)  # idle slots
+        asked = query.new_zeros((slots.n, query.shape[1], 1, query.shape[3]))
+        asked[where, :, 0] = query[0, :, starts].transpose(0, 1)
+        together = _parts_attention(module, asked, found, scaling, kwargs.get("softcap"))
+        out[0, starts] = together[where, 0]
+    for slot, start, n, position in rows:
+        if n > 1:
+            positions = torch.arange(position, position + n, device=device)[None]
+            found = parts(positions, slice(slot, slot + 1), position - offset + n)
+            out[0, start : start + n] = _parts_attention(
+                module, query[:, :, start : start + n], found, scaling, kwargs.get("softcap")
+            )[0]
     return out, None
 
 
@@ -907,6 +1020,7 @@ def generate_greedy(
     batch_size: int = 0,
     progress: bool = True,
     share_prefix: bool = True,
+    decided: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy completions of `prompts`, each cut at its first stop string.
 
@@ -919,6 +1033,10 @@ def generate_greedy(
     its slot at the next pass. A prefix every prompt shares of `SHARED_CONTEXT_TOKENS` or more
     (CoT's demonstrations) runs once (`shared_context`) unless `share_prefix` is False. The LM
     head runs at each prompt's last position only, a vocabulary slice at a time.
+
+    `decided(text)`, checked whenever a new token holds a line break, ends a generation early
+    once whatever reads the completion can no longer change its verdict (CoT's answer line is
+    complete): tokens after it would only be discarded.
     """
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
     encoded = [tokenizer(p, add_special_tokens=True).input_ids for p in prompts]
@@ -937,7 +1055,7 @@ def generate_greedy(
                 f"prompt {i}: {len(ids)} tokens and {max_new_tokens} new ones are more than "
                 f"this model's {limit} positions"
             )
-    capacity = max(len(ids) for ids in encoded) + max_new_tokens
+    capacity = max(len(ids) for ids in encoded) - shared + max_new_tokens
     n = _slot_count(loaded, capacity, min(batch_size or GENERATE_BATCH, len(encoded)))
     slots = _Slots(n, capacity, context)
     free = list(range(n))[::-1]
@@ -973,8 +1091,15 @@ def generate_greedy(
             if not done:
                 g.tokens.append(token)
                 g.feed = [token]
-                done = len(g.tokens) >= max_new_tokens or any(
-                    s in tokenizer.decode(g.tokens[-tail:]) for s in stop
+                recent = tokenizer.decode(g.tokens[-tail:])
+                done = (
+                    len(g.tokens) >= max_new_tokens
+                    or any(s in recent for s in stop)
+                    or (
+                        decided is not None
+                        and "\n" in tokenizer.decode([token])
+                        and decided(tokenizer.decode(g.tokens, skip_special_tokens=True))
+                    )
                 )
             if done:
                 text = tokenizer.decode(g.tokens, skip_special_tokens=True)

@@ -112,6 +112,13 @@ def build_prompt(
     return ICLPrompt(head + prompt.prefix, prompt.demonstration_ids, prompt.dropped)
 
 
+def answer_decided(completion: str) -> bool:
+    """True once `extract_answer` can no longer change as the completion grows: the first
+    trigger phrase is there and its line has ended (what follows is never read)."""
+    at = completion.lower().find(TRIGGER)
+    return at >= 0 and "\n" in completion[at + len(TRIGGER) :]
+
+
 def extract_answer(completion: str, free_form: bool) -> str | None:
     """The answer on the line after the trigger phrase (None without it), paper §6.1.
 
@@ -164,11 +171,15 @@ def cot_generations(
     batch_size: int = 0,
     progress: bool = True,
     share_prefix: bool = True,
+    stop_when_decided: bool = True,
 ) -> Generations:
     """k-shot CoT completions of `tests` (the same demonstrations for every item), scored.
 
     k = 0 with `instruction=WORKSHEET` is the paper's zero-shot GSM8k baseline; an adapted
-    (QLoRA+CoT) model is evaluated with k = 0 and no instruction.
+    (QLoRA+CoT) model is evaluated with k = 0 and no instruction. A completion ends at the
+    demonstrations' separator, at `max_new_tokens`, or (`stop_when_decided`) once its answer
+    line is complete (`answer_decided`): the extracted answer is the same as the paper's
+    longer generations give, and the stored completion ends after that line.
     """
     check_no_leak(demonstrations, tests)
     if max_new_tokens is None:
@@ -182,8 +193,9 @@ def cot_generations(
         for t in tests
     ]
     completions = generate_greedy(
-        loaded, prompts, max_new_tokens, STOP, batch_size, progress, share_prefix
-    )
+        loaded, prompts, max_new_tokens, STOP, batch_size, progress, share_prefix,
+        decided=answer_decided if stop_when_decided else None,
+    )  # fmt: skip
     return Generations(
         ids=tuple(t.id for t in tests),
         prompts=tuple(prompts),
