@@ -13,13 +13,16 @@ CoT on GSM8k: (g) `scoring.generate_greedy` (demonstrations once, prompts decode
 joining as others stop); (o) 0.5.0's `generate_greedy` (transformers' `generate` on batches of 8
 left-padded whole prompts, frozen in `previous_path.py`). Prints items/s of both, the speed-up
 and how many completions are equal (in 16-bit they may part where two tokens nearly tie: a
-batch's shape changes rounding). Everything in the dtype `load_model`'s `auto` picks.
+batch's shape changes rounding); (d) is (g) with each prompt stopping once its answer line is
+complete (`cot.answer_decided`, what `cot_generations` does), with how many extracted answers
+equal (g)'s and (o)'s. Everything in the dtype `load_model`'s `auto` picks.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 from previous_path import generate_greedy_050, score_continuations_050
@@ -115,6 +118,16 @@ def cot_generation(loaded, n_items: int, k: int) -> None:
     now, new = timed("(g) demonstrations once, decoded together", scoring.generate_greedy)
     same = sum(a == b for a, b in zip(old, new, strict=True))
     print(f"speed-up (g)/(o): {before / now:.1f}x; equal completions {same} of {len(prompts)}")
+    decided, short = timed(
+        "(d) as (g), each stopping once its answer is decided",
+        partial(scoring.generate_greedy, decided=cot.answer_decided),
+    )
+    answers = [[cot.extract_answer(text, True) for text in texts] for texts in (old, new, short)]
+    print(
+        f"speed-up (d)/(o): {before / decided:.1f}x; equal extracted answers (d)-(g) "
+        f"{sum(a == b for a, b in zip(answers[2], answers[1], strict=True))} of {len(prompts)}, "
+        f"(d)-(o) {sum(a == b for a, b in zip(answers[2], answers[0], strict=True))}"
+    )
 
 
 if __name__ == "__main__":

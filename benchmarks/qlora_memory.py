@@ -6,7 +6,7 @@ Each variant trains LoRA adapters (the paper's settings, `--updates` optimiser u
 `--items` items) in a fresh process and reports its peak RSS and seconds per update:
 (p) 0.5.0's scores (one right-padded sequence per choice, full-vocabulary head) on the model
 in the dtype `auto` picks; (t) today's (one packed pass per micro-batch, each prompt once, the
-head's vocabulary slices recomputed in the backward pass) on the same weights; (q) today's on
+head's gradient made in its forward sweep) on the same weights; (q) today's on
 LLM.int8 weights (bitsandbytes), as 0.5.0's CPU default trained. The same training items and
 seed for all three; the losses printed should be close for (p) and (t) (the same objective).
 """
@@ -61,7 +61,7 @@ def main() -> None:
         return
     labels = {
         "p": "(p) 0.5.0 scores, per-choice sequences",
-        "t": "(t) today: packed, head recomputed",
+        "t": "(t) today: packed, head gradient in one sweep",
         "q": "(q) today on LLM.int8 weights",
     }
     print(f"QLoRA on {args.items} {args.dataset} items, {args.updates} updates, micro-batch 1")

@@ -135,6 +135,19 @@ def test_stopping_once_the_answer_is_decided_keeps_every_answer(gemma_fp32, load
     assert sum(map(len, early.completions)) < sum(map(len, full.completions))
 
 
+def test_a_question_too_long_for_the_model_is_refused_naming_its_record(tiny, load):
+    """A question that, with the 300 new tokens GSM8k allows, passes the model's 8,192 positions
+    is refused before any pass, naming the record, not deep inside generation."""
+    from dataclasses import replace
+
+    from truthprobe.errors import TruthprobeError
+
+    record = load("gsm8k").records[0]
+    long = replace(record, question="How many? " + "apples " * 8000)
+    with pytest.raises(TruthprobeError, match=rf"id '{re.escape(long.id)}'.*8192 positions"):
+        cot.cot_generations(tiny, [], [long], progress=False)
+
+
 def test_generation_stops_at_the_demonstration_separator(gemma_fp32, gsm8k_split):
     """With the stop string a completion is what the unstopped one says before its first blank
     line; without it the model does go on to a blank line (so the stop does something)."""

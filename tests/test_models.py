@@ -30,3 +30,23 @@ def test_local_path_loads_with_content_fingerprint():
     loaded = load_model(str(convert_default_model()), dtype="bfloat16")
     assert loaded.fingerprint.dtype == "bfloat16"
     assert loaded.fingerprint.revision.startswith("gguf-sha256:")
+
+
+@pytest.mark.parametrize("chosen", [None, "512"])
+def test_import_caps_the_kernel_cache_unless_the_user_chose(chosen):
+    """oneDNN's kernel cache (1024 entries by default) grew resident memory part after part;
+    `import truthprobe` caps it at `memory.KERNEL_CACHE` before any kernel runs, and keeps a
+    size the user set."""
+    import os
+    import subprocess
+    import sys
+
+    from truthprobe.memory import KERNEL_CACHE
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if chosen:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = chosen
+    code = "import os, truthprobe; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (chosen or str(KERNEL_CACHE))

@@ -36,7 +36,7 @@ from truthprobe.baselines.icl import (
 from truthprobe.data import Question
 from truthprobe.errors import TruthprobeError
 from truthprobe.models import LoadedModel
-from truthprobe.scoring import count_tokens, generate_greedy
+from truthprobe.scoring import count_tokens, generate_greedy, max_positions
 
 TRIGGER = "the answer is"
 #: The paper's generation budgets.
@@ -192,6 +192,14 @@ def cot_generations(
         build_prompt(demonstrations, t, count, max_tokens, max_new_tokens, instruction).prefix
         for t in tests
     ]
+    limit = max_positions(loaded)
+    for t, prompt in zip(tests, prompts, strict=True):
+        if (n := count(prompt)) + max_new_tokens > limit:
+            raise TruthprobeError(
+                f"{t.where or 'record'} (id {t.id!r}): its chain-of-thought prompt is {n} tokens; "
+                f"with {max_new_tokens} new ones that is more than the model's {limit} positions "
+                "(shorten the question)"
+            )
     completions = generate_greedy(
         loaded, prompts, max_new_tokens, STOP, batch_size, progress, share_prefix,
         decided=answer_decided if stop_when_decided else None,
