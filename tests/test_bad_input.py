@@ -269,3 +269,26 @@ def test_a_record_repeating_its_correct_choice_is_left_out_of_a_run(
     (config,) = (tmp_path / "runs").glob("*/config.json")
     (task,) = read_json(config)["datasets"].values()
     assert task["excluded"] == [flawed["id"]]
+
+
+@pytest.mark.slow
+def test_a_question_too_long_for_chain_of_thought_names_its_record(load, tiny_model_dir, tmp_path):
+    """A GSM8k question short enough to extract (under the model's 8,192 positions) but too long
+    to reason about with the 300 new tokens GSM8k allows: `truthprobe baselines` stops with
+    one line naming file, line and id, not a traceback from inside generation."""
+    from dataclasses import replace
+
+    by_steps = sorted(load("gsm8k").records, key=lambda r: r.meta["num_steps"])
+    records = by_steps[:30] + by_steps[-30:]  # easy and hard items
+    padding = "apples " * 7_950  # ~7,950 tokens: extractable, not with 300 more
+    long = [replace(r, question=padding + r.question) for r in records]
+    path = write(tmp_path / "gsm8k-long.jsonl", [r.to_dict() for r in long])
+    result = truthprobe(
+        "baselines", "--tasks", f"{path}:steps", "--model", str(tiny_model_dir),
+        "--methods", "icl", "--k", "2", "--n-train", "4", "--validation-size", "4",
+        "--max-test", "2", "--seeds", "1", "--n-boot", "20",
+        "--no-progress", "--cache-dir", str(tmp_path / "act"),
+        "--runs-dir", str(tmp_path / "runs"), "--plots-dir", str(tmp_path / "plots"),
+    )  # fmt: skip
+    line = one_error_line(result, str(path), "chain-of-thought prompt", "8192 positions")
+    assert any(f"id {r.id!r}" in line for r in long), line

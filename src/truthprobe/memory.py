@@ -10,10 +10,11 @@ The other thing that ratchets is oneDNN's kernel cache (bfloat16 matrix products
 one entry per distinct shape, kept up to `ONEDNN_PRIMITIVE_CACHE_CAPACITY`, default 1024.
 Generation and packed passes meet new shapes every part; measured on a 2-core CPU, four
 GSM8k CoT generations grew the trimmed resident size by 0.44 GiB with 1024 entries and by
-0.16 GiB with 256 at the same speed (64 entries: 30-40% slower). QLoRA training meets more
-shapes than 256 (one per item length): 20% slower than with 1024 entries, whose run of the
-CPU-default baselines peaked at 4.15 GiB against 3.54 (docs/baselines.md). `KERNEL_CACHE` is
-the package's default; a value the user set is kept.
+0.16 GiB with 256 at the same speed (64 entries: 30-40% slower). QLoRA training, one pass
+length per item, met more shapes than 256 and ran 20% slower; its passes are now packed and
+rounded to a few lengths (`scoring.TRAINING_ROUND`). A run of the CPU-default baselines with
+1024 entries peaked at 4.15 GiB against 3.54 (docs/baselines.md). `KERNEL_CACHE` is the
+package's default; a value the user set is kept.
 """
 
 from __future__ import annotations

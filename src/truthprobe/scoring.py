@@ -52,6 +52,12 @@ VOCAB_CHUNK = 8192
 #: kernels on AMX round rows differently at 48-512 rows than at 16 or 1024), never on the other
 #: rows' values or order, so a fixed shape makes a row's log-likelihood independent of its pass.
 HEAD_ROWS = 128
+#: QLoRA's training passes and LM-head products have a multiple of this many rows (padding
+#: that attends to nothing and is never scored). oneDNN builds a kernel per matrix-product
+#: shape and keeps `memory.KERNEL_CACHE` of them: one pass length per item meant each item's
+#: ~15 forward and backward shapes evicted the last one's (GSM8k CoT, 32 items: 1,542 kernels
+#: built over 3 updates instead of 568).
+TRAINING_ROUND = 128
 #: Tokens per packed pass on a CPU for a float32 model, twice as many in 16-bit (`pass_tokens`).
 CPU_PASS_TOKENS = 1024
 #: At most this many tokens per pass on a GPU, and at most this share of its free memory.
@@ -882,7 +888,8 @@ def choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) ->
     attention per item), so training (QLoRA's) runs each prompt once rather than once per
     choice and holds its activations once, and scores exactly what evaluation scores. Returns
     one tensor of per-choice scores per item; only the rows that predict continuation tokens
-    go through the LM head.
+    go through the LM head. The pass and the head's rows are filled up to a multiple of
+    `TRAINING_ROUND` (the filling attends to nothing and is never scored).
     """
     check_lengths(loaded, items)
     model, device = loaded.model, loaded.device
@@ -899,14 +906,21 @@ def choice_log_likelihoods(loaded: LoadedModel, items: Sequence[EncodedItem]) ->
             at += len(ch)
     counts = [len(ch) for it in items for ch in it.choices]
     owner = [k for k, n in enumerate(counts) for _ in range(n)]
-    positions = torch.cat([s.positions for s in layout])[None].to(device)
+    filler = -len(ids) % TRAINING_ROUND  # few pass lengths: few kernels
+    ids += [loaded.tokenizer.pad_token_id or 0] * filler
+    positions = torch.cat([s.positions for s in layout] + [torch.zeros(filler, dtype=torch.long)])
     with _packed(model, layout):
         states = model.get_decoder()(
-            input_ids=torch.tensor([ids], device=device), position_ids=positions, use_cache=False
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=positions[None].to(device),
+            use_cache=False,
         ).last_hidden_state[0]
+    extra = -len(head_at) % TRAINING_ROUND  # head rows too; extra rows read position 0, unused
     token_logp = token_log_likelihoods(
-        model, states[torch.tensor(head_at, device=device)], torch.tensor(targets, device=device)
-    )
+        model,
+        states[torch.tensor(head_at + [0] * extra, device=device)],
+        torch.tensor(targets + [0] * extra, device=device),
+    )[: len(head_at)]
     per_choice = token_logp.new_zeros(len(counts)).index_add(
         0, torch.tensor(owner, device=token_logp.device), token_logp
     )
