@@ -190,7 +190,7 @@ def test_every_commands_help_is_its_configs_fields(capsys):
     commands = [([name], cls) for name, cls in COMMANDS.items()]
     for group, name in ((DataCommands, "data"), (CacheCommands, "cache")):
         commands += [([name, sub], cls) for sub, cls in _subcommands(group)]
-    assert len(commands) == len(COMMANDS) + 5
+    assert len(commands) == len(COMMANDS) + 6  # data: 3, cache: info, verify, merge
     for words, config_type in commands:
         with pytest.raises(SystemExit) as exit:
             parse([*words, "--help"])

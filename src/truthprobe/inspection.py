@@ -1,5 +1,6 @@
 """The commands that look at what is on disk: datasets (`data summary`, `data validate`,
-`data fetch`), activation caches (`cache info`, `cache verify`) and saved runs (`report`).
+`data fetch`), activation caches (`cache info`, `cache verify`, `cache merge`) and saved runs
+(`report`).
 
 Each is a frozen dataclass whose fields are its flags and whose `run()` prints what it found,
 like every other command (`truthprobe.cli` builds the one command line from them).
@@ -233,12 +234,37 @@ class CacheVerify:
 
 
 @dataclass(frozen=True)
+class CacheMerge:
+    """Present a cache's finished shards (`<cache>.shards/<i>-of-<n>.h5`) as the one cache FILE:
+    an HDF5 virtual-dataset file of views into them, nothing copied but the item tables."""
+
+    file: File
+    """The cache's .h5 file to make (its shards lie beside it)."""
+
+    def run(self) -> int:
+        import time
+
+        from truthprobe.activations import ActivationCache
+        from truthprobe.activations.shards import merge_shards
+
+        started = time.perf_counter()
+        path = merge_shards(self.file)
+        with ActivationCache(path) as cache:
+            print(
+                f"{path}: {cache.n_items} rows from {len(cache.shards)} shards, merged in "
+                f"{time.perf_counter() - started:.2f} s"
+            )
+        return 0
+
+
+@dataclass(frozen=True)
 class CacheCommands:
-    """Inspect and verify activation caches."""
+    """Inspect, verify and merge activation caches."""
 
     command: (
         Annotated[CacheInfo, tyro.conf.subcommand("info")]
         | Annotated[CacheVerify, tyro.conf.subcommand("verify")]
+        | Annotated[CacheMerge, tyro.conf.subcommand("merge")]
     )
 
     def run(self) -> int:

@@ -114,6 +114,12 @@ ROOM_FACTOR = 2
 ROOM_EXTRA = 1 << 16
 #: HDF5's message for a file shorter than the end its superblock records.
 TRUNCATED = re.compile(r"truncated file: eof = (\d+), .*stored_eof = (\d+)")
+#: Attribute of a merged cache: its shard files (`truthprobe.activations.shards`), relative to
+#: its folder.
+MERGED_ATTR = "shards"
+#: Attribute of a shard file: JSON {"of": the whole cache's key, "index", "count", "range":
+#: [lo, hi] of the whole cache's rows, "n_items": the whole cache's rows}.
+SHARD_ATTR = "shard"
 #: Attributes that must match between a cache and a request to reuse it.
 IDENTITY_ATTRS = (
     "model",
@@ -282,8 +288,29 @@ class ActivationCache:
             raise
         self._ids: list[str] | None = None
         self._records_sound = False
+        self.shards: tuple[Path, ...] = ()
+        """The shard files of a merged cache (`truthprobe.activations.shards`), else empty."""
+        if MERGED_ATTR in self.attrs:
+            self._open_merged(mode)
         if self._extended_from is not None:
             self._check_after_extension()
+
+    def _open_merged(self, mode: str) -> None:
+        """A merged cache reads its states from its shard files: each must be there (HDF5
+        would read a missing one as zeros), and it is never written (its shards are)."""
+        self.shards = tuple(self.path.parent / p for p in json.loads(self.attrs[MERGED_ATTR]))
+        missing = [str(p) for p in self.shards if not p.is_file()]
+        problem = (
+            f"{len(missing)} of its {len(self.shards)} shard files are missing "
+            f"({', '.join(missing[:3])}); put them back or run the shards again and merge"
+            if missing
+            else "a merged cache is read-only: repair or extend its shards, then merge again"
+            if mode == "r+"
+            else ""
+        )
+        if problem:
+            self.close()
+            raise CacheError(f"{self.path}: {problem}")
 
     def _open(self, mode: str) -> h5py.File:
         try:
@@ -399,6 +426,11 @@ class ActivationCache:
         if self._lock is not None:
             yield self
             return
+        if self.shards:
+            raise CacheError(
+                f"{self.path}: a merged cache is read-only: repair or extend its shards, then "
+                "merge again"
+            )
         self._file.close()
         try:
             self._lock = writer_lock(self.path)
@@ -1034,6 +1066,7 @@ class ActivationCache:
             "pass_check": json.loads(self.attrs.get("pass_check") or "null"),
             "package_version": self.attrs.get("package_version"),
             "created": self.attrs.get("created"),
+            "shards": [str(p) for p in self.shards],
         }
 
     def describe(self) -> str:
@@ -1055,6 +1088,16 @@ class ActivationCache:
             f"  extraction    {info['extract_seconds']:.1f} s in all; {_pass_check(info)}",
             f"  created       {info['created']} by truthprobe {info['package_version']}",
         ]
+        if self.shards:
+            lines.append(f"  shards        {len(self.shards)}, all present (merged views)")
+            lines += [f"    {p}" for p in info["shards"]]
+        if SHARD_ATTR in self.attrs:
+            part = json.loads(self.attrs[SHARD_ATTR])
+            lo, hi = part["range"]
+            lines.append(
+                f"  shard         {part['index']} of {part['count']}: rows {lo}..{hi - 1} of "
+                f"{part['n_items']} (cache {part['of']})"
+            )
         return "\n".join(lines)
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from truthprobe.activations.cache import ExtractError
+from truthprobe.activations.launch import Launcher, SlurmConfig
 from truthprobe.configs import (
     Backend,
     CacheConfig,
@@ -56,6 +57,15 @@ class ExtractConfig:
     a sweep with such a task computes them when it needs them)."""
     progress: bool = True
     """A progress bar while extracting."""
+    shards: int = 1
+    """Cut the cache into this many shards, filled by --launcher's workers and merged into one
+    cache file (every row of the cache; see docs/cache.md)."""
+    launcher: Launcher = "local"
+    """local = worker processes on this machine; slurm = a SLURM job array (via submitit)."""
+    workers: int = 0
+    """Local worker processes (0: one per shard, at most one per CPU core); each loads the
+    model once and fills its shards in turn."""
+    slurm: SlurmConfig = SlurmConfig()
 
     def __post_init__(self) -> None:
         if self.measure is not None:
@@ -74,8 +84,19 @@ class ExtractConfig:
         )
         require_non_negative(self.limit, "limit", "every item")
         require_layers(self.layers)
+        require(self.shards >= 1, "shards", "must be at least 1")
+        require_non_negative(self.workers, "workers", "one per shard")
+        if self.shards > 1:
+            require(
+                self.measure is None and not self.limit,
+                "shards",
+                "fills every row of the cache; leave out --measure and --limit",
+            )
 
     def run(self) -> int:
+        if self.shards > 1:
+            print(extract_sharded(self))
+            return 0
         print(extract(self).describe())
         return 0
 
@@ -177,3 +198,51 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
             filled.tokens,
             sum(len(d.rows) for d in filled.damaged),
         )
+
+
+def extract_sharded(config: ExtractConfig) -> str:
+    """Fill the whole cache in `config.shards` shards through `config.launcher`, merge them,
+    and say what happened (the workers' logs go under `<cache_dir>/jobs`)."""
+    import dataclasses
+
+    from truthprobe.activations import ActivationCache
+    from truthprobe.activations.launch import Launch, run_shards
+
+    launch = Launch(
+        config.shards, config.launcher, config.workers,
+        str(Path(config.cache.cache_dir) / "jobs"), config.slurm,
+    )  # fmt: skip
+    quiet = dataclasses.replace(config, shards=1, progress=False)  # no bars fighting in a log
+    path, filling, merging = run_shards(fill_shards, (quiet,), launch)
+    with ActivationCache(path) as cache:
+        rate = cache.n_items / filling if filling > 0 else float("nan")
+        return (
+            f"{path}: {cache.n_items} rows in {config.shards} shards ({config.launcher} "
+            f"launcher), all extracted; shards {filling:.1f} s ({rate:.2f} items/s), merge "
+            f"{merging:.2f} s"
+        )
+
+
+def fill_shards(config: ExtractConfig, indices: Sequence[int], count: int) -> str:
+    """A shard worker's work: load the model once, fill shards `indices` of `count` of the
+    cache `config` names (finished ones skipped), return the whole cache's path."""
+    from truthprobe.activations.extraction import plan_cache, require_choices
+    from truthprobe.activations.shards import fill_shard
+    from truthprobe.models import load_configured
+    from truthprobe.tasks import choice_records
+
+    dataset = config.data.load(config.dataset)
+    records = choice_records(dataset)
+    require_choices(dataset.name, records)
+    loaded = load_configured(config.model)
+    template = config.prompt.resolve(records)
+    plan = plan_cache(
+        dataset.name, records, loaded, template, config.layers, config.cache, config.cache_path,
+        config.backend,
+    )  # fmt: skip
+    for index in indices:
+        fill_shard(
+            plan, records, loaded, template, index, count, config.backend, config.progress,
+            config.cache.max_prompt_tokens, config.cache.batch_size,
+        )  # fmt: skip
+    return str(plan.path)

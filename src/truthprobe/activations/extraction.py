@@ -112,7 +112,20 @@ def default_cache_path(cache_dir: str | Path, loaded: LoadedModel, spec: CacheSp
     return Path(cache_dir) / loaded.fingerprint.slug / file
 
 
-def open_cache(
+@dataclass(frozen=True)
+class CachePlan:
+    """Where a cache of `records` lives, what it is and its rows' order: all `open_cache` needs
+    to create it, and all a shard needs to hold the same rows (`truthprobe.activations.shards`)."""
+
+    spec: CacheSpec
+    path: Path
+    order: tuple[int, ...]
+    """Dataset indices in cache row order (longest prompt first)."""
+    d_model: int
+    extra_attrs: dict = field(default_factory=dict)
+
+
+def plan_cache(
     dataset_name: str,
     records: Sequence[Question],
     loaded: LoadedModel,
@@ -121,15 +134,13 @@ def open_cache(
     cache: CacheConfig,
     cache_path: str | Path | None = None,
     backend: str = "hf",
-) -> ActivationCache:
-    """Open the cache of `records` (for reading), creating its skeleton if there is none.
-
-    A new cache puts every record in one length-sorted order (longest first: passes of similar
-    lengths, and memory peaks early).
-
-    Raises:
-        CacheError: an explicit `cache_path` holds a cache made for something else.
-    """
+    ordered: bool = True,
+) -> CachePlan:
+    """The identity, path and row order of the cache of `records` (`ordered=False`: identity
+    and path only, for a cache that exists). Every record is tokenised here, before any
+    forward pass: the place to refuse long ones. The order is one length-sorted order (longest
+    first: passes of similar lengths, and memory peaks early), the same in every process that
+    plans the same cache."""
     limit = prompt_limit(loaded, cache)
     spec = cache_spec(
         dataset_name,
@@ -141,27 +152,46 @@ def open_cache(
         limit if cache.truncate_prompts else 0,
     )
     path = Path(cache_path) if cache_path else default_cache_path(cache.cache_dir, loaded, spec)
-    if path.exists():
-        opened = ActivationCache(path)
-        try:
-            opened.check_spec(spec)
-        except CacheError:
-            opened.close()
-            raise
-        return opened
-    # Every record is tokenised here, before any forward pass: the place to refuse long ones.
+    extra = {"backend": backend, "dtype_compute": loaded.fingerprint.dtype}
+    if not ordered:
+        return CachePlan(spec, path, (), loaded.d_model, extra)
     lengths = [
         encode_within(loaded, template, r, limit, cache.truncate_prompts).n_tokens for r in records
     ]
     warn_long_prompts(records, lengths, loaded)
     order = sorted(range(len(records)), key=lambda i: (-lengths[i], i))
+    return CachePlan(spec, path, tuple(order), loaded.d_model, extra)
+
+
+def open_cache(
+    dataset_name: str,
+    records: Sequence[Question],
+    loaded: LoadedModel,
+    template: PromptTemplate,
+    layers: Sequence[int] | None,
+    cache: CacheConfig,
+    cache_path: str | Path | None = None,
+    backend: str = "hf",
+) -> ActivationCache:
+    """Open the cache of `records` (for reading), creating its skeleton if there is none
+    (`plan_cache` gives its path and row order).
+
+    Raises:
+        CacheError: an explicit `cache_path` holds a cache made for something else.
+    """
+    wanted = (dataset_name, records, loaded, template, layers, cache, cache_path, backend)
+    plan = plan_cache(*wanted, ordered=False)
+    if plan.path.exists():
+        opened = ActivationCache(plan.path)
+        try:
+            opened.check_spec(plan.spec)
+        except CacheError:
+            opened.close()
+            raise
+        return opened
+    plan = plan_cache(*wanted)
     return ActivationCache.create(
-        path,
-        spec,
-        records,
-        order,
-        loaded.d_model,
-        extra_attrs={"backend": backend, "dtype_compute": loaded.fingerprint.dtype},
+        plan.path, plan.spec, records, plan.order, plan.d_model, plan.extra_attrs
     )
 
 
