@@ -248,3 +248,17 @@ def test_a_shard_killed_mid_way_is_finished_by_the_next_run_alone(
     for key in a:
         if key != "attrs":
             assert np.array_equal(a[key], b[key]), key
+
+
+def test_a_cache_made_in_one_process_is_never_sharded_over(tiny, sharded):
+    """Sharding where a whole cache lies would let the merge replace finished work."""
+    import shutil
+
+    whole, plan, records, template = sharded
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(whole, plan.path)
+    with pytest.raises(CacheError, match="a cache made in one process is there already"):
+        fill_shard(plan, records, tiny, template, 0, 2, progress=False)
+    with pytest.raises(CacheError, match="a cache made in one process is there already"):
+        merge_shards(plan.path, 2)
+    assert not shard_path(plan.path, 0, 2).parent.exists()

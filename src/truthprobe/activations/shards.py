@@ -140,6 +140,7 @@ def fill_shard(
     """
     from truthprobe.activations.extraction import fill_rows
 
+    _refuse_whole(plan.path)
     info = _shard_info(plan, index, count)
     final = shard_path(plan.path, index, count)
     if final.exists():
@@ -166,6 +167,23 @@ def fill_shard(
     return final
 
 
+def _refuse_whole(cache_path: Path) -> None:
+    """Never shard (and so never replace by a merge) a cache made in one process."""
+    if not cache_path.is_file():
+        return
+    try:
+        with h5py.File(cache_path, "r") as f:
+            merged = MERGED_ATTR in f.attrs
+    except OSError:
+        merged = False
+    if not merged:
+        raise CacheError(
+            f"{cache_path}: a cache made in one process is there already; it is used as it is "
+            "(run without --shards), and merging shards would replace it: move it away first "
+            "to shard it"
+        )
+
+
 def shard_count(cache_path: str | Path) -> int:
     """How many shards the finished files beside `cache_path` were cut into.
 
@@ -190,6 +208,7 @@ def merge_shards(cache_path: str | Path, count: int | None = None) -> Path:
         CacheError: a shard is missing, unfinished, or made for another cache or cut.
     """
     cache_path = Path(cache_path)
+    _refuse_whole(cache_path)
     count = count or shard_count(cache_path)
     paths = [shard_path(cache_path, i, count) for i in range(count)]
     missing = [str(p) for p in paths if not p.is_file()]
