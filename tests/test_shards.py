@@ -262,3 +262,19 @@ def test_a_cache_made_in_one_process_is_never_sharded_over(tiny, sharded):
     with pytest.raises(CacheError, match="a cache made in one process is there already"):
         merge_shards(plan.path, 2)
     assert not shard_path(plan.path, 0, 2).parent.exists()
+
+
+def test_merge_and_slurm_errors_are_one_line_from_the_console(tiny_model_dir, arc_sample, tmp_path):
+    """As a user meets them: exit 2, one `error:` line, nothing written."""
+    from test_bad_input import one_error_line
+    from test_cli_config import truthprobe
+
+    cache = tmp_path / "act" / "arc.h5"
+    one_error_line(truthprobe("cache", "merge", str(cache)), "no shard files", "run the shards")
+    assert not cache.exists()
+    slurm = truthprobe(
+        "extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir), "--shards", "2",
+        "--launcher", "slurm", "--cache-dir", str(tmp_path / "act"),
+    )  # fmt: skip
+    one_error_line(slurm, "no SLURM here", "--launcher local")
+    assert not list((tmp_path / "act").rglob("*.h5"))
