@@ -143,7 +143,12 @@ def test_flags_build_the_dataclasses():
         split=dataclasses.replace(SweepConfig().split, seeds=2),
     )
     quantized = parse(["baselines", "--quantization", "8bit"])
-    assert quantized.model.quantization == "8bit"  # the baselines' base model, used by all
+    assert quantized.model.single.quantization == "8bit"  # the baselines' model, used by all
+    two = parse(["sweep", "--model", "default", "default", "--quantization", "none", "8bit"])
+    assert [(m.name, m.quantization) for m in two.model.each()] == [
+        ("default", "none"), ("default", "8bit")]  # fmt: skip
+    both = parse(["sweep", "--model", "default", "x/y", "--quantization", "4bit"])
+    assert [m.quantization for m in both.model.each()] == ["4bit", "4bit"]
 
 
 @pytest.mark.slow

@@ -46,13 +46,11 @@ class BaselinesConfig(RunConfig):
         return self.with_methods("baselines", ("zero_shot", *self.methods), settings)
 
     def run(self) -> int:
-        """Run (or resume) every method on every task, then print the report."""
-        from truthprobe.report import write_report
+        """Run (or resume) every method on every task, then print the report (per model,
+        then their comparison, where --model names several)."""
+        from truthprobe.model_sizes import reported, run_each_model
 
-        summary = run_baselines(self)
-        print(write_report(summary.run_dir))
-        print(summary.describe())
-        return 0
+        return run_each_model(self, lambda config: reported(run_baselines(config)))
 
 
 def run_baselines(config: BaselinesConfig) -> RunSummary:

@@ -31,6 +31,7 @@ PROBE_PRESETS: tuple[str, ...] = ("validated", "paper")
 DType = Literal["auto", "bfloat16", "float32", "float16"]
 Storage = Literal["bfloat16", "float32"]
 Source = Literal["auto", "local", "hub"]
+Launcher = Literal["local", "slurm"]
 
 
 class ConfigError(TruthprobeError):
@@ -95,6 +96,86 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    """Which models, in which precision, on which device: one, or several compared.
+
+    Several models are each run on their own (their own caches and run directories, reusable
+    alone) and then compared (`truthprobe.model_sizes`): `--model a b` with `--quantization`
+    one value for all or one per model, so `--model default default --quantization none 8bit`
+    is the embedded model in full precision and under LLM.int8."""
+
+    name: Annotated[tuple[str, ...], tyro.conf.arg(name="model")] = ("default",)
+    """One or more of: `default` (the embedded Gemma 3 270M, offline), a Hugging Face id, a
+    local path."""
+    quantization: tuple[Quantization, ...] = ("none",)
+    """bitsandbytes weights: NF4 (4bit) or LLM.int8 (8bit); none = full precision. One value
+    for every model, or one per --model."""
+    dtype: DType = "auto"
+    """Compute dtype; auto = bfloat16 where the hardware runs it natively."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (every visible GPU, else the CPU)."""
+
+    def __post_init__(self) -> None:
+        require(len(self.name) > 0, "model", "needs at least one model")
+        require(
+            len(self.quantization) in (1, len(self.name)),
+            "quantization",
+            f"takes one value, or one per --model ({len(self.name)}), got {len(self.quantization)}",
+        )
+        each = self.each()  # each model's own checks
+        twice = [m for m in each if each.count(m) > 1]
+        require(
+            not twice,
+            "model",
+            f"lists {twice[0].name} ({twice[0].quantization}) twice" if twice else "",
+        )
+
+    @classmethod
+    def one(cls, model: ModelConfig) -> ModelsConfig:
+        """The settings of the single model `model`."""
+        return cls((model.name,), (model.quantization,), model.dtype, model.device)
+
+    def each(self) -> list[ModelConfig]:
+        """Every model, in the order given."""
+        quantizations = self.quantization * (len(self.name) if len(self.quantization) == 1 else 1)
+        return [
+            ModelConfig(name, quantization, self.dtype, self.device)
+            for name, quantization in zip(self.name, quantizations, strict=True)
+        ]
+
+    @property
+    def single(self) -> ModelConfig:
+        """The one model (refused where several are given: the caller runs each apart)."""
+        each = self.each()
+        require(len(each) == 1, "model", "names several models; this needs one")
+        return each[0]
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """What the SLURM job array asks for (`--launcher slurm`)."""
+
+    partition: str | None = None
+    """SLURM partition (None: the cluster's default)."""
+    gpus_per_task: int = 1
+    """GPUs of each array task; the model is placed across them (`--device auto`)."""
+    cpus_per_task: int = 8
+    time: int = 240
+    """Minutes per array task; a task that runs out is requeued and resumes."""
+    parallelism: int = 16
+    """Array tasks running at once."""
+    account: str | None = None
+    """SLURM account to charge (None: the user's default)."""
+    mem_gb: int = 0
+    """Memory per task in GB (0: the partition's default)."""
+
+    def __post_init__(self) -> None:
+        for name in ("gpus_per_task", "cpus_per_task", "time", "parallelism"):
+            require_positive(getattr(self, name), name)
+        require_non_negative(self.mem_gb, "mem_gb", "the partition's default")
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """Where activation caches live and how a new one is written."""
 
@@ -112,8 +193,22 @@ class CacheConfig:
     truncate_prompts: bool = False
     """Instead of refusing long records, drop tokens from the start of their prompt (after
     BOS) to fit; part of the cache's identity."""
+    shards: int = 1
+    """Cut each cache this fills into this many shards, filled by --launcher's workers and
+    merged into one cache file; every row of the cache is filled (docs/cache.md)."""
+    launcher: Launcher = "local"
+    """local = worker processes on this machine; slurm = a SLURM job array (via submitit)."""
+    workers: int = 0
+    """Local worker processes (0: one per shard, at most one per CPU core); each loads the
+    model once and fills its shards in turn."""
+    slurm: SlurmConfig = SlurmConfig()
+    dry_run: bool = False
+    """Print the plan (items, tokens, shards, estimated disk and model memory) and stop,
+    before any weights are loaded."""
 
     def __post_init__(self) -> None:
+        require(isinstance(self.shards, int) and self.shards >= 1, "shards", "must be at least 1")
+        require_non_negative(self.workers, "workers", "one per shard")
         require_non_negative(self.batch_size, "batch_size", "a token budget for the device")
         require_non_negative(self.max_prompt_tokens, "max_prompt_tokens", "the model's limit")
         require(bool(self.cache_dir.strip()), "cache_dir", "must not be empty")
@@ -275,10 +370,10 @@ class OutputConfig:
 
 def settings_hash(values: dict) -> str:
     """Hash of a run's settings (`asdict` of its config, less what the caller leaves out),
-    without what only says where things lie or how fast: the cache's folder and batch size (a
-    row does not depend on its pass), the data's source and folder (its content hash is kept with
-    the results). The prompt enters only when it is not the default, so runs made before
-    templates were selectable keep their folders."""
+    without what only says where things lie or how fast: the cache's folder, batch size and
+    shards (a row does not depend on its pass, nor on its process), the data's source and
+    folder (its content hash is kept with the results). The prompt enters only when it is not
+    the default, so runs made before templates were selectable keep their folders."""
     values = dict(values)
     values["cache"] = {"storage": values["cache"]["storage"]}
     values["data"] = {k: v for k, v in values["data"].items() if k not in ("source", "data_dir")}

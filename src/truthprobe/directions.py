@@ -45,7 +45,7 @@ class DirectionsConfig(SweepConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(
-            self.versus_quantization != self.model.quantization,
+            self.versus_quantization != self.model.single.quantization,
             "versus_quantization",
             f"{self.versus_quantization} is the model's own quantization; pick another "
             "(none, 4bit, 8bit)",
@@ -53,7 +53,7 @@ class DirectionsConfig(SweepConfig):
 
     def twin(self) -> SweepConfig:
         """The same sweep with the model under `versus_quantization`."""
-        model = replace(self.model, quantization=self.versus_quantization or "none")
+        model = replace(self.model, quantization=(self.versus_quantization or "none",))
         return SweepConfig(probe=self.probe, **{**self.ingredients(), "model": model})
 
     def run(self) -> int:
@@ -61,6 +61,9 @@ class DirectionsConfig(SweepConfig):
         parts, then its probes' directions (and the twin run's, with --versus-quantization)."""
         from truthprobe.report import write_report
 
+        if self.cache.dry_run:
+            print(Harness(self.harness()).dry_run())
+            return 0
         with Harness(self.harness()) as harness:
             harness.run_all()
             plan_disjoint(harness)

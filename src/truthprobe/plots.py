@@ -581,3 +581,113 @@ def _plot_transfer_layers(rows: Sequence[dict], path: Path, model: str) -> Path:
     fig.suptitle(f"Transfer per layer ({model}); bands: 95% CI over test items and seeds",
                  fontsize=9)  # fmt: skip
     return _save(fig, path)
+
+
+def _size_positions(rows: Sequence[dict]) -> dict[str, float]:
+    """x of each model: its parameters (log axis), models of one size side by side."""
+    import numpy as np
+
+    sizes: dict[str, float] = {}
+    for r in rows:
+        value = r["parameters"]
+        sizes.setdefault(r["model"], float(value) if np.isfinite(value) else np.nan)
+    known = [v for v in sizes.values() if np.isfinite(v)]
+    fallback = (max(known) if known else 1.0) * 2
+    positions, seen = {}, {}
+    for model, size in sizes.items():
+        size = size if np.isfinite(size) else fallback
+        k = seen[size] = seen.get(size, -1) + 1
+        positions[model] = size * 1.15**k
+    return positions
+
+
+def plot_model_size(rows: Sequence[dict], path: Path) -> Path:
+    """Per task (columns): SGR with its interval (top) and zero-shot, easy- and hard-trained
+    accuracy on the hard test set (bottom) against the model's parameters, one line per
+    method; models of one size (one model under several quantizations) sit side by side."""
+    import numpy as np
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    x_of = _size_positions(rows)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.4), squeeze=False)
+    for t, task in enumerate(tasks):
+        top, bottom = axes[0][t], axes[1][t]
+        for m, method in enumerate(methods):
+            mine = [r for r in rows if r["task"] == task and r["method"] == method]
+            mine.sort(key=lambda r: x_of[r["model"]])
+            if not mine:
+                continue
+            color = OKABE_ITO[m % len(OKABE_ITO)]
+            xs = [x_of[r["model"]] for r in mine]
+            gap = [r for r in mine if not r["no_gap"] and np.isfinite(r["sgr"])]
+            top.errorbar(
+                [x_of[r["model"]] for r in gap], [r["sgr"] for r in gap],
+                yerr=[[max(0.0, r["sgr"] - r["sgr_low"]) for r in gap],
+                      [max(0.0, r["sgr_high"] - r["sgr"]) for r in gap]],
+                marker="o", capsize=3, color=color, label=method,
+            )  # fmt: skip
+            for r in mine:
+                if r not in gap:
+                    top.text(x_of[r["model"]], 0.05, "no gap", rotation=90, fontsize=7,
+                             ha="center", va="bottom", color=color)  # fmt: skip
+            bottom.plot(xs, [r["easy"] for r in mine], "o--", color=color,
+                        label=f"{method} easy-trained")  # fmt: skip
+            bottom.plot(xs, [r["hard"] for r in mine], "s-", color=color,
+                        label=f"{method} hard-trained")  # fmt: skip
+        floor = {r["model"]: r["unsupervised"] for r in rows if r["task"] == task}
+        ordered = sorted(floor, key=x_of.get)
+        bottom.plot([x_of[k] for k in ordered], [floor[k] for k in ordered], "^:", color="grey",
+                    label="zero-shot")  # fmt: skip
+        top.axhline(1.0, color="grey", ls=":", lw=1)
+        top.axhline(0.0, color="black", lw=0.8)
+        top.set_title(task, fontsize=10)
+        top.set_ylabel("SGR (95% CI)")
+        bottom.set_ylabel("accuracy, hard test set")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xticks([x_of[k] for k in x_of], [_short(k, x_of, rows) for k in x_of],
+                          fontsize=7, rotation=30, ha="right")  # fmt: skip
+            ax.minorticks_off()
+    axes[0][-1].legend(fontsize=7)
+    axes[1][-1].legend(fontsize=7)
+    fig.supxlabel("model (log parameters)", fontsize=9)
+    return _save(fig, path, integer_x=False)
+
+
+def _short(model: str, x_of: dict[str, float], rows: Sequence[dict]) -> str:
+    """A tick label: the model's weights and its size in millions or billions."""
+    size = next(r["parameters"] for r in rows if r["model"] == model)
+    if not math.isfinite(size):
+        return model
+    scaled = f"{size / 1e9:.1f}B" if size >= 1e9 else f"{size / 1e6:.0f}M"
+    return f"{model}\n{scaled}"
+
+
+def plot_relative_depth(rows: Sequence[dict], path: Path) -> Path:
+    """Per task: hard-test accuracy of easy- and hard-trained probes of the first probe method
+    at each layer, on a relative depth axis (layer / layers) so models of different depths
+    line up; one colour per model."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for t, task in enumerate(tasks):
+        ax = axes[0][t]
+        mine = [r for r in rows if r["task"] == task]
+        method = mine[0]["method"] if mine else ""
+        for m, model in enumerate(models):
+            color = OKABE_ITO[m % len(OKABE_ITO)]
+            for train_on, style in (("easy", "--"), ("hard", "-")):
+                line = sorted(
+                    (r for r in mine if (r["model"], r["method"], r["train_on"])
+                     == (model, method, train_on)),
+                    key=lambda r: r["relative_depth"],
+                )  # fmt: skip
+                ax.plot([r["relative_depth"] for r in line], [r["accuracy"] for r in line],
+                        style, color=color, label=f"{model} {train_on}-trained")  # fmt: skip
+        ax.set_title(f"{task}: {method}", fontsize=10)
+        ax.set_xlabel("relative depth (layer / layers)")
+        ax.set_ylabel("accuracy, hard test set")
+        ax.set_xlim(0, 1)
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, path, integer_x=False)

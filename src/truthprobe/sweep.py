@@ -30,13 +30,11 @@ class SweepConfig(RunConfig):
         )
 
     def run(self) -> int:
-        """Run (or resume) the sweep, then print its report and what the run did."""
-        from truthprobe.report import write_report
+        """Run (or resume) the sweep, then print its report and what the run did; with
+        several models, each in turn, then their comparison (`truthprobe.model_sizes`)."""
+        from truthprobe.model_sizes import reported, run_each_model
 
-        summary = layer_sweep(self)
-        print(write_report(summary.run_dir))
-        print(summary.describe())
-        return 0
+        return run_each_model(self, lambda config: reported(layer_sweep(config)))
 
 
 def layer_sweep(config: SweepConfig) -> RunSummary:

@@ -1131,6 +1131,36 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def item_bytes(n_layers: int, n_choices: int, d_model: int, storage: str) -> int:
+    """Bytes one item's hidden states take in a cache: its answer-end states (one per choice)
+    and its question-end state, at every kept layer. Scores and tables add well under 1%."""
+    word = 2 if storage == "bfloat16" else 4
+    return n_layers * (n_choices + 1) * d_model * word
+
+
+def gigabytes(size: float) -> str:
+    """A size in GB (in MB below 1 GB)."""
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def require_disk(folder: Path, need: int, what: str) -> None:
+    """Refuse to start `what` when its estimated `need` of bytes passes the free disk under
+    `folder` (or the file-size limit), naming both numbers: found at the start rather than
+    hours into the run.
+
+    Raises:
+        CacheWriteError: not enough room.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise CacheWriteError(
+            f"{what}: the estimated cache is {gigabytes(need)}, more than the "
+            f"{gigabytes(free)} free on the disk of {existing}; {remedy(errno.ENOSPC)}"
+        )
+
+
 def room_problem(path: Path, need: int) -> tuple[int, str] | None:
     """Why `need` more bytes cannot go into file `path` now, as (errno, reason), or None.
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from truthprobe.activations.cache import ExtractError
-from truthprobe.activations.launch import Launcher, SlurmConfig
 from truthprobe.configs import (
     Backend,
     CacheConfig,
@@ -29,6 +28,7 @@ from truthprobe.data import DATASET_NAMES, Question
 from truthprobe.hardness import stratify
 
 if TYPE_CHECKING:
+    from truthprobe.activations.planning import CacheEstimate, CacheRequest
     from truthprobe.models import LoadedModel
 
 
@@ -57,15 +57,6 @@ class ExtractConfig:
     a sweep with such a task computes them when it needs them)."""
     progress: bool = True
     """A progress bar while extracting."""
-    shards: int = 1
-    """Cut the cache into this many shards, filled by --launcher's workers and merged into one
-    cache file (every row of the cache; see docs/cache.md)."""
-    launcher: Launcher = "local"
-    """local = worker processes on this machine; slurm = a SLURM job array (via submitit)."""
-    workers: int = 0
-    """Local worker processes (0: one per shard, at most one per CPU core); each loads the
-    model once and fills its shards in turn."""
-    slurm: SlurmConfig = SlurmConfig()
 
     def __post_init__(self) -> None:
         if self.measure is not None:
@@ -84,9 +75,7 @@ class ExtractConfig:
         )
         require_non_negative(self.limit, "limit", "every item")
         require_layers(self.layers)
-        require(self.shards >= 1, "shards", "must be at least 1")
-        require_non_negative(self.workers, "workers", "one per shard")
-        if self.shards > 1:
+        if self.cache.shards > 1:
             require(
                 self.measure is None and not self.limit,
                 "shards",
@@ -94,7 +83,12 @@ class ExtractConfig:
             )
 
     def run(self) -> int:
-        if self.shards > 1:
+        if self.cache.dry_run:
+            from truthprobe.activations.planning import dry_run
+
+            print(dry_run([request(self)], [self.model], self.cache))
+            return 0
+        if self.cache.shards > 1:
             print(extract_sharded(self))
             return 0
         print(extract(self).describe())
@@ -200,49 +194,86 @@ def extract(config: ExtractConfig, loaded: LoadedModel | None = None) -> Extract
         )
 
 
-def extract_sharded(config: ExtractConfig) -> str:
-    """Fill the whole cache in `config.shards` shards through `config.launcher`, merge them,
-    and say what happened (the workers' logs go under `<cache_dir>/jobs`)."""
+def extract_sharded(config: ExtractConfig, planned: CacheEstimate | None = None) -> str:
+    """Fill the whole cache in `config.cache.shards` shards through its launcher, merge them,
+    and say what happened (the workers' logs go under `<cache_dir>/jobs`). Planned first with
+    the model's configuration alone: a cache merged and complete launches nothing, and one
+    that would not fit on the disk is refused before any worker starts."""
     import dataclasses
 
     from truthprobe.activations import ActivationCache
+    from truthprobe.activations.cache import require_disk
     from truthprobe.activations.launch import Launch, run_shards
+    from truthprobe.activations.shards import refuse_whole
 
+    planned = planned or plan_request(config)
+    path, cache = planned.plan.path, config.cache
+    refuse_whole(path)
+    if path.exists():
+        with ActivationCache(path) as merged:
+            scores = config.question_scores and len(merged.unscored_rows())
+            if merged.is_complete and not scores:
+                return f"{path}: {merged.n_items} rows in {merged.shards} shards, all cached"
+    require_disk(path.parent, planned.new_bytes, f"{path} in {cache.shards} shards")
     launch = Launch(
-        config.shards, config.launcher, config.workers,
-        str(Path(config.cache.cache_dir) / "jobs"), config.slurm,
+        cache.shards, cache.launcher, cache.workers, str(Path(cache.cache_dir) / "jobs"),
+        cache.slurm,
     )  # fmt: skip
-    quiet = dataclasses.replace(config, shards=1, progress=False)  # no bars fighting in a log
+    quiet = dataclasses.replace(  # one process per worker, and no bars fighting in a log
+        config, cache=dataclasses.replace(cache, shards=1), progress=False
+    )
     path, filling, merging = run_shards(fill_shards, (quiet,), launch)
-    with ActivationCache(path) as cache:
-        rate = cache.n_items / filling if filling > 0 else float("nan")
+    with ActivationCache(path) as merged:
+        rate = merged.n_items / filling if filling > 0 else float("nan")
         return (
-            f"{path}: {cache.n_items} rows in {config.shards} shards ({config.launcher} "
+            f"{path}: {merged.n_items} rows in {cache.shards} shards ({cache.launcher} "
             f"launcher), all extracted; shards {filling:.1f} s ({rate:.2f} items/s), merge "
             f"{merging:.2f} s"
         )
 
 
-def fill_shards(config: ExtractConfig, indices: Sequence[int], count: int) -> str:
-    """A shard worker's work: load the model once, fill shards `indices` of `count` of the
-    cache `config` names (finished ones skipped), return the whole cache's path."""
-    from truthprobe.activations.extraction import plan_cache, require_choices
-    from truthprobe.activations.shards import fill_shard
-    from truthprobe.models import load_configured
+def plan_request(config: ExtractConfig) -> CacheEstimate:
+    """The `CacheEstimate` of the cache `config` fills (its weights on the meta device)."""
+    from truthprobe.activations.planning import estimate
+    from truthprobe.models import load_planning
+
+    return estimate(request(config), load_planning(config.model), config.cache)
+
+
+def request(config: ExtractConfig) -> CacheRequest:
+    """The `CacheRequest` of `config`: its dataset's records with choices, those selected."""
+    from truthprobe.activations.extraction import require_choices
+    from truthprobe.activations.planning import CacheRequest
     from truthprobe.tasks import choice_records
 
     dataset = config.data.load(config.dataset)
     records = choice_records(dataset)
     require_choices(dataset.name, records)
+    every = config.measure is None and not config.limit
+    ids = None if every else tuple(records[i].id for i in selected_records(config, records))
+    return CacheRequest(
+        dataset.name, records, config.prompt.resolve(records), ids, config.layers,
+        config.cache_path, config.question_scores,
+    )  # fmt: skip
+
+
+def fill_shards(config: ExtractConfig, indices: Sequence[int], count: int) -> str:
+    """A shard worker's work: load the model once, fill shards `indices` of `count` of the
+    cache `config` names (finished ones skipped), return the whole cache's path."""
+    from truthprobe.activations.extraction import plan_cache
+    from truthprobe.activations.shards import fill_shard
+    from truthprobe.models import load_configured
+
+    wanted = request(config)
     loaded = load_configured(config.model)
-    template = config.prompt.resolve(records)
     plan = plan_cache(
-        dataset.name, records, loaded, template, config.layers, config.cache, config.cache_path,
-        config.backend,
+        wanted.dataset, wanted.records, loaded, wanted.template, config.layers, config.cache,
+        config.cache_path, config.backend,
     )  # fmt: skip
     for index in indices:
         fill_shard(
-            plan, records, loaded, template, index, count, config.backend, config.progress,
-            config.cache.max_prompt_tokens, config.cache.batch_size,
+            plan, wanted.records, loaded, wanted.template, index, count, config.backend,
+            config.progress, config.cache.max_prompt_tokens, config.cache.batch_size,
+            config.question_scores,
         )  # fmt: skip
     return str(plan.path)

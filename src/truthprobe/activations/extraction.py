@@ -30,6 +30,8 @@ from truthprobe.activations.cache import (
     CacheSpec,
     Damage,
     ExtractError,
+    item_bytes,
+    require_disk,
 )
 from truthprobe.backends import get_runner
 from truthprobe.configs import CacheConfig
@@ -123,6 +125,8 @@ class CachePlan:
     """Dataset indices in cache row order (longest prompt first)."""
     d_model: int
     extra_attrs: dict = field(default_factory=dict)
+    lengths: tuple[int, ...] = ()
+    """Tokens of each record (dataset order) in a pass: prompt and every choice."""
 
 
 def plan_cache(
@@ -160,7 +164,7 @@ def plan_cache(
     ]
     warn_long_prompts(records, lengths, loaded)
     order = sorted(range(len(records)), key=lambda i: (-lengths[i], i))
-    return CachePlan(spec, path, tuple(order), loaded.d_model, extra)
+    return CachePlan(spec, path, tuple(order), loaded.d_model, extra, tuple(lengths))
 
 
 def open_cache(
@@ -319,10 +323,11 @@ def fill_rows(
             rows = np.union1d(rows, [r for d in damaged for r in d.rows])
     if verified is not None:
         verified.update(int(k) for k in (range(cache.n_items) if rows is None else rows))
-    if not len(cache.missing_rows(rows)) and not (
-        question_scores and len(cache.unscored_rows(rows))
-    ):
+    todo = len(cache.missing_rows(rows))
+    if not todo and not (question_scores and len(cache.unscored_rows(rows))):
         return FillResult(0, 0, 0.0, 0, damaged)
+    per_item = item_bytes(len(cache.layers), cache.n_choices_max, cache.d_model, cache.storage)
+    require_disk(cache.path.parent, todo * per_item, f"{cache.path}: extracting {todo} rows")
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)
     limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")

@@ -17,33 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from truthprobe.activations.cache import CacheError
+from truthprobe.configs import Launcher, SlurmConfig
 from truthprobe.errors import TruthprobeError
 
-Launcher = Literal["local", "slurm"]
+__all__ = ["Launch", "LaunchError", "Launcher", "ShardWorker", "SlurmConfig", "run_shards"]
 #: A local worker's time limit (submitit kills local jobs after 5 minutes by default).
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60
-
-
-@dataclass(frozen=True)
-class SlurmConfig:
-    """What the SLURM job array asks for (`--launcher slurm`)."""
-
-    partition: str | None = None
-    """SLURM partition (None: the cluster's default)."""
-    gpus_per_task: int = 1
-    """GPUs of each array task; the model is placed across them (`--device auto`)."""
-    cpus_per_task: int = 8
-    time: int = 240
-    """Minutes per array task; a task that runs out is requeued and resumes."""
-    parallelism: int = 16
-    """Array tasks running at once."""
-    account: str | None = None
-    """SLURM account to charge (None: the user's default)."""
-    mem_gb: int = 0
-    """Memory per task in GB (0: the partition's default)."""
 
 
 class LaunchError(TruthprobeError, RuntimeError):
@@ -90,9 +72,11 @@ def local_workers(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1))
 
 
-def executor(launcher: Launcher, folder: str | Path, slurm: SlurmConfig = SlurmConfig()):
+def executor(launcher: Launcher, folder: str | Path, slurm: SlurmConfig | None = None):
     """The submitit executor of `launcher`, its logs under `folder`."""
     import submitit
+
+    slurm = slurm or SlurmConfig()
 
     if launcher == "local":
         local = submitit.LocalExecutor(folder=str(folder))

@@ -129,8 +129,10 @@ def fill_shard(
     progress: bool = True,
     max_prompt_tokens: int = 0,
     batch_size: int = 0,
+    question_scores: bool = False,
 ) -> Path:
-    """Make shard `index` of `count` of the cache `plan` describes, unless it is made already.
+    """Make shard `index` of `count` of the cache `plan` describes, unless it is made already
+    (with `question_scores`: also its rows' Min-K% scores).
 
     Idempotent: a finished shard file (checked for identity and cut) is returned as it is; a
     shard interrupted while filling resumes from its written rows. Returns its path.
@@ -140,13 +142,19 @@ def fill_shard(
     """
     from truthprobe.activations.extraction import fill_rows
 
-    _refuse_whole(plan.path)
+    refuse_whole(plan.path)
     info = _shard_info(plan, index, count)
     final = shard_path(plan.path, index, count)
     if final.exists():
         with ActivationCache(final) as done:
             _check_shard(done, plan, info)
-            if done.is_complete:
+            if done.is_complete and not (question_scores and len(done.unscored_rows())):
+                return final
+            if done.is_complete:  # finished before question scores were asked for
+                fill_rows(
+                    done, records, None, loaded, template, backend, progress, max_prompt_tokens,
+                    batch_size=batch_size, question_scores=True,
+                )  # fmt: skip
                 return final
     work = _working(final)
     lo, hi = info["range"]
@@ -157,7 +165,7 @@ def fill_shard(
         _check_shard(cache, plan, info)
         fill_rows(
             cache, records, None, loaded, template, backend, progress, max_prompt_tokens,
-            batch_size=batch_size,
+            batch_size=batch_size, question_scores=question_scores,
         )  # fmt: skip
         complete = cache.is_complete
     if not complete:  # fill_rows writes every row or raises
@@ -167,16 +175,20 @@ def fill_shard(
     return final
 
 
-def _refuse_whole(cache_path: Path) -> None:
-    """Never shard (and so never replace by a merge) a cache made in one process."""
+def merged_or_absent(cache_path: Path) -> bool:
+    """True where no cache lies at `cache_path` or a merged one does (shards may go there)."""
     if not cache_path.is_file():
-        return
+        return True
     try:
         with h5py.File(cache_path, "r") as f:
-            merged = MERGED_ATTR in f.attrs
+            return MERGED_ATTR in f.attrs
     except OSError:
-        merged = False
-    if not merged:
+        return False
+
+
+def refuse_whole(cache_path: Path) -> None:
+    """Never shard (and so never replace by a merge) a cache made in one process."""
+    if not merged_or_absent(cache_path):
         raise CacheError(
             f"{cache_path}: a cache made in one process is there already; it is used as it is "
             "(run without --shards), and merging shards would replace it: move it away first "
@@ -208,7 +220,7 @@ def merge_shards(cache_path: str | Path, count: int | None = None) -> Path:
         CacheError: a shard is missing, unfinished, or made for another cache or cut.
     """
     cache_path = Path(cache_path)
-    _refuse_whole(cache_path)
+    refuse_whole(cache_path)
     count = count or shard_count(cache_path)
     paths = [shard_path(cache_path, i, count) for i in range(count)]
     missing = [str(p) for p in paths if not p.is_file()]

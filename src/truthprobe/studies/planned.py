@@ -30,8 +30,10 @@ from truthprobe.configs import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    ModelsConfig,
     OutputConfig,
     PromptConfig,
+    SlurmConfig,
 )
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
@@ -98,9 +100,15 @@ class PlannedStudyConfig(RunConfig):
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def run(self) -> int:
-        """The plan over the harness, then the study's table and where its files went."""
-        print(run_planned(registered(self.kind), self))
-        return 0
+        """The plan over the harness, then the study's table and where its files went (per
+        model, then their comparison, where --model names several)."""
+        from truthprobe.model_sizes import run_each_model
+
+        def one(config: PlannedStudyConfig) -> tuple[Path, Path]:
+            print(run_planned(registered(self.kind), config))
+            return config.harness().run_dir(), study_dir(config.harness().run_dir(), config)
+
+        return run_each_model(self, one)
 
 
 class View:
@@ -313,8 +321,10 @@ def _jsonable(value: Any) -> Any:
 
 def _config_from(kind: str, values: dict) -> PlannedStudyConfig:
     """Rebuild a study's config from its `study.json` (nested dataclasses, tuples)."""
-    parts = {"model": ModelConfig, "split": SplitConfig, "data": DataConfig,
+    parts = {"model": ModelsConfig, "split": SplitConfig, "data": DataConfig,
              "prompt": PromptConfig, "cache": CacheConfig, "output": OutputConfig}  # fmt: skip
+    if isinstance(values.get("model", {}).get("name"), str):  # written before several models
+        parts["model"] = ModelConfig
     config_type = registered(kind).config_type
     types = {f.name: f for f in fields(config_type)}
     built: dict[str, Any] = {}
@@ -322,8 +332,10 @@ def _config_from(kind: str, values: dict) -> PlannedStudyConfig:
         if name not in types:
             continue
         if name in parts:
-            value = parts[name](**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in value.items()})  # fmt: skip
+            value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            if isinstance(value.get("slurm"), dict):
+                value["slurm"] = SlurmConfig(**value["slurm"])
+            value = parts[name](**value)
         elif isinstance(value, list):
             value = tuple(value)
         built[name] = value
