@@ -222,7 +222,7 @@ def test_run_directory_is_named_by_what_changes_results(sweep, common):
         dataclasses.replace(config, split=SplitConfig(n_train=13, seeds=2, validation_size=10)),
         dataclasses.replace(config, data=DataConfig(max_per_stratum=50)),
         dataclasses.replace(config, cache=CacheConfig(config.cache.cache_dir, 4, "float32")),
-        dataclasses.replace(config, model=ModelConfig(config.model.name, dtype="float32")),
+        dataclasses.replace(config, model=ModelConfig(config.model.single.name, dtype="float32")),
     ]
     hashes = {c.harness().run_hash() for c in differ}
     assert len(hashes) == 4 and config.harness().run_hash() not in hashes

@@ -179,7 +179,7 @@ def _prepare_cache(
     from truthprobe.activations import fill_rows, open_cache
     from truthprobe.activations.cache import FORMAT
 
-    loaded = models.base
+    loaded = models.identity
     started = time.perf_counter()
     with open_cache(task.dataset.name, task.pool, loaded, template, None, config.cache) as cache:
         rows = cache.rows_of(task.ids)
@@ -193,6 +193,7 @@ def _prepare_cache(
             max_prompt_tokens=config.cache.max_prompt_tokens,
             verified=verified.setdefault(str(cache.path), set()),
             batch_size=config.cache.batch_size,
+            weights=lambda: models.base,
         )
         identity = {"key": cache.key, "format": FORMAT, "path": str(cache.path)}
         try:  # how a moved run folder finds its cache again (`activations.locate_cache`)
@@ -231,7 +232,7 @@ def fill_dataset(
     pool = choice_records(dataset)
     if not pool:
         raise TruthprobeError(f"{dataset.name}: has no answer choices, so no hidden states")
-    loaded = models.base
+    loaded = models.identity
     template = (prompt or PromptConfig()).resolve(pool)
     with open_cache(dataset.name, pool, loaded, template, None, cache_config) as cache:
         filled = fill_rows(
@@ -239,6 +240,7 @@ def fill_dataset(
             max_prompt_tokens=cache_config.max_prompt_tokens,
             verified=(verified if verified is not None else {}).setdefault(str(cache.path), set()),
             batch_size=cache_config.batch_size, question_scores=question_scores,
+            weights=lambda: models.base,
         )  # fmt: skip
         return cache.path, cache.layers, filled.rows_extracted
 
@@ -392,8 +394,8 @@ def _write_config(
         "run_hash": config.run_hash(),
         "config": asdict(config),
         "package_version": __version__,
-        "model_fingerprint": models.base.fingerprint.to_dict(),
-        "model_size": model_size(models.base),
+        "model_fingerprint": models.identity.fingerprint.to_dict(),
+        "model_size": model_size(models.identity),
         "provenance": here,
         "datasets": datasets,
         "hardness_specs": {k: asdict(v) for k, v in config.data.field_specs().items()},
@@ -563,13 +565,13 @@ class Harness:
             self._fill_shards()
         self.models = models = Models(config.model.single)
         started = time.perf_counter()
-        self.fingerprint = models.base.fingerprint.to_dict()
+        self.fingerprint = models.identity.fingerprint.to_dict()
         summary.model_seconds = time.perf_counter() - started
         if "probe" in config.methods and config.settings.probe.layers is not None:
             from truthprobe.activations.extraction import resolve_layers
 
             # before anything is extracted: a layer the model does not have is a setting error
-            resolve_layers(config.settings.probe.layers, models.base.n_layers)
+            resolve_layers(config.settings.probe.layers, models.identity.n_layers)
         verified: dict[str, set[int]] = {}
         tasks = [
             t

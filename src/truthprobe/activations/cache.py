@@ -196,7 +196,7 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     ]
 
 
-def _text_hash(*columns: np.ndarray) -> str:
+def text_hash(*columns: np.ndarray) -> str:
     digest = hashlib.sha256()
     for column in columns:
         for text in column:
@@ -524,7 +524,7 @@ class ActivationCache:
                         f.create_dataset(f"items/{name}", data=values)
                     else:
                         f.create_dataset(f"items/{name}", data=values, chunks=True, **checked)
-                f.attrs["items_sha256"] = _text_hash(items["id"], items["record"])
+                f.attrs["items_sha256"] = text_hash(items["id"], items["record"])
                 for name, dtype in (
                     ("choice_logprob", np.float32),
                     ("choice_tokens", np.int32),
@@ -939,7 +939,7 @@ class ActivationCache:
         if self._records_sound:
             return
         try:
-            stored = _text_hash(self.item("id"), self.item("record"))
+            stored = text_hash(self.item("id"), self.item("record"))
         except (OSError, UnicodeDecodeError, CacheError) as err:
             stored = f"unreadable ({err})"
         if stored != self.attrs.get("items_sha256"):
@@ -1149,13 +1149,13 @@ def require_disk(folder: Path, need: int, what: str) -> None:
     hours into the run.
 
     Raises:
-        CacheWriteError: not enough room.
+        CacheError: not enough room (nothing is written yet, so not a `CacheWriteError`).
     """
     folder = Path(folder)
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     free = shutil.disk_usage(existing).free
     if need > free:
-        raise CacheWriteError(
+        raise CacheError(
             f"{what}: the estimated cache is {gigabytes(need)}, more than the "
             f"{gigabytes(free)} free on the disk of {existing}; {remedy(errno.ENOSPC)}"
         )

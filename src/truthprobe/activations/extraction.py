@@ -17,7 +17,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,9 +287,14 @@ def fill_rows(
     verified: set[int] | None = None,
     batch_size: int = 0,
     question_scores: bool = False,
+    weights: Callable[[], LoadedModel] | None = None,
 ) -> FillResult:
     """Extract every unwritten row among `rows` (cache rows; None = all), and with
     `question_scores` their question scores (Min-K%) where missing.
+
+    `weights`: where `loaded` is the model without its weights (`models.load_planning`), how to
+    load them; called only when a row is to be computed, so a run over a full cache never loads
+    them.
 
     The written rows among `rows` are verified first (checksums and digests), except those in
     `verified` (rows this run has checked already; the set is extended); damaged ones are
@@ -328,6 +333,8 @@ def fill_rows(
         return FillResult(0, 0, 0.0, 0, damaged)
     per_item = item_bytes(len(cache.layers), cache.n_choices_max, cache.d_model, cache.storage)
     require_disk(cache.path.parent, todo * per_item, f"{cache.path}: extracting {todo} rows")
+    if weights is not None:
+        loaded = weights()
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)
     limit = truncate_to or max_prompt_tokens or max_positions(loaded)
     record_of_row = cache.item("row")

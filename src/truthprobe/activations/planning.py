@@ -87,11 +87,12 @@ class CacheEstimate:
         ]
         if self.shards > 1:
             shares = self.shard_shares()
-            most = max(shares, key=lambda s: s[1])
+            items = sorted({n for n, _ in shares})
+            span = f"{items[0]:,}" if len(items) == 1 else f"{items[0]:,}-{items[-1]:,}"
             lines.append(
-                f"    shards: {self.shards}, about {shares[0][0]:,} items and "
-                f"{gigabytes(shares[0][0] * self.per_item)} each; the one with most tokens holds "
-                f"{most[1]:,} tokens"
+                f"    shards: {self.shards} of {span} items, at most "
+                f"{gigabytes(items[-1] * self.per_item)} and "
+                f"{max(t for _, t in shares):,} tokens each"
             )
         return lines
 
@@ -152,10 +153,12 @@ def dry_run(
             lines += found.lines()
             total += found.new_bytes
     if cache.shards > 1:
-        workers = "one per shard" if cache.launcher == "slurm" else (cache.workers or "auto")
-        lines.append(
-            f"launcher: {cache.launcher} ({workers} workers), {cache.shards} shards per cache"
+        workers = (
+            "one array task per shard"
+            if cache.launcher == "slurm"
+            else f"{cache.workers or 'one worker per shard, at most one per core'}"
         )
+        lines.append(f"launcher: {cache.launcher} ({workers}), {cache.shards} shards per cache")
     folder = Path(cache.cache_dir)
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     free = shutil.disk_usage(existing).free

@@ -35,7 +35,7 @@ from truthprobe.activations.cache import (
     SHARD_ATTR,
     ActivationCache,
     CacheError,
-    _text_hash,
+    text_hash,
     writer_lock,
 )
 
@@ -299,7 +299,7 @@ def _write_merged(
         f.attrs.update(
             n_items=n,
             chunk_rows=CHUNK_ROWS,
-            items_sha256=_text_hash(ids, texts),
+            items_sha256=text_hash(ids, texts),
             extract_seconds=sum(float(s.attrs.get("extract_seconds", 0.0)) for s in shards),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )

@@ -93,11 +93,27 @@ def _choice_index(text: str | None, options: tuple | None) -> int:
 
 
 class Models:
-    """The run's model (loaded on first use) and quantised copies for QLoRA."""
+    """The run's model: its identity at once, its weights on first use, and quantised copies
+    for QLoRA. A run whose caches hold every row it reads and whose methods read only caches
+    (the sweep, the studies) never loads weights."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self._loaded: dict[str, LoadedModel] = {}
+        self._identity: LoadedModel | None = None
+
+    @property
+    def identity(self) -> LoadedModel:
+        """The model without its weights (configuration, tokenizer and fingerprint, weights on
+        the meta device; `models.load_planning`): all a cache's identity and a part's
+        fingerprint need. The loaded model, where it is loaded already."""
+        if self.config.quantization in self._loaded:
+            return self._loaded[self.config.quantization]
+        if self._identity is None:
+            from truthprobe.models import load_planning
+
+            self._identity = load_planning(self.config)
+        return self._identity
 
     @property
     def base(self) -> LoadedModel:
@@ -115,10 +131,10 @@ class Models:
         return self._loaded[quantization]
 
     def fingerprint(self, quantization: str | None) -> dict[str, str]:
-        """The fingerprint of `quantized(quantization)`'s weights, without loading another
-        copy: the base model's with its quantization replaced (name, revision and dtype are
-        the run's for every copy)."""
-        base = self.base.fingerprint
+        """The fingerprint of `quantized(quantization)`'s weights, without loading them: the
+        base model's with its quantization replaced (name, revision and dtype are the run's
+        for every copy)."""
+        base = self.identity.fingerprint
         return replace(base, quantization=quantization or base.quantization).to_dict()
 
 
