@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import math
 import re
 
@@ -53,8 +54,27 @@ def test_a_plan_made_without_weights_is_what_extraction_does(arc50, tiny_model_d
         stored = sum(f[f"hidden/{k}"].id.get_storage_size() for k in ("answer_end", "question_end"))
         chunks = sum(f[f"hidden/{k}"].id.get_num_chunks() for k in ("answer_end", "question_end"))
     padded = math.ceil(50 / CHUNK_ROWS) * CHUNK_ROWS
-    assert stored == planned.per_item * padded + 4 * chunks
+    assert stored == planned.per_item * padded + 4 * chunks == planned.new_bytes + 4 * chunks
     assert plan_request(config).cached == 50 and plan_request(config).new_bytes == 0
+
+
+def test_rows_spread_over_a_cache_are_planned_as_the_chunks_they_fill(
+    arc_sample, tiny_model_dir, tmp_path
+):
+    """A selection (one hardness measure's items) lies spread over the cache's length-sorted
+    rows, and HDF5 allocates whole 16-row chunks: the plan counts the chunks, and its bytes
+    are the bytes stored."""
+    config = dataclasses.replace(
+        _config(arc_sample, tiny_model_dir, tmp_path), measure="grade",
+        data=DataConfig(max_per_stratum=10),
+    )  # fmt: skip
+    planned = plan_request(config)
+    assert len(planned.wanted) == 30 and planned.new_bytes > 30 * planned.per_item
+    done = extract(config)
+    with h5py.File(done.path, "r") as f:
+        stored = sum(f[f"hidden/{k}"].id.get_storage_size() for k in ("answer_end", "question_end"))
+        chunks = sum(f[f"hidden/{k}"].id.get_num_chunks() for k in ("answer_end", "question_end"))
+    assert stored == planned.new_bytes + 4 * chunks
 
 
 @pytest.mark.slow

@@ -1138,6 +1138,17 @@ def item_bytes(n_layers: int, n_choices: int, d_model: int, storage: str) -> int
     return n_layers * (n_choices + 1) * d_model * word
 
 
+def chunk_bytes(missing: np.ndarray, done: np.ndarray, per_item: int) -> int:
+    """Bytes HDF5 allocates to write the rows `missing` of a cache whose written rows are
+    `done` (a flag per row): whole chunks of `CHUNK_ROWS` rows (all rows, in a smaller cache),
+    less the chunks a written row holds already. Rows a run asks for are spread over the
+    length-sorted order, so a run writing a fifth of a cache's rows can allocate most of it."""
+    per_chunk = max(1, min(CHUNK_ROWS, len(done)))
+    chunks = set((np.asarray(missing, np.int64) // per_chunk).tolist())
+    chunks -= set((np.flatnonzero(done) // per_chunk).tolist())
+    return len(chunks) * per_chunk * per_item
+
+
 def gigabytes(size: float) -> str:
     """A size in GB (in MB below 1 GB)."""
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"

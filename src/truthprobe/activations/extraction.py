@@ -30,6 +30,7 @@ from truthprobe.activations.cache import (
     CacheSpec,
     Damage,
     ExtractError,
+    chunk_bytes,
     item_bytes,
     require_disk,
 )
@@ -332,7 +333,8 @@ def fill_rows(
     if not todo and not (question_scores and len(cache.unscored_rows(rows))):
         return FillResult(0, 0, 0.0, 0, damaged)
     per_item = item_bytes(len(cache.layers), cache.n_choices_max, cache.d_model, cache.storage)
-    require_disk(cache.path.parent, todo * per_item, f"{cache.path}: extracting {todo} rows")
+    need = chunk_bytes(cache.missing_rows(rows), cache.done_rows(), per_item)
+    require_disk(cache.path.parent, need, f"{cache.path}: extracting {todo} rows")
     if weights is not None:
         loaded = weights()
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)

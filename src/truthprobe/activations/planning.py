@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from truthprobe.activations.cache import ActivationCache, gigabytes, item_bytes
+import numpy as np
+
+from truthprobe.activations.cache import ActivationCache, chunk_bytes, gigabytes, item_bytes
 from truthprobe.configs import CacheConfig, ModelConfig
 
 if TYPE_CHECKING:
@@ -51,15 +53,14 @@ class CacheEstimate:
     cached: int
     """Wanted items already written (in a cache or in finished shards)."""
     per_item: int
+    new_bytes: int
+    """What writing the wanted rows not yet written allocates (`cache.chunk_bytes`)."""
     shards: int = 1
 
     @property
-    def new_bytes(self) -> int:
-        return (len(self.wanted) - self.cached) * self.per_item
-
-    @property
     def whole_bytes(self) -> int:
-        return len(self.plan.order) * self.per_item
+        n = len(self.plan.order)
+        return chunk_bytes(np.arange(n), np.zeros(n, bool), self.per_item)
 
     def shard_shares(self) -> list[tuple[int, int]]:
         """(items, tokens) of each shard."""
@@ -114,21 +115,24 @@ def estimate(request: CacheRequest, loaded: LoadedModel, cache: CacheConfig) -> 
     )
     spec = plan.spec
     per_item = item_bytes(len(spec.layers), spec.n_choices_max, plan.d_model, spec.storage)
-    cached = 0
-    if plan.path.exists():
+    row_of = np.empty(len(plan.order), np.int64)
+    row_of[np.asarray(plan.order, np.int64)] = np.arange(len(plan.order))
+    rows = row_of[wanted]
+    done = np.zeros(len(plan.order), bool)
+    if plan.path.exists():  # its own row order (a cache made by earlier code may differ)
         with ActivationCache(plan.path) as opened:
+            done = opened.done_rows()
             rows = opened.rows_of([request.records[i].id for i in wanted])
-            cached = len(rows) - len(opened.missing_rows(rows))
     elif cache.shards > 1:
         from truthprobe.activations.shards import shard_ranges
 
-        ranges = shard_ranges(len(plan.order), cache.shards)
-        cached = sum(
-            hi - lo
-            for k, (lo, hi) in enumerate(ranges)
-            if shard_path(plan.path, k, cache.shards).exists()
-        )
-    return CacheEstimate(request, plan, wanted, cached, per_item, cache.shards)
+        for k, (lo, hi) in enumerate(shard_ranges(len(plan.order), cache.shards)):
+            done[lo:hi] = shard_path(plan.path, k, cache.shards).exists()
+    missing = rows[~done[rows]]
+    new_bytes = chunk_bytes(missing, done, per_item)
+    return CacheEstimate(
+        request, plan, wanted, len(rows) - len(missing), per_item, new_bytes, cache.shards
+    )
 
 
 def dry_run(
