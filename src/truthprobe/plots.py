@@ -620,16 +620,17 @@ def plot_model_size(rows: Sequence[dict], path: Path) -> Path:
                 continue
             color = OKABE_ITO[m % len(OKABE_ITO)]
             xs = [x_of[r["model"]] for r in mine]
+            nudge = 1.04 ** (m - (len(methods) - 1) / 2)  # methods' intervals side by side
             gap = [r for r in mine if not r["no_gap"] and np.isfinite(r["sgr"])]
             top.errorbar(
-                [x_of[r["model"]] for r in gap], [r["sgr"] for r in gap],
+                [x_of[r["model"]] * nudge for r in gap], [r["sgr"] for r in gap],
                 yerr=[[max(0.0, r["sgr"] - r["sgr_low"]) for r in gap],
                       [max(0.0, r["sgr_high"] - r["sgr"]) for r in gap]],
                 marker="o", capsize=3, color=color, label=method,
             )  # fmt: skip
             for r in mine:
                 if r not in gap:
-                    top.text(x_of[r["model"]], 0.05, "no gap", rotation=90, fontsize=7,
+                    top.text(x_of[r["model"]] * nudge, 0.05, "no gap", rotation=90, fontsize=7,
                              ha="center", va="bottom", color=color)  # fmt: skip
             bottom.plot(xs, [r["easy"] for r in mine], "o--", color=color,
                         label=f"{method} easy-trained")  # fmt: skip
@@ -641,11 +642,14 @@ def plot_model_size(rows: Sequence[dict], path: Path) -> Path:
                     label="zero-shot")  # fmt: skip
         top.axhline(1.0, color="grey", ls=":", lw=1)
         top.axhline(0.0, color="black", lw=0.8)
+        top.set_ylim(min(-0.2, top.get_ylim()[0]), max(1.2, top.get_ylim()[1]))
         top.set_title(task, fontsize=10)
         top.set_ylabel("SGR (95% CI)")
         bottom.set_ylabel("accuracy, hard test set")
+        low, high = min(x_of.values()), max(x_of.values())
         for ax in (top, bottom):
             ax.set_xscale("log")
+            ax.set_xlim(low / 1.25, high * 1.25)
             ax.set_xticks([x_of[k] for k in x_of], [_short(k, x_of, rows) for k in x_of],
                           fontsize=7, rotation=30, ha="right")  # fmt: skip
             ax.minorticks_off()
