@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -55,6 +55,9 @@ from truthprobe.methods import (
 from truthprobe.prompts import PromptTemplate
 from truthprobe.runstore import PartKey, RunStore, RunStoreError, read_json, write_json
 from truthprobe.tasks import Task, TaskSpec, load_task
+
+if TYPE_CHECKING:
+    from truthprobe.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +408,7 @@ def _write_config(
     write_json(path, meta)
 
 
-def model_size(loaded) -> dict[str, int]:
+def model_size(loaded: LoadedModel) -> dict[str, int]:
     """What the model-size comparison plots against (`truthprobe.model_sizes`)."""
     from truthprobe.models import parameter_count, weight_bytes
 
