@@ -21,11 +21,13 @@ from typing import Annotated, Literal
 import tyro
 
 from truthprobe.errors import TruthprobeError
+from truthprobe.probe_registry import FAMILIES
 
 Quantization = Literal["none", "4bit", "8bit"]
 Backend = Literal["hf", "nnsight", "transformer_lens"]
-ProbeKind = Literal["mc_linear", "logistic", "mass_mean", "ccs"]
-PROBE_KINDS: tuple[str, ...] = ("mc_linear", "logistic", "mass_mean", "ccs")
+#: The registered probe families (`truthprobe.probe_registry`): the `--probes` choices.
+PROBE_KINDS: tuple[str, ...] = tuple(FAMILIES)
+ProbeKind = Literal[PROBE_KINDS]  # type: ignore[valid-type]  # built from the registry
 ProbePreset = Literal["validated", "paper"]
 PROBE_PRESETS: tuple[str, ...] = ("validated", "paper")
 DType = Literal["auto", "bfloat16", "float32", "float16"]

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from truthprobe.configs import (
+    PROBE_KINDS,
     CacheConfig,
     DataConfig,
     ModelConfig,
@@ -824,8 +825,9 @@ def _check_set_name(name: str) -> None:
         )
 
 
-#: Method families whose fitted arrays score any task's states (`probes.scorer_from_arrays`).
-PROBE_FAMILIES = ("mc_linear", "logistic", "mass_mean", "ccs")
+#: Method families whose fitted arrays score any task's states (`probes.scorer_from_arrays`):
+#: every registered probe family.
+PROBE_FAMILIES = PROBE_KINDS
 
 
 def _draws(method: Method, split: SplitConfig) -> list[Draw]:

@@ -15,8 +15,10 @@ ChoiceProbs`. Probes read `ProbeData` (arrays taken from an `ActivationCache`), 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +27,7 @@ import torch
 from truthprobe.choice_probs import ChoiceProbs
 from truthprobe.configs import PROBE_KINDS, PROBE_PRESETS
 from truthprobe.errors import TruthprobeError
+from truthprobe.probe_registry import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class MultipleChoiceLinearProbe:
     def steps(self) -> int:
         """Steps taken."""
         return self.stop or self.epochs
+
+    def setting(self) -> str:
+        """What a validated run chose, as results record it."""
+        return f"l2={self.l2:g} steps={self.steps}"
 
     def fit(self, train: ProbeData, seed: int) -> LinearScorer:
         return fit_linear_grid([self], [train], [seed])[0][0]
@@ -282,11 +289,14 @@ class LogisticProbe:
     """Inverse regularisation strength."""
     max_iter: int = 1000
 
+    def setting(self) -> str:
+        return f"c={self.c:g}"
+
     def fit(self, train: ProbeData, seed: int) -> LinearScorer:
         from sklearn.linear_model import LogisticRegression
 
         standardizer = Standardizer.fit(train)
-        x, labels = _choice_rows(train, standardizer)
+        x, labels = choice_rows(train, standardizer)
         model = LogisticRegression(C=self.c, max_iter=self.max_iter, random_state=seed)
         model.fit(x, labels)
         return LinearScorer(
@@ -300,7 +310,7 @@ class MassMeanProbe:
 
     def fit(self, train: ProbeData, seed: int) -> LinearScorer:
         standardizer = Standardizer.fit(train)
-        x, labels = _choice_rows(train, standardizer)
+        x, labels = choice_rows(train, standardizer)
         direction = x[labels == 1].mean(0) - x[labels == 0].mean(0)
         return LinearScorer(standardizer, direction.astype(np.float32))
 
@@ -367,14 +377,14 @@ def _scorer_arrays(scorer: LinearScorer | CCSScorer) -> dict[str, np.ndarray]:
 
 
 def scorer_from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> LinearScorer | CCSScorer:
-    """Rebuild a fitted probe from its saved arrays (a run's `probe_*` arrays).
-
-    The rebuilt scorer computes exactly the probabilities the fitted one did.
-    """
+    """Rebuild a fitted probe of family `kind` from its saved arrays (a run's `probe_*` arrays):
+    the family's `rebuild`, else a `LinearScorer`. It computes exactly the probabilities the
+    fitted one did."""
+    module = family(kind)
+    if hasattr(module, "rebuild"):
+        return module.rebuild(arrays)
     standardizer = Standardizer(arrays["probe_mean"], arrays["probe_std"])
-    bias = float(arrays["probe_bias"])
-    scorer = CCSScorer if kind == "ccs" else LinearScorer
-    return scorer(standardizer, arrays["probe_weight"], bias)
+    return LinearScorer(standardizer, arrays["probe_weight"], float(arrays["probe_bias"]))
 
 
 def _ccs_loss(x: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
@@ -390,7 +400,7 @@ def _centre_per_item(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x - mean).astype(np.float32)
 
 
-def _choice_rows(data: ProbeData, standardizer: Standardizer) -> tuple[np.ndarray, np.ndarray]:
+def choice_rows(data: ProbeData, standardizer: Standardizer) -> tuple[np.ndarray, np.ndarray]:
     """Real (item, choice) vectors and their 0/1 labels."""
     labels = np.zeros(data.mask.shape, dtype=np.int64)
     labels[np.arange(len(data)), data.answer_index] = 1
@@ -413,27 +423,25 @@ C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 """logistic inverse penalty weights (strongest first)."""
 
 
-def preset_probes(kind: str, preset: str) -> tuple[Probe, ...]:
-    """The candidate probes `preset` fits for `kind` (one for `paper`, a grid for `validated`).
+def family(kind: str) -> ModuleType:
+    """The module of probe family `kind` (a method family `<kind>-paper` is its kind's), as
+    `truthprobe.probe_registry` lists it.
 
-    Kinds with nothing to choose (mass_mean, ccs) have one candidate under both presets.
+    Raises:
+        TruthprobeError: no such family.
     """
-    if kind not in PROBE_KINDS:
+    name = kind.split("-")[0]
+    if name not in FAMILIES:
         raise TruthprobeError(f"unknown probe {kind!r}; valid: {', '.join(PROBE_KINDS)}")
+    return importlib.import_module(FAMILIES[name].module)
+
+
+def preset_probes(kind: str, preset: str) -> tuple[Probe, ...]:
+    """The candidate probes `preset` fits for `kind` (one for `paper`, a grid for `validated`
+    where the family has something to choose)."""
     if preset not in PRESETS:
         raise TruthprobeError(f"unknown probe preset {preset!r}; valid: {', '.join(PRESETS)}")
-    validated = preset == "validated"
-    if kind == "mc_linear":
-        if not validated:
-            return (MultipleChoiceLinearProbe(),)
-        return tuple(
-            MultipleChoiceLinearProbe(l2=v, stop=0 if n == 100 else n)
-            for n in STEP_GRID
-            for v in L2_GRID
-        )
-    if kind == "logistic":
-        return tuple(LogisticProbe(c=v) for v in C_GRID) if validated else (LogisticProbe(),)
-    return (MassMeanProbe(),) if kind == "mass_mean" else (CCSProbe(),)
+    return tuple(family(kind).candidates(preset))
 
 
 def fit_many(

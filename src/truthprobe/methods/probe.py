@@ -32,8 +32,6 @@ from truthprobe.probes import (
     PRESETS,
     FittedProbe,
     LinearScorer,
-    LogisticProbe,
-    MultipleChoiceLinearProbe,
     Probe,
     ProbeData,
     choose,
@@ -165,12 +163,10 @@ class ProbeAtLayer(Method):
 
 
 def _setting(probe: Probe) -> str:
-    """The chosen values of a candidate, as recorded in results (`l2=0.01 steps=50`)."""
-    if isinstance(probe, MultipleChoiceLinearProbe):
-        return f"l2={probe.l2:g} steps={probe.steps}"
-    if isinstance(probe, LogisticProbe):
-        return f"c={probe.c:g}"
-    return "fixed"
+    """The chosen values of a candidate, as recorded in results (`l2=0.01 steps=50`; `fixed`
+    for a family with nothing to choose)."""
+    setting = getattr(probe, "setting", None)
+    return setting() if callable(setting) else "fixed"
 
 
 def build(task, settings, layers) -> list[Method]:

@@ -40,7 +40,9 @@ class ProbeSettings:
     """Which probes the `probe` method fits, and at which layers."""
 
     probes: tuple[ProbeKind, ...] = ("mc_linear",)
-    """Probe kinds to fit at every layer: mc_linear (the paper's), logistic, mass_mean, ccs."""
+    """Probe families to fit at every layer (`truthprobe.probe_registry`): mc_linear (the
+    paper's), logistic, mass_mean, ccs, lda, lat (PCA of paired differences), random (the
+    chance floor)."""
     layers: tuple[int, ...] | None = None
     """Hidden-state indices to probe (0 = embeddings); default: every layer of the cache."""
     mid_last: bool = True

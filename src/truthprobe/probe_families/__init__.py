@@ -1,0 +1,1 @@
+"""One module per probe family (registered in `truthprobe.probe_registry`)."""
