@@ -38,4 +38,5 @@ register("mass_mean", "difference of the means of correct and incorrect choices"
 register("ccs", "contrast-consistent search, without labels")
 register("lda", "Fisher's linear discriminant (scikit-learn, shrinkage)")
 register("lat", "PCA / LAT: first principal component of paired differences, signed by labels")
+register("truth_polarity", "general truth and polarity directions (after Buerger et al. 2024)")
 register("random", "a random direction: the floor every figure can show")

@@ -41,8 +41,8 @@ class ProbeSettings:
 
     probes: tuple[ProbeKind, ...] = ("mc_linear",)
     """Probe families to fit at every layer (`truthprobe.probe_registry`): mc_linear (the
-    paper's), logistic, mass_mean, ccs, lda, lat (PCA of paired differences), random (the
-    chance floor)."""
+    paper's), logistic, mass_mean, ccs, lda, lat (PCA of paired differences), truth_polarity
+    (general and polarity directions), random (the chance floor)."""
     layers: tuple[int, ...] | None = None
     """Hidden-state indices to probe (0 = embeddings); default: every layer of the cache."""
     mid_last: bool = True
