@@ -94,7 +94,20 @@ def test_new_families_run_through_the_sweep(arc_sample, tiny_model_dir, tmp_path
     for family in ("lda", "lat", "random"):
         assert re.search(rf"^\S+:grade\s+{family}\s", sweep.stdout, re.M), family
     (run_dir,) = (tmp_path / "runs").glob("layer_sweep-*")
-    assert {"lda", "lat", "random"} <= set(load_run(run_dir).summary["family"])
+    run = load_run(run_dir)
+    assert {"lda", "lat", "random"} <= set(run.summary["family"])
+    # each part's AUROC is its test items' per-choice probabilities, by definition
+    part = run.summary[run.summary["family"] == "lda"].iloc[0]
+    items = run.items[
+        (run.items["method"] == part["method"])
+        & (run.items["seed"] == part["seed"])
+        & (run.items["train_on"] == part["train_on"])
+        & (run.items["role"] == "test")
+    ]
+    probs = np.stack(items["probs"].to_numpy())
+    gold = np.arange(probs.shape[1]) == items["answer_index"].to_numpy()[:, None]
+    real = probs > 0
+    assert part["auroc"] == pytest.approx(mann_whitney_auc(probs[real & gold], probs[real & ~gold]))
 
 
 def polarised(n: int, seed: int, general: float, d: int = 32, c: int = 4) -> ProbeData:
@@ -130,3 +143,25 @@ def test_the_subspace_probe_recovers_truth_that_flips_with_polarity():
     mixed = polarised(300, 0, general=2.0)
     fitted = make_probe("truth_polarity").fit(mixed, seed=0)
     assert fitted.predict(polarised(400, 1, general=2.0)).accuracy(test.answer_index) > 0.9
+
+
+def mann_whitney_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """AUROC by its definition: the chance a positive outscores a negative (ties count half)."""
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return float(greater + ties / 2)
+
+
+def test_choice_auroc_is_the_chance_a_true_choice_outscores_a_false_one():
+    from truthprobe.choice_probs import choice_auroc
+
+    rng = np.random.default_rng(0)
+    n_choices = rng.integers(2, 5, size=200)
+    probs = rng.random((200, 4)).round(2)  # rounding makes ties
+    probs[np.arange(4) >= n_choices[:, None]] = 0.0  # padding, not choices
+    answers = rng.integers(0, n_choices)
+    real = np.arange(4) < n_choices[:, None]
+    gold = np.arange(4) == answers[:, None]
+    expected = mann_whitney_auc(probs[real & gold], probs[real & ~gold])
+    assert choice_auroc(probs, n_choices, answers) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(choice_auroc(probs[:, :1], np.ones(200, int), np.zeros(200, int)))

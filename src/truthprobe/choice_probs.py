@@ -85,3 +85,18 @@ def zero_shot_probs(
     elif normalization != "raw":
         raise ValueError(f"unknown normalization {normalization!r}; use raw or chars")
     return ChoiceProbs.from_scores(ids, scores, mask)
+
+
+def choice_auroc(probs: np.ndarray, n_choices: np.ndarray, answer_index: np.ndarray) -> float:
+    """ROC-AUC of per-choice truth scores (scikit-learn's `roc_auc_score`): every real choice of
+    every item is one example, the correct ones positive, scored by its probability. Unlike
+    accuracy it credits a probe for ranking true choices above false ones across items, not
+    only within one; NaN without both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    probs = np.asarray(probs, np.float64)
+    real = np.arange(probs.shape[1]) < np.asarray(n_choices)[:, None]
+    labels = np.arange(probs.shape[1]) == np.asarray(answer_index)[:, None]
+    if not real.any() or labels[real].all() or not labels[real].any():
+        return float("nan")
+    return float(roc_auc_score(labels[real], probs[real]))

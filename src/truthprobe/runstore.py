@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from truthprobe.choice_probs import choice_auroc
 from truthprobe.errors import TruthprobeError
 
 #: The training pools of sweep parts (`evaluate.TRAIN_ON` and `none`, the unsupervised floor);
@@ -307,7 +308,8 @@ class RunResults:
     answer_index, prediction, prediction_text, correct, probs."""
     summary: Any
     """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, noise,
-    test_task, n_test, accuracy (hard test set), validation_accuracy, seconds; for probes the
+    test_task, n_test, accuracy (hard test set), validation_accuracy, auroc (ROC-AUC of the
+    test items' per-choice probabilities, `choice_probs.choice_auroc`), seconds; for probes the
     chosen setting (`l2=0.01 epochs=100`) and whether its probabilities collapsed
     to near uniform."""
     study: Any = None
@@ -371,6 +373,7 @@ def load_run(run_dir: str | Path) -> RunResults:
                 np.array(table[k], dtype=object) for k in ("id", "stratum", "role")
             )
             answers = np.array(table["answer_index"])
+            n_choices = np.array(table.get("n_choices") or [0] * len(answers))
             part = store.read(key)
             meta, arrays = part.meta, part.arrays
             rows = arrays["item"]
@@ -419,6 +422,11 @@ def load_run(run_dir: str | Path) -> RunResults:
                     "accuracy": float(correct[test].mean()) if test.any() else float("nan"),
                     "validation_accuracy": (
                         float(correct[validation].mean()) if validation.any() else float("nan")
+                    ),
+                    "auroc": (
+                        choice_auroc(probs[test], n_choices[rows][test], answers[rows][test])
+                        if probs is not None and test.any() and n_choices.any()
+                        else float("nan")
                     ),
                     "seconds": meta["seconds"],
                     "weights": weights_name(meta.get("model") or config["model_fingerprint"]),
