@@ -4,11 +4,13 @@ test mount one). Each ends in one `error:` line (exit 2, no traceback, no crash)
 rows written before it, and the same command afterwards resumes to a file equal to one
 extracted without interruption.
 
-Two ways in for each: the room check before a pass's write (the usual case: it sees the limit coming
-and stops before HDF5 writes), and a write refused after the check passed (another process
-filled the disk meanwhile; simulated by switching the check off in the subprocess), which leaves
-the file shorter than its recorded end: the next command extends it, verifies every written
-row and resumes."""
+Two ways in for each: the room check before a pass's write (it sees the limit coming and stops
+before HDF5 writes), and a write refused after the check passed (another process filled the
+disk meanwhile; simulated by switching the check off in the subprocess), which leaves the file
+shorter than its recorded end: the next command extends it, verifies every written row and
+resumes. A disk that cannot hold the estimated cache at all is refused before the first row
+(the disk check at the start of a fill); the mid-way cases switch that check off, as a disk
+that filled after it passed."""
 
 from __future__ import annotations
 
@@ -27,25 +29,29 @@ from truthprobe.activations import ActivationCache
 
 pytestmark = pytest.mark.slow  # console-script runs of several seconds each: -m slow, CI
 
-#: The console script with the room check switched off: the write itself is refused.
-RACED = (
-    "import sys; import truthprobe.activations.cache as c; "
-    "c.room_problem = lambda path, need: None; "
-    "from truthprobe.cli import main; sys.exit(main(sys.argv[1:]))"
-)
+#: The room check before each write switched off: the write itself is refused.
+NO_ROOM_CHECK = "import truthprobe.activations.cache as c; c.room_problem = lambda path, need: None"
+#: The disk check at the start of a fill switched off: the disk fills after it passed (another
+#: process wrote meanwhile), so the refusal comes mid-way.
+LATE = "import truthprobe.activations.extraction as e; e.require_disk = lambda *args: None"
 
 
-def extract(arc_sample, model_dir, cache_dir, raced=False, file_limit=0):
+def extract(arc_sample, model_dir, cache_dir, raced=False, file_limit=0, late=False,
+            dry_run=False):  # fmt: skip
     """`truthprobe extract` of the ARC sample in passes of 4, optionally under `ulimit -f`."""
     args = ["extract", "--dataset", str(arc_sample), "--model", str(model_dir),
-            "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress"]  # fmt: skip
-    return console(args, raced, file_limit)
+            "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress",
+            *(["--dry-run"] if dry_run else [])]  # fmt: skip
+    return console(args, raced, file_limit, late)
 
 
-def console(args, raced=False, file_limit=0):
-    """The console script (or, `raced`, it without the room check), optionally under
-    `ulimit -f`."""
-    command = [sys.executable, "-c", RACED] if raced else [str(SCRIPT)]
+def console(args, raced=False, file_limit=0, late=False):
+    """The console script (`raced`: without the room check before each write; `late`: without
+    the disk check at the start), optionally under `ulimit -f`."""
+    patches = [LATE] * late + [NO_ROOM_CHECK] * raced
+    main = "from truthprobe.cli import main; sys.exit(main(sys.argv[1:]))"
+    script = "; ".join(["import sys", *patches, main])
+    command = [sys.executable, "-c", script] if patches else [str(SCRIPT)]
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.RLIM_INFINITY))
@@ -112,7 +118,7 @@ def test_a_full_disk_stops_extraction_in_one_line_and_it_resumes(
     raced, small_disk, extracted, tiny_model_dir, arc_sample
 ):
     cache_dir = small_disk / "act"
-    stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced)
+    stopped = extract(arc_sample, tiny_model_dir, cache_dir, raced, late=True)
     why = "No space left on device" if raced else "free on its disk"
     assert_one_clean_error(stopped, why, "free space there", "rows written before them are kept")
     assert not list(cache_dir.rglob("*.partial-*"))
@@ -124,6 +130,21 @@ def test_a_full_disk_stops_extraction_in_one_line_and_it_resumes(
     assert resumed.returncode == 0, resumed.stderr
     assert f"extracted {599 - kept} rows now" in resumed.stdout
     assert_same_file(extracted, next(cache_dir.rglob("*.h5")))
+
+
+def test_a_disk_too_small_for_the_cache_is_refused_before_a_row_is_written(
+    small_disk, tiny_model_dir, arc_sample
+):
+    """The disk check at the start, on a real 1 MiB filesystem: `--dry-run` says the plan does
+    not fit, and the extraction itself ends in one line naming the estimate and the free
+    space, with no row written."""
+    cache_dir = small_disk / "act"
+    planned = extract(arc_sample, tiny_model_dir, cache_dir, dry_run=True)
+    assert planned.returncode == 0 and "does NOT fit" in planned.stdout, planned.stderr
+    stopped = extract(arc_sample, tiny_model_dir, cache_dir)
+    assert_one_clean_error(stopped, "the estimated cache is", "MB free on the disk of",
+                           "free space there")  # fmt: skip
+    assert written_rows(cache_dir) == 0
 
 
 def test_a_full_disk_under_the_runs_dir_is_one_line_and_the_run_resumes(
