@@ -745,7 +745,7 @@ class Harness:
         self.summary.reused = reused  # counted where the sweep asked for them, not again here
         target, ctx = self.tasks[test_name], self.contexts[test_name]
         method = self.methods[task_name][label]
-        if ctx.states is None or method.family.split("-")[0] not in PROBE_FAMILIES:
+        if ctx.states is None or method.family.split("-")[0] not in PROBE_KINDS:
             raise TruthprobeError(f"{label} on {test_name}: only probes transfer between tasks")
         if scored_set:
             _check_set_name(scored_set)
@@ -823,11 +823,6 @@ def _check_set_name(name: str) -> None:
             f"{name!r} cannot name a pool or scoring set: letters, digits, '=', '.', '_', '-' "
             "only, not easy / hard / all / none"
         )
-
-
-#: Method families whose fitted arrays score any task's states (`probes.scorer_from_arrays`):
-#: every registered probe family.
-PROBE_FAMILIES = PROBE_KINDS
 
 
 def _draws(method: Method, split: SplitConfig) -> list[Draw]:

@@ -650,7 +650,7 @@ def plot_model_size(rows: Sequence[dict], path: Path) -> Path:
         for ax in (top, bottom):
             ax.set_xscale("log")
             ax.set_xlim(low / 1.25, high * 1.25)
-            ax.set_xticks([x_of[k] for k in x_of], [_short(k, x_of, rows) for k in x_of],
+            ax.set_xticks([x_of[k] for k in x_of], [_short(k, rows) for k in x_of],
                           fontsize=7, rotation=30, ha="right")  # fmt: skip
             ax.minorticks_off()
     axes[0][-1].legend(fontsize=7)
@@ -659,7 +659,7 @@ def plot_model_size(rows: Sequence[dict], path: Path) -> Path:
     return _save(fig, path, integer_x=False)
 
 
-def _short(model: str, x_of: dict[str, float], rows: Sequence[dict]) -> str:
+def _short(model: str, rows: Sequence[dict]) -> str:
     """A tick label: the model's weights and its size in millions or billions."""
     size = next(r["parameters"] for r in rows if r["model"] == model)
     if not math.isfinite(size):

@@ -1154,17 +1154,23 @@ def gigabytes(size: float) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
+def free_disk(folder: str | Path) -> tuple[Path, int]:
+    """The nearest existing folder at or above `folder` (which a run may not have made yet)
+    and the bytes free on its disk."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    return existing, shutil.disk_usage(existing).free
+
+
 def require_disk(folder: Path, need: int, what: str) -> None:
     """Refuse to start `what` when its estimated `need` of bytes passes the free disk under
-    `folder` (or the file-size limit), naming both numbers: found at the start rather than
-    hours into the run.
+    `folder`, naming both numbers: found at the start rather than hours into the run (the
+    file-size limit is `room_problem`'s, before each write).
 
     Raises:
         CacheError: not enough room (nothing is written yet, so not a `CacheWriteError`).
     """
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
+    existing, free = free_disk(folder)
     if need > free:
         raise CacheError(
             f"{what}: the estimated cache is {gigabytes(need)}, more than the "

@@ -329,12 +329,12 @@ def fill_rows(
             rows = np.union1d(rows, [r for d in damaged for r in d.rows])
     if verified is not None:
         verified.update(int(k) for k in (range(cache.n_items) if rows is None else rows))
-    todo = len(cache.missing_rows(rows))
-    if not todo and not (question_scores and len(cache.unscored_rows(rows))):
+    todo = cache.missing_rows(rows)
+    if not len(todo) and not (question_scores and len(cache.unscored_rows(rows))):
         return FillResult(0, 0, 0.0, 0, damaged)
     per_item = item_bytes(len(cache.layers), cache.n_choices_max, cache.d_model, cache.storage)
-    need = chunk_bytes(cache.missing_rows(rows), cache.done_rows(), per_item)
-    require_disk(cache.path.parent, need, f"{cache.path}: extracting {todo} rows")
+    need = chunk_bytes(todo, cache.done_rows(), per_item)
+    require_disk(cache.path.parent, need, f"{cache.path}: extracting {len(todo)} rows")
     if weights is not None:
         loaded = weights()
     truncate_to = int(cache.attrs.get("prompt_limit") or 0)

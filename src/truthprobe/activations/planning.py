@@ -10,15 +10,19 @@ The same estimate is the disk check a fill starts with (`cache.require_disk`).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from truthprobe.activations.cache import ActivationCache, chunk_bytes, gigabytes, item_bytes
+from truthprobe.activations.cache import (
+    ActivationCache,
+    chunk_bytes,
+    free_disk,
+    gigabytes,
+    item_bytes,
+)
 from truthprobe.configs import CacheConfig, ModelConfig
 
 if TYPE_CHECKING:
@@ -107,23 +111,23 @@ def estimate(request: CacheRequest, loaded: LoadedModel, cache: CacheConfig) -> 
         request.dataset, request.records, loaded, request.template, request.layers, cache,
         request.cache_path,
     )  # fmt: skip
-    index = {r.id: i for i, r in enumerate(request.records)}
-    wanted = (
-        list(range(len(request.records)))
-        if request.ids is None or cache.shards > 1
-        else sorted(index[i] for i in request.ids)
-    )
+    if request.ids is None or cache.shards > 1:
+        wanted = list(range(len(request.records)))
+    else:
+        index = {r.id: i for i, r in enumerate(request.records)}
+        wanted = sorted(index[i] for i in request.ids)
     spec = plan.spec
     per_item = item_bytes(len(spec.layers), spec.n_choices_max, plan.d_model, spec.storage)
-    row_of = np.empty(len(plan.order), np.int64)
-    row_of[np.asarray(plan.order, np.int64)] = np.arange(len(plan.order))
-    rows = row_of[wanted]
     done = np.zeros(len(plan.order), bool)
     if plan.path.exists():  # its own row order (a cache made by earlier code may differ)
         with ActivationCache(plan.path) as opened:
             done = opened.done_rows()
             rows = opened.rows_of([request.records[i].id for i in wanted])
-    elif cache.shards > 1:
+    else:  # a new cache's rows follow the plan's order
+        row_of = np.empty(len(plan.order), np.int64)
+        row_of[np.asarray(plan.order, np.int64)] = np.arange(len(plan.order))
+        rows = row_of[wanted]
+    if not plan.path.exists() and cache.shards > 1:
         from truthprobe.activations.shards import shard_ranges
 
         for k, (lo, hi) in enumerate(shard_ranges(len(plan.order), cache.shards)):
@@ -163,9 +167,7 @@ def dry_run(
             else f"{cache.workers or 'one worker per shard, at most one per core'}"
         )
         lines.append(f"launcher: {cache.launcher} ({workers}), {cache.shards} shards per cache")
-    folder = Path(cache.cache_dir)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
+    existing, free = free_disk(cache.cache_dir)
     verdict = "fits" if total <= free else "does NOT fit: the run would refuse to start"
     lines.append(
         f"disk: this plan writes about {gigabytes(total)}; {gigabytes(free)} free under "

@@ -40,10 +40,6 @@ class TruthPolarityScorer:
     threshold: float
     """An item whose mean projects above it has polarity +1."""
 
-    @property
-    def weight(self) -> np.ndarray:  # what direction studies compare: the general direction
-        return self.general
-
     def polarity(self, z: np.ndarray, mask: np.ndarray) -> np.ndarray:
         means = (z * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
         return np.where(means @ self.axis > self.threshold, 1.0, -1.0)
