@@ -60,6 +60,12 @@ INVALID = [
     ("sweep", "--probes", "nope"),
     ("sweep", "--quantization", "3bit"),
     ("sweep", "--device", "tpu"),
+    ("sweep", "--model", "a", "b", "c", "--quantization", "none", "8bit"),
+    ("sweep", "--model", "default", "default"),
+    ("directions", "--model", "default", "default", "--quantization", "none", "8bit"),
+    ("sweep", "--shards", "0"),
+    ("sweep", "--gpus-per-task", "0"),
+    ("extract", "--dataset", "arc", "--measure", "grade", "--shards", "2"),
     ("sweep", "--no-such-flag"),
     ("baselines", "--methods", "lora"),
     ("baselines", "--k", "-1"),
@@ -98,6 +104,11 @@ def test_errors_name_the_flag_and_the_valid_values(no_model_env):
         in truthprobe("sweep", "--test-fraction", "1.5", env=env).stderr
     )
     assert "--batch-size" in truthprobe("sweep", "--batch-size", "x", env=env).stderr
+    err = truthprobe("sweep", "--model", "a", "b", "c", "--quantization", "none", "8bit",
+                     env=env).stderr  # fmt: skip
+    assert "--quantization takes one value, or one per --model (3), got 2" in err
+    err = truthprobe("directions", "--model", "a", "b", env=env).stderr
+    assert "--model names several models; this needs one" in err
 
 
 def test_help_shows_every_field_with_its_default():

@@ -98,3 +98,10 @@ def test_two_models_in_one_sweep_then_a_transfer_study(tiny, tiny_model_dir, arc
     assert study.returncode == 0, study.stderr
     (matrix,) = (tmp_path / "runs").glob("models-*/transfer_matrix.csv")
     assert sorted({r["model"] for r in _rows(matrix)}) == models
+
+    gone = tmp_path / "runs" / table[0]["run"]  # a compared run moved away: one clear line
+    gone.rename(tmp_path / "elsewhere")
+    missing = truthprobe("report", str(folder))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    (line,) = [x for x in missing.stderr.splitlines() if x.startswith("error:")]
+    assert f"compares {gone}, which is not there" in line

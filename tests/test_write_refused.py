@@ -141,6 +141,10 @@ def test_a_disk_too_small_for_the_cache_is_refused_before_a_row_is_written(
     cache_dir = small_disk / "act"
     planned = extract(arc_sample, tiny_model_dir, cache_dir, dry_run=True)
     assert planned.returncode == 0 and "does NOT fit" in planned.stdout, planned.stderr
+    sharded = console(["extract", "--dataset", str(arc_sample), "--model", str(tiny_model_dir),
+                       "--cache-dir", str(cache_dir), "--shards", "2"])  # fmt: skip
+    assert_one_clean_error(sharded, "in 2 shards: the estimated cache is", "free space there")
+    assert not list(small_disk.rglob("*.h5*"))  # no shard, no worker started
     stopped = extract(arc_sample, tiny_model_dir, cache_dir)
     assert_one_clean_error(stopped, "the estimated cache is", "MB free on the disk of",
                            "free space there")  # fmt: skip
