@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from truthprobe.evaluate import bootstrap_ece, calibration_bins, expected_calibration_error
+from truthprobe.choice_probs import calibration_bins, expected_calibration_error
+from truthprobe.evaluate import bootstrap_ece
 
 
 def test_ece_of_a_known_miscalibration_is_the_hand_computation():

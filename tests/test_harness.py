@@ -141,7 +141,55 @@ def test_load_run_round_trips(sweep):
         line = _of_part(results.summary, key).iloc[0]
         test = rows[rows["role"] == "test"]
         assert line["accuracy"] == test["correct"].mean() and line["n_test"] == len(test)
+        confidence = np.stack(test["probs"]).max(1)
+        assert line["ece"] == pytest.approx(binned_ece(confidence, test["correct"]), abs=1e-6)
     assert (results.items["prediction"] >= 0).all()
+
+
+def binned_ece(confidence, correct, bins: int = 10) -> float:
+    """ECE written out another way: bin edges from `linspace`, a loop over bins."""
+    confidence = np.ravel(confidence).astype(float)
+    correct = np.ravel(correct).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        here = which == b
+        if here.any():
+            total += here.sum() * abs(correct[here].mean() - confidence[here].mean())
+    return total / len(confidence)
+
+
+def test_report_tables_calibration_at_the_chosen_layer(sweep):
+    """table.csv's ECE of each pool is the ECE of the chosen layer's parts, items and seeds
+    pooled, inside an interval; calibration.csv holds its reliability bins."""
+    from truthprobe.report import write_report
+
+    config, summary = sweep
+    write_report(summary.run_dir, config.output.plots_dir)
+    items = load_run(summary.run_dir).items
+    test = items[items["role"] == "test"]
+    table = list(csv.DictReader((summary.run_dir / "table.csv").open()))
+    bins = list(csv.DictReader((summary.run_dir / "calibration.csv").open()))
+    for row in table:
+        for on in ("easy", "hard", "all"):
+            part = test[(test["family"] == row["method"]) & (test["layer"] == int(row["layer"]))
+                        & (test["train_on"] == on)]  # fmt: skip
+            confidence = np.stack(part["probs"]).max(1)
+            assert float(row[f"ece_{on}"]) == pytest.approx(
+                binned_ece(confidence, part["correct"]), abs=1e-6
+            )
+            assert float(row[f"overconfidence_{on}"]) == pytest.approx(
+                confidence.mean() - part["correct"].mean(), abs=1e-6
+            )
+            low, high = float(row[f"ece_{on}_low"]), float(row[f"ece_{on}_high"])
+            assert low < high
+            mine = [b for b in bins if b["method"] == row["method"] and b["train_on"] == on]
+            assert len(mine) == 10 and sum(int(b["n"]) for b in mine) == len(part)
+        floor = test[test["family"] == "zero_shot"]
+        assert float(row["ece_unsupervised"]) == pytest.approx(
+            binned_ece(np.stack(floor["probs"]).max(1), floor["correct"]), abs=1e-6
+        )
 
 
 def test_zero_shot_parts_are_the_cached_log_likelihoods(sweep):
@@ -245,7 +293,7 @@ def test_report_renders_a_sweep(sweep, capsys, tmp_path):
             for kind in ("logistic", "mc_linear")
             for what in ("accuracy", "sgr")
         ]
-        + ["sgr-bars.png"]
+        + ["sgr-bars.png", "reliability-logistic.png", "reliability-mc_linear.png"]
     )
     (results,) = collect(summary.run_dir)  # the chance line: mean 1 / choices over test items
     items = RunStore(summary.run_dir).task(slug)["items"]

@@ -100,3 +100,34 @@ def choice_auroc(probs: np.ndarray, n_choices: np.ndarray, answer_index: np.ndar
     if not real.any() or labels[real].all() or not labels[real].any():
         return float("nan")
     return float(roc_auc_score(labels[real], probs[real]))
+
+
+#: Equal-width confidence bins of the expected calibration error and reliability diagrams.
+ECE_BINS = 10
+
+
+def calibration_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    """A reliability diagram's rows: per equal-width confidence bin (1.0 in the last), its
+    bounds, count, mean confidence and accuracy (NaN where empty)."""
+    confidence, correct = np.ravel(confidence), np.ravel(correct).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    sums = np.bincount(which, confidence, bins), np.bincount(which, correct, bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [
+            dict(low=b / bins, high=(b + 1) / bins, n=int(counts[b]),
+                 confidence=float(sums[0][b] / counts[b]), accuracy=float(sums[1][b] / counts[b]))
+            for b in range(bins)
+        ]  # fmt: skip
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE: the share-weighted mean, over equal-width confidence bins, of |accuracy - mean
+    confidence| (confidence = the probability of the predicted choice)."""
+    rows = [r for r in calibration_bins(confidence, correct, bins) if r["n"]]
+    total = sum(r["n"] for r in rows)
+    return float(sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / total)

@@ -442,9 +442,46 @@ def check_task(text: str) -> tuple[str, str]:
     return dataset, measure
 
 
+#: Joins the tasks of a pooled training task: `arc:grade+mmlu:level` (`truthprobe.pooled`).
+POOLED = "+"
+
+
+def pooled_parts(text: str) -> tuple[str, ...]:
+    """The tasks of a pooled training task, `(text,)` for a plain one (a .jsonl path that holds
+    a "+" and names a file is a plain task)."""
+    if POOLED not in text or Path(text.rpartition(":")[0]).is_file():
+        return (text,)
+    return tuple(text.split(POOLED))
+
+
+def check_pooled(text: str) -> None:
+    """Validate a pooled task: two or more distinct tasks, each a valid human-rated one.
+
+    Raises:
+        ConfigError: as `check_task`, naming the pooled task too.
+    """
+    from truthprobe.hardness import MEASURES
+
+    parts = pooled_parts(text)
+    for part in parts:
+        try:
+            _, measure = check_task(part)
+        except ConfigError as err:
+            raise ConfigError(f"pooled task {text!r}: {err}") from None
+        if measure in MEASURES and MEASURES[measure].needs_model:
+            raise ConfigError(
+                f"pooled task {text!r}: {part} is rated by the model; pool human-rated tasks"
+            )
+    if len(set(parts)) < len(parts):
+        raise ConfigError(f"pooled task {text!r}: names a task twice")
+
+
 def check_tasks(tasks: tuple[str, ...]) -> None:
     require(len(tasks) > 0, "tasks", "needs at least one dataset:measure")
     for task in tasks:
-        check_task(task)
+        if len(pooled_parts(task)) > 1:
+            check_pooled(task)
+        else:
+            check_task(task)
     duplicated = sorted({t for t in tasks if tasks.count(t) > 1})
     require(not duplicated, "tasks", f"lists {duplicated[0] if duplicated else ''} twice")

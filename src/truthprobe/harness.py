@@ -53,6 +53,14 @@ from truthprobe.methods import (
     TaskStates,
     build_methods,
 )
+from truthprobe.pooled import (
+    POOLED_METHODS,
+    PooledSpec,
+    PooledStates,
+    PooledTask,
+    is_pooled,
+    pooled_cache,
+)
 from truthprobe.prompts import PromptTemplate
 from truthprobe.runstore import PartKey, RunStore, RunStoreError, read_json, write_json
 from truthprobe.tasks import Task, TaskSpec, load_task
@@ -382,7 +390,7 @@ def _write_config(
     here = provenance()
     invocations.append({"argv": here["argv"], "started": here["started"], "tasks": config.tasks})
     datasets = dict(previous.get("datasets", {}))
-    for task in tasks:
+    for task in [leaf for t in tasks for leaf in _leaves(t)]:
         datasets[task.name] = {
             "dataset": task.dataset.name,
             "source": task.dataset.source,
@@ -448,6 +456,9 @@ class Harness:
         self.datasets: dict[str, Dataset] = {}  # several measures of one dataset read it once
         self.pending: list[Task | TaskSpec] = []  # model-rated tasks wait for the model
         for text in config.tasks:
+            if is_pooled(text):
+                self.pending.append(self._pooled(text))
+                continue
             spec = TaskSpec.parse(text)
             if spec.dataset not in self.datasets:
                 self.datasets[spec.dataset] = config.data.load(spec.dataset)
@@ -468,6 +479,24 @@ class Harness:
         self._lock: Lock | None = None
         self._made: list[Path] = []
         self._opened = False
+
+    def _pooled(self, text: str) -> PooledTask:
+        """A pooled training task, its components resolved from their data (before any
+        model)."""
+        config, spec = self.config, PooledSpec.parse(text)
+        other = [m for m in self.config.methods if m not in POOLED_METHODS]
+        if other:
+            raise TruthprobeError(
+                f"{spec.name}: a pooled task runs {' and '.join(POOLED_METHODS)} only (they read "
+                f"the activation cache), not {', '.join(other)}"
+            )
+        components = []
+        for part in spec.parts:
+            if part.dataset not in self.datasets:
+                self.datasets[part.dataset] = config.data.load(part.dataset)
+            dataset = self.datasets[part.dataset]
+            components.append(load_task(part, config.data, config.split, dataset))
+        return PooledTask.of(spec, components)
 
     def __enter__(self) -> Harness:
         run_dir = self.run_dir
@@ -497,7 +526,7 @@ class Harness:
 
         wanted: dict[str, set[str] | None] = {}
         scores: dict[str, bool] = {}
-        for task in self.pending:
+        for task in [c for t in self.pending for c in _leaves(t)]:
             spec = task.spec if isinstance(task, Task) else task
             if isinstance(task, Task) and task.free_form:
                 continue
@@ -584,11 +613,20 @@ class Harness:
             for t in self.pending
         ]
         # each task's prompt, resolved once (the cache key holds it, so parts need no more)
-        templates = {t.name: config.prompt.resolve(t.pool) for t in tasks if not t.free_form}
+        leaves = [leaf for t in tasks for leaf in _leaves(t)]
+        templates = {t.name: config.prompt.resolve(t.pool) for t in leaves if not t.free_form}
         _write_config(config, self.run_dir, tasks, templates, models)
         for task in tasks:
             states, layers, cache = None, (), None
-            if not task.free_form:
+            if isinstance(task, PooledTask):
+                prepared = [
+                    _prepare_cache(c, templates[c.name], models, config, summary, verified)
+                    for c in task.components
+                ]
+                states = PooledStates([p[0] for p in prepared], task)
+                layers = prepared[0][1]
+                cache = pooled_cache([p[2] for p in prepared])
+            elif not task.free_form:
                 states, layers, cache = _prepare_cache(
                     task, templates[task.name], models, config, summary, verified
                 )
@@ -597,15 +635,19 @@ class Harness:
                 task.spec.slug,
                 {
                     "task": task.name,
-                    "dataset": task.dataset.name,
+                    "dataset": _dataset_name(task),
                     "measure": task.spec.measure,
                     "fingerprint": task.fingerprint,
                     "cache": cache,
                     "items": task.table(),
                     "pools": {k: int(len(v)) for k, v in task.split.pools.items()},
                     "hardness_correlations": summary.correlations.get(task.name, []),
+                    **(
+                        {"components": [c.name for c in task.components]}
+                        if isinstance(task, PooledTask) else {}
+                    ),
                 },
-            )
+            )  # fmt: skip
             self.tasks[task.name] = task
             self.tasks_by_slug[task.spec.slug] = task
             self.caches[task.name] = cache
@@ -807,6 +849,17 @@ class Harness:
                 "generations": output.generations,
             },
         )
+
+
+def _leaves(task: Task | TaskSpec) -> list[Task | TaskSpec]:
+    """A pooled task's component tasks; any other task itself."""
+    return list(task.components) if isinstance(task, PooledTask) else [task]
+
+
+def _dataset_name(task: Task) -> str:
+    if isinstance(task, PooledTask):
+        return "+".join(c.dataset.name for c in task.components)
+    return task.dataset.name
 
 
 def _rows_hash(rows: np.ndarray) -> str:

@@ -206,6 +206,13 @@ def _save(
     return path
 
 
+def _wrapped(label: str, width: int = 24) -> str:
+    """A label on lines of at most `width` characters (a file task is named by its path)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width)) or label
+
+
 def plot_sgr_bars(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """SGR per method (bars) for each task (groups), with bootstrap intervals; a row with no
     gap to recover gets the words "no gap" instead of a bar."""
@@ -233,11 +240,45 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path, title: str = "") -> Path:
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=method, color=color)
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_xticks(range(len(tasks)), [_wrapped(t) for t in tasks])  # a file task: its path
     ax.set_ylabel("SGR (1 = easy as good as hard)")
-    ax.set_title(title or "Supervision Gap Recovered on the hard test set", fontsize=10)
+    ax.set_title(
+        _wrapped(title or "Supervision Gap Recovered on the hard test set", 70), fontsize=10
+    )
     ax.plot([], [], " ", label="bars: 95% CI over test items and seeds")
     ax.legend(fontsize=8)
+    return _save(fig, path, integer_x=False)
+
+
+def plot_reliability(rows: Sequence[dict], family: str, path: Path, title: str) -> Path:
+    """Reliability diagrams on the hard test sets, one panel per task: per confidence bin,
+    accuracy against mean confidence for the zero-shot floor and `family` trained on each
+    pool (its chosen layer); marker area by the bin's share of predictions; points below
+    the diagonal are over-confident."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["method"] == family))
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(max(6.0, 3.4 * len(tasks)), 3.8), squeeze=False
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+        here = [r for r in rows if r["task"] == task and r["n"]]
+        floor = [r for r in here if r["train_on"] == "none"]
+        lines = [(f"{floor[0]['method']}" if floor else "", floor, "black")]
+        lines += [(on, [r for r in here if r["method"] == family and r["train_on"] == on],
+                   color) for on, color in COLORS.items()]  # fmt: skip
+        for name, points, color in lines:
+            if not points:
+                continue
+            total = sum(r["n"] for r in points)
+            ax.plot([r["confidence"] for r in points], [r["accuracy"] for r in points],
+                    color=color, lw=1, label=name)  # fmt: skip
+            ax.scatter([r["confidence"] for r in points], [r["accuracy"] for r in points],
+                       s=[4 + 200 * r["n"] / total for r in points], color=color)  # fmt: skip
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (probability of the prediction)")
+        ax.set_title(_wrapped(task, 40), fontsize=9)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, title="trained on", title_fontsize=7)
+    fig.suptitle(_wrapped(title, 90), fontsize=10)
     return _save(fig, path, integer_x=False)
 
 
@@ -340,6 +381,13 @@ def _heatmap(ax, values, text, rows: Sequence[str], columns: Sequence[str], titl
     return image
 
 
+def training_label(row: dict) -> str:
+    """How a transfer row names what it trained on: its task, or `all but B` for a pooled
+    leave-one-dataset-out training set (rows written before pooling have no `held_out`)."""
+    held = row.get("held_out")
+    return f"all but {held}" if isinstance(held, str) and held else row["train_task"]
+
+
 def plot_transfer_matrix(rows: Sequence[dict], path: Path, model: str) -> Path:
     """Three heatmaps, trained-on (task, stratum) x tested-on task: hard-test accuracy (with
     chance on the test items), SGR against the target's zero-shot with its own hard-trained
@@ -351,9 +399,9 @@ def plot_transfer_matrix(rows: Sequence[dict], path: Path, model: str) -> Path:
     if any(not r["chosen"] for r in rows):
         _plot_transfer_layers(rows, path.with_name(path.stem + "-layers.png"), model)
     rows = [r for r in rows if r["chosen"]]
-    train = list(dict.fromkeys((r["train_task"], r["train_on"]) for r in rows))
+    train = list(dict.fromkeys((training_label(r), r["train_on"]) for r in rows))
     test = list(dict.fromkeys(r["test_task"] for r in rows))
-    cell = {(r["train_task"], r["train_on"], r["test_task"]): r for r in rows}
+    cell = {(training_label(r), r["train_on"], r["test_task"]): r for r in rows}
     grid = [[cell[(*t, b)] for b in test] for t in train]
     names = [f"{t} {s}" for t, s in train]
     columns = [f"{b}\n(chance {cell[(*train[0], b)]['chance']:.2f})" for b in test]
@@ -379,6 +427,12 @@ def plot_transfer_matrix(rows: Sequence[dict], path: Path, model: str) -> Path:
                      "recovered accuracy\n(A on B) / (B's hard probe on B)",
                      cmap="cividis")  # fmt: skip
     fig.colorbar(image, ax=axes[2], shrink=0.8)
+    for i, line in enumerate(grid):  # leave-one-dataset-out: the dataset the probe never saw
+        for j, c in enumerate(line):
+            if c.get("held_out") == c["test_task"]:
+                for ax in axes:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
+                                               edgecolor=ACCENT))  # fmt: skip
     first = rows[0]
     fig.suptitle(
         f"Transfer across datasets ({model}): validated mc_linear, n_train {first['n_train']}, "

@@ -359,8 +359,10 @@ class CCSScorer:
     bias: float
 
     def predict(self, test: ProbeData) -> ChoiceProbs:
+        from scipy.special import expit  # the logistic without exp's overflow warning
+
         x = _centre_per_item(self.standardizer(test.states), test.mask)
-        p = 1 / (1 + np.exp(-(x @ self.weight + self.bias)))
+        p = expit(x @ self.weight + self.bias)
         return ChoiceProbs.from_scores(test.ids, np.log(np.clip(p, 1e-12, 1)), test.mask)
 
     def arrays(self) -> dict[str, np.ndarray]:

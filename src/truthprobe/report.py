@@ -22,16 +22,24 @@ from truthprobe.choice_probs import COLLAPSED_MARGIN
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy
 from truthprobe.methods.base import layer_name
-from truthprobe.plots import bands_note, plot_layer_accuracy, plot_layer_sgr, plot_sgr_bars
+from truthprobe.plots import (
+    bands_note,
+    plot_layer_accuracy,
+    plot_layer_sgr,
+    plot_reliability,
+    plot_sgr_bars,
+)
 from truthprobe.results import (
     NORMALISED,
     UNSUPERVISED,
     FamilyResults,
     TaskResults,
     best_layer,
+    calibration_cells,
     collect,
     collect_tasks,
     floor,
+    reliability_rows,
     sgr_cells,
 )
 from truthprobe.runstore import read_json
@@ -85,6 +93,9 @@ class ReportRows:
     sgr: list[dict] = field(default_factory=list)
     timing: list[str] = field(default_factory=list)
     figures: list[FamilyFigure] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
+    """Reliability diagram rows on the hard test sets: per task, the floor and each family's
+    pools at its chosen layer, per confidence bin."""
 
 
 def read_meta(run_dir: Path) -> dict:
@@ -108,6 +119,12 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
         zero_row = dict(
             accuracy=floor_acc.estimate, accuracy_low=floor_acc.low, accuracy_high=floor_acc.high
         )
+        unsup_conf = task.families[unsup_name].confidence_matrix(-1, "none")
+        unsup_calibration = calibration_cells(unsup_conf, unsup, n_boot, "unsupervised")
+        if unsup_conf is not None:
+            rows.calibration += reliability_rows(
+                unsup_conf, unsup, task=task.name, method=unsup_name, train_on="none", layer=-1
+            )
         rows.timing.append(
             f"{task.name}: "
             + ", ".join(f"{n} {f.seconds:.0f} s" for n, f in sorted(task.families.items()))
@@ -130,6 +147,14 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
             # below guessing (the floor a probe must beat to have learned anything)
             easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
             cells = sgr_cells(unsup, easy, hard, n_boot, task.chance_items)
+            calibration = dict(unsup_calibration)
+            for on in TRAIN_ON:
+                confidence, correct = family.confidence_matrix(best, on), family.matrix(best, on)
+                calibration.update(calibration_cells(confidence, correct, n_boot, on))
+                if confidence is not None:
+                    rows.calibration += reliability_rows(
+                        confidence, correct, task=task.name, method=name, train_on=on, layer=best
+                    )
             versus_chance = {k: v for k, v in cells.items() if "vs_chance" in k}
             rows.table.append(
                 dict(
@@ -153,6 +178,7 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
                     setting=family.settings(best),
                     collapsed=family.collapsed(best)[0],
                     parts=family.collapsed(best)[1],
+                    **calibration,
                 )
             )
             if len(family.layers) > 1:
@@ -209,6 +235,11 @@ def draw_figures(rows: ReportRows, plots_dir: Path, model: str, n_train: int) ->
             f.layer, bands,
         )  # fmt: skip
     plot_sgr_bars(rows.table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model})")
+    for family in dict.fromkeys(r["method"] for r in rows.table):
+        plot_reliability(
+            rows.calibration, family, plots_dir / f"reliability-{family}.png",
+            f"{family}: reliability on the hard test sets ({model}), items and seeds pooled",
+        )  # fmt: skip
 
 
 def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) -> str:
@@ -256,6 +287,17 @@ def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) ->
             f"zero-shot on {r['unsupervised_weights']}"
             for r in mixed
         ]
+    calibrated = [r for r in table if np.isfinite(r["ece_easy"])]
+    if calibrated:
+        lines += ["", "calibration on the hard test set: ECE [95% CI] (10 equal-width bins), and "
+                  "mean confidence - accuracy (> 0: over-confident)"]  # fmt: skip
+        for r in calibrated:
+            pools = [("zero-shot", "unsupervised"), *((on, on) for on in TRAIN_ON)]
+            lines.append(f"  {r['task']} {r['label']}: " + "; ".join(
+                f"{shown} {r[f'ece_{on}']:.3f} [{r[f'ece_{on}_low']:.3f}, "
+                f"{r[f'ece_{on}_high']:.3f}] {r[f'overconfidence_{on}']:+.3f}"
+                for shown, on in pools if np.isfinite(r[f"ece_{on}"])
+            ))  # fmt: skip
     chosen_settings = [r for r in table if r["setting"] and r["setting"] != f"fixed x{r['parts']}"]
     if chosen_settings:
         lines += ["", "probe settings at the reported layer (chosen per part on easy validation):"]
@@ -280,7 +322,8 @@ def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) ->
     lines += [
         "",
         "method time (s, summed over parts): " + "; ".join(rows.timing),
-        f"tables: {run_dir}/table.csv, accuracy.csv, sgr.csv; figures: {plots_dir}/",
+        f"tables: {run_dir}/table.csv, accuracy.csv, sgr.csv, calibration.csv; figures: "
+        f"{plots_dir}/",
     ]
     return "\n".join(lines)
 
@@ -307,6 +350,7 @@ def write_report(run_dir: str | Path, plots_dir: str | Path | None = None) -> st
     _write_csv(run_dir / "table.csv", rows.table)
     _write_csv(run_dir / "accuracy.csv", rows.accuracy)
     _write_csv(run_dir / "sgr.csv", rows.sgr)
+    _write_csv(run_dir / "calibration.csv", rows.calibration)
     draw_figures(rows, plots_dir, meta["model_fingerprint"]["name"], n_train)
     summary = render_text(meta, rows, run_dir, plots_dir)
     (run_dir / "summary.txt").write_text(summary + "\n")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from truthprobe.choice_probs import calibration_bins
 from truthprobe.errors import TruthprobeError
-from truthprobe.evaluate import bootstrap_accuracy, bootstrap_sgr
+from truthprobe.evaluate import bootstrap_accuracy, bootstrap_ece, bootstrap_sgr
 from truthprobe.runstore import PartKey, RunStore, read_json, weights_name
 
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
@@ -37,6 +38,8 @@ class FamilyResults:
     validation: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
     info: dict[tuple[int, str], dict[int, dict]] = field(default_factory=dict)
     """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
+    confidence: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
+    """Per test item, the probability of the predicted choice (parts with probabilities)."""
     seconds: float = 0.0
     weights: set[str] = field(default_factory=set)
     """`weights_name` of the model behind each part (one, unless a flag asked otherwise)."""
@@ -66,6 +69,15 @@ class FamilyResults:
         """(test items, seeds) correctness, seeds in order; None if any draw is missing."""
         by_seed = self.correct.get((layer, train_on))
         if not by_seed:
+            return None
+        return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
+
+    def confidence_matrix(self, layer: int, train_on: str) -> np.ndarray | None:
+        """(test items, seeds) confidence, as `matrix`; None for methods without probabilities
+        (generations) or where a draw is missing."""
+        by_seed = self.confidence.get((layer, train_on))
+        correct = self.correct.get((layer, train_on))
+        if not by_seed or correct is None or len(by_seed) != len(correct):
             return None
         return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
 
@@ -114,6 +126,11 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             slot = (int(meta["layer"]), key.train_on)
             family.correct.setdefault(slot, {})[key.seed] = hits
             family.info.setdefault(slot, {})[key.seed] = meta.get("info") or {}
+            probs = part.arrays.get("probs")
+            if probs is not None:
+                confidence = np.full(len(test_rows), np.nan)
+                confidence[[position[int(r)] for r in items[on_test]]] = probs[on_test].max(1)
+                family.confidence.setdefault(slot, {})[key.seed] = confidence
             validation = roles[items] == "validation"
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
@@ -183,6 +200,29 @@ def sgr_cells(
         sgr_vs_chance_text=versus.text() if versus else "",
     )
     return cells
+
+
+def calibration_cells(
+    confidence: np.ndarray | None, correct: np.ndarray, n_boot: int, pool: str = ""
+) -> dict:
+    """Calibration of (test items, seeds) predictions: expected calibration error with its
+    bootstrap interval (`evaluate.bootstrap_ece`), and over-confidence (mean confidence minus
+    accuracy: > 0 claims more than it gets right); keys `ece_<pool>`, `ece_<pool>_low`,
+    `ece_<pool>_high`, `overconfidence_<pool>`. NaN for methods without probabilities."""
+    tag = f"_{pool}" if pool else ""
+    names = (f"ece{tag}", f"ece{tag}_low", f"ece{tag}_high", f"overconfidence{tag}")
+    if confidence is None:
+        return dict.fromkeys(names, float("nan"))
+    interval = bootstrap_ece(confidence, correct, n_boot)
+    values = (interval.estimate, interval.low, interval.high,
+              float(np.mean(confidence) - np.mean(correct)))  # fmt: skip
+    return dict(zip(names, values, strict=True))
+
+
+def reliability_rows(confidence: np.ndarray, correct: np.ndarray, **labels: object) -> list[dict]:
+    """A reliability diagram's rows (`choice_probs.calibration_bins` over items and seeds),
+    each with `labels` (task, method, train_on) in front."""
+    return [{**labels, **row} for row in calibration_bins(confidence, correct)]
 
 
 def sgr_shown(row: dict) -> str:

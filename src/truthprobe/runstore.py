@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from truthprobe.choice_probs import choice_auroc
+from truthprobe.choice_probs import choice_auroc, expected_calibration_error
 from truthprobe.errors import TruthprobeError
 
 #: The training pools of sweep parts (`evaluate.TRAIN_ON` and `none`, the unsupervised floor);
@@ -309,7 +309,9 @@ class RunResults:
     summary: Any
     """pandas DataFrame: task, method, family, layer, train_on, seed, n_train, noise,
     test_task, n_test, accuracy (hard test set), validation_accuracy, auroc (ROC-AUC of the
-    test items' per-choice probabilities, `choice_probs.choice_auroc`), seconds; for probes the
+    test items' per-choice probabilities, `choice_probs.choice_auroc`), ece (expected
+    calibration error of the test items' predictions, `choice_probs.expected_calibration_error`;
+    the report's table gives it with an interval over seeds), seconds; for probes the
     chosen setting (`l2=0.01 epochs=100`) and whether its probabilities collapsed
     to near uniform."""
     study: Any = None
@@ -426,6 +428,11 @@ def load_run(run_dir: str | Path) -> RunResults:
                     "auroc": (
                         choice_auroc(probs[test], n_choices[rows][test], answers[rows][test])
                         if probs is not None and test.any() and n_choices.any()
+                        else float("nan")
+                    ),
+                    "ece": (
+                        expected_calibration_error(probs[test].max(1), correct[test])
+                        if probs is not None and test.any()
                         else float("nan")
                     ),
                     "seconds": meta["seconds"],

@@ -34,6 +34,7 @@ from truthprobe.configs import (
     OutputConfig,
     PromptConfig,
     SlurmConfig,
+    pooled_parts,
 )
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
@@ -79,6 +80,11 @@ class PlannedStudyConfig(RunConfig):
 
         super().__post_init__()
         for text in self.tasks:
+            if len(pooled_parts(text)) > 1:
+                raise ConfigError(
+                    f"--tasks {text}: the studies take single tasks (the transfer matrix pools "
+                    "every dataset but one itself, --leave-one-out)"
+                )
             if get_measure(TaskSpec.parse(text).measure).needs_model:
                 raise ConfigError(f"--tasks {text}: the studies take human-rated measures only")
 
