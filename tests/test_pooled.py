@@ -25,8 +25,8 @@ SHARED = ["--n-train", "12", "--seeds", "2", "--validation-size", "10", "--n-boo
           "--no-progress"]  # fmt: skip
 
 
-def pooled_of(texts: list[str], split: SplitConfig = SplitConfig()) -> PooledTask:
-    data = DataConfig()
+def pooled_of(texts: list[str], split: SplitConfig | None = None) -> PooledTask:
+    data, split = DataConfig(), split or SplitConfig()
     spec = PooledSpec.parse("+".join(texts))
     return PooledTask.of(spec, [load_task(p, data, split) for p in spec.parts])
 
@@ -102,8 +102,9 @@ def test_the_sweep_takes_a_pooled_training_task(pooled_sweep):
     assert table["components"] == tasks
     arc, sqa = (store.task(s) for s in (p.slug for p in pooled.parts))
     n_arc = len(arc["items"]["id"])
-    assert table["items"]["answer_index"] == arc["items"]["answer_index"] + (
-        sqa["items"]["answer_index"]
+    assert (
+        table["items"]["answer_index"]
+        == arc["items"]["answer_index"] + (sqa["items"]["answer_index"])
     )
     # the pooled zero-shot is its components' zero-shot, item for item (one cache, two reads)
     joined = store.read(PartKey(pooled.slug, "zero_shot", "none", 0)).arrays["correct"]
@@ -118,7 +119,7 @@ def test_the_sweep_takes_a_pooled_training_task(pooled_sweep):
     results = load_run(run_dir)
     probe = results.probe("+".join(tasks), "mc_linear@2", "easy", 1)
     data = []
-    for p, stored in zip(pooled.parts, (arc, sqa), strict=True):
+    for stored in (arc, sqa):
         with ActivationCache(stored["cache"]["path"]) as cache:
             rows = cache.rows_of(stored["items"]["id"])
             data.append((answer_end_features(cache, 2, rows), cache.item("choice_mask")[rows]))
