@@ -69,6 +69,7 @@ INVALID = [
     ("sweep", "--tasks", "arc:grade+nope:grade"),
     ("baselines", "--tasks", "arc:grade+mmlu:level"),
     ("transfer-matrix", "--tasks", "arc:grade+mmlu:level"),
+    ("directions", "--tasks", "arc:grade+mmlu:level"),
     ("sweep", "--gpus-per-task", "0"),
     ("extract", "--dataset", "arc", "--measure", "grade", "--shards", "2"),
     ("sweep", "--no-such-flag"),

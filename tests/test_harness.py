@@ -186,6 +186,11 @@ def test_report_tables_calibration_at_the_chosen_layer(sweep):
             assert low < high
             mine = [b for b in bins if b["method"] == row["method"] and b["train_on"] == on]
             assert len(mine) == 10 and sum(int(b["n"]) for b in mine) == len(part)
+        for on in ("easy", "hard"):  # the table's AUROC: its parts' own, over seeds
+            parts = load_run(summary.run_dir).summary
+            mine = parts[(parts["family"] == row["method"]) & (parts["train_on"] == on)
+                         & (parts["layer"] == int(row["layer"]))]  # fmt: skip
+            assert float(row[f"auroc_{on}"]) == pytest.approx(mine["auroc"].mean())
         floor = test[test["family"] == "zero_shot"]
         assert float(row["ece_unsupervised"]) == pytest.approx(
             binned_ece(np.stack(floor["probs"]).max(1), floor["correct"]), abs=1e-6
@@ -293,7 +298,7 @@ def test_report_renders_a_sweep(sweep, capsys, tmp_path):
             for kind in ("logistic", "mc_linear")
             for what in ("accuracy", "sgr")
         ]
-        + ["sgr-bars.png", "reliability-logistic.png", "reliability-mc_linear.png"]
+        + ["sgr-bars.png", "families.png", "reliability-logistic.png", "reliability-mc_linear.png"]
     )
     (results,) = collect(summary.run_dir)  # the chance line: mean 1 / choices over test items
     items = RunStore(summary.run_dir).task(slug)["items"]

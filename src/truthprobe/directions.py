@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from truthprobe.configs import Quantization, require
+from truthprobe.configs import Quantization, pooled_parts, require
 from truthprobe.evaluate import TRAIN_ON
 from truthprobe.harness import Draw, Harness
 from truthprobe.runstore import PartKey, RunStore, read_json
@@ -44,6 +44,9 @@ class DirectionsConfig(SweepConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        pooled = [t for t in self.tasks if len(pooled_parts(t)) > 1]
+        require(not pooled, "tasks", f"{pooled[0] if pooled else ''}: directions compare "
+                "single tasks (each on its dataset's cache), not pooled ones")  # fmt: skip
         require(
             self.versus_quantization != self.model.single.quantization,
             "versus_quantization",
@@ -373,7 +376,7 @@ def _cached_tasks(run_dir: str | Path, cache_dir: str | Path | None) -> Iterator
         cache_dir = recorded["config"]["cache"]["cache_dir"]
     for slug in store.task_slugs():
         task = store.task(slug)
-        if not task.get("cache"):
+        if not task.get("cache") or task.get("components"):  # a pooled task: its parts' caches
             continue
         items = task["items"]
         path = locate_cache(task["cache"], cache_dir, task["task"])

@@ -80,9 +80,10 @@ class RunConfig:
 
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
     """dataset:measure pairs, e.g. --tasks arc:grade arc:bloom mmlu:level (a .jsonl file in the
-    schema works as dataset). By default StrategyQA beside ARC and MMLU: on the embedded model
-    only its probes clear zero-shot by more than the noise, so the default run shows a gap to
-    recover somewhere."""
+    schema works as dataset); arc:grade+mmlu:level pools tasks into one training task (equal
+    shares of each; probes and zero-shot only). By default StrategyQA beside ARC and MMLU: on
+    the embedded model only its probes clear zero-shot by more than the noise, so the default
+    run shows a gap to recover somewhere."""
     model: ModelsConfig = ModelsConfig()
     """One model, or several: each is run on its own (own caches and run directory), then
     they are compared (a `ModelConfig` is taken as that one model)."""

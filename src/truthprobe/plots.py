@@ -250,6 +250,41 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     return _save(fig, path, integer_x=False)
 
 
+def plot_families(
+    rows: Sequence[dict], floors: dict[str, tuple[float, float]], path: Path, title: str
+) -> Path:
+    """Hard-test accuracy of each probe family trained on easy and on hard items (bars with
+    95% intervals) at its chosen layer, one panel per task, with the task's zero-shot (dashed)
+    and chance (dotted) lines: `random` among the families is the floor a direction must beat.
+    `rows`: accuracy rows (task, method, train_on, accuracy, accuracy_low, accuracy_high)."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(
+        len(tasks), 1, figsize=(8, 2.6 * len(tasks)), squeeze=False, sharex=True
+    )
+    for ax, task in zip(axes[:, 0], tasks, strict=True):
+        here = [r for r in rows if r["task"] == task]
+        families = list(dict.fromkeys(r["method"] for r in here))
+        for k, on in enumerate(("easy", "hard")):
+            points = [next((r for r in here if r["method"] == f and r["train_on"] == on), None)
+                      for f in families]  # fmt: skip
+            xs = [i + (k - 0.5) * 0.38 for i, r in enumerate(points) if r]
+            got = [r for r in points if r]
+            ax.bar(xs, [r["accuracy"] for r in got], 0.38, color=COLORS[on], label=on,
+                   yerr=[[r["accuracy"] - r["accuracy_low"] for r in got],
+                         [r["accuracy_high"] - r["accuracy"] for r in got]], capsize=2)  # fmt: skip
+        zero_shot, chance = floors[task]
+        ax.axhline(zero_shot, color="black", ls="--", lw=1, label="zero-shot")
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+        low = min([chance, zero_shot, *(r["accuracy_low"] for r in here)])
+        ax.set_ylim(max(0.0, low - 0.05), None)
+        ax.set_xticks(range(len(families)), families, fontsize=8)
+        ax.set_ylabel("accuracy")
+        ax.set_title(_wrapped(task, 60), fontsize=9)
+    axes[0][0].legend(fontsize=7, ncol=4, title="trained on", title_fontsize=7)
+    fig.suptitle(_wrapped(title, 90), fontsize=10)
+    return _save(fig, path, integer_x=False)
+
+
 def plot_reliability(rows: Sequence[dict], family: str, path: Path, title: str) -> Path:
     """Reliability diagrams on the hard test sets, one panel per task: per confidence bin,
     accuracy against mean confidence for the zero-shot floor and `family` trained on each

@@ -24,6 +24,7 @@ from truthprobe.evaluate import TRAIN_ON, bootstrap_accuracy
 from truthprobe.methods.base import layer_name
 from truthprobe.plots import (
     bands_note,
+    plot_families,
     plot_layer_accuracy,
     plot_layer_sgr,
     plot_reliability,
@@ -148,6 +149,8 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
             easy, hard = family.matrix(best, "easy"), family.matrix(best, "hard")
             cells = sgr_cells(unsup, easy, hard, n_boot, task.chance_items)
             calibration = dict(unsup_calibration)
+            auroc = {"auroc_unsupervised": task.families[unsup_name].mean_auroc(-1, "none")}
+            auroc.update({f"auroc_{on}": family.mean_auroc(best, on) for on in TRAIN_ON})
             for on in TRAIN_ON:
                 confidence, correct = family.confidence_matrix(best, on), family.matrix(best, on)
                 calibration.update(calibration_cells(confidence, correct, n_boot, on))
@@ -178,6 +181,7 @@ def report_rows(run_dir: Path, n_boot: int, n_train: int) -> ReportRows:
                     setting=family.settings(best),
                     collapsed=family.collapsed(best)[0],
                     parts=family.collapsed(best)[1],
+                    **auroc,
                     **calibration,
                 )
             )
@@ -235,6 +239,14 @@ def draw_figures(rows: ReportRows, plots_dir: Path, model: str, n_train: int) ->
             f.layer, bands,
         )  # fmt: skip
     plot_sgr_bars(rows.table, plots_dir / "sgr-bars.png", f"SGR on the hard test sets ({model})")
+    probes = [f for f in rows.figures if f.layer != -1]
+    if len({f.family for f in probes}) > 1:
+        plot_families(
+            [r for f in probes for r in f.accuracy if r["layer"] == f.layer],
+            {f.task.name: (f.zero_shot["accuracy"], f.task.chance) for f in probes},
+            plots_dir / "families.png",
+            f"Probe families at their chosen layers, hard test sets ({model}); bars: 95% CI",
+        )
     for family in dict.fromkeys(r["method"] for r in rows.table):
         plot_reliability(
             rows.calibration, family, plots_dir / f"reliability-{family}.png",
@@ -289,13 +301,14 @@ def render_text(meta: dict, rows: ReportRows, run_dir: Path, plots_dir: Path) ->
         ]
     calibrated = [r for r in table if np.isfinite(r["ece_easy"])]
     if calibrated:
-        lines += ["", "calibration on the hard test set: ECE [95% CI] (10 equal-width bins), and "
-                  "mean confidence - accuracy (> 0: over-confident)"]  # fmt: skip
+        lines += ["", "ranking and calibration on the hard test set, per pool: AUROC of choice "
+                  "probabilities; ECE [95% CI] (10 bins); mean confidence - accuracy (> 0: "
+                  "over-confident)"]  # fmt: skip
         for r in calibrated:
             pools = [("zero-shot", "unsupervised"), *((on, on) for on in TRAIN_ON)]
             lines.append(f"  {r['task']} {r['label']}: " + "; ".join(
-                f"{shown} {r[f'ece_{on}']:.3f} [{r[f'ece_{on}_low']:.3f}, "
-                f"{r[f'ece_{on}_high']:.3f}] {r[f'overconfidence_{on}']:+.3f}"
+                f"{shown} {r[f'auroc_{on}']:.3f}, {r[f'ece_{on}']:.3f} [{r[f'ece_{on}_low']:.3f},"
+                f" {r[f'ece_{on}_high']:.3f}], {r[f'overconfidence_{on}']:+.3f}"
                 for shown, on in pools if np.isfinite(r[f"ece_{on}"])
             ))  # fmt: skip
     chosen_settings = [r for r in table if r["setting"] and r["setting"] != f"fixed x{r['parts']}"]

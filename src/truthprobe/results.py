@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from truthprobe.choice_probs import calibration_bins
+from truthprobe.choice_probs import calibration_bins, choice_auroc
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import bootstrap_accuracy, bootstrap_ece, bootstrap_sgr
 from truthprobe.runstore import PartKey, RunStore, read_json, weights_name
@@ -40,6 +40,8 @@ class FamilyResults:
     """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
     confidence: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
     """Per test item, the probability of the predicted choice (parts with probabilities)."""
+    auroc: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
+    """Each part's ROC-AUC on the test items (`choice_probs.choice_auroc`)."""
     seconds: float = 0.0
     weights: set[str] = field(default_factory=set)
     """`weights_name` of the model behind each part (one, unless a flag asked otherwise)."""
@@ -81,6 +83,11 @@ class FamilyResults:
             return None
         return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
 
+    def mean_auroc(self, layer: int, train_on: str) -> float:
+        """ROC-AUC of the parts at (layer, train_on), averaged over seeds (NaN without)."""
+        by_seed = self.auroc.get((layer, train_on))
+        return float(np.mean(list(by_seed.values()))) if by_seed else float("nan")
+
     @property
     def layers(self) -> list[int]:
         return sorted({layer for layer, _ in self.correct})
@@ -108,6 +115,8 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
         task = store.task(slug)
         roles = np.array(task["items"]["role"])
         test_rows = np.flatnonzero(roles == "test")
+        n_choices = np.asarray(task["items"]["n_choices"])
+        answers = np.asarray(task["items"]["answer_index"])
         position = {int(r): i for i, r in enumerate(test_rows)}
         families: dict[str, FamilyResults] = defaultdict(FamilyResults)
         for key in store.keys(slug, default_only=True):
@@ -131,6 +140,10 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
                 confidence = np.full(len(test_rows), np.nan)
                 confidence[[position[int(r)] for r in items[on_test]]] = probs[on_test].max(1)
                 family.confidence.setdefault(slot, {})[key.seed] = confidence
+                tested = items[on_test]
+                family.auroc.setdefault(slot, {})[key.seed] = choice_auroc(
+                    probs[on_test], n_choices[tested], answers[tested]
+                )
             validation = roles[items] == "validation"
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())
