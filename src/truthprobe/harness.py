@@ -79,11 +79,11 @@ class RunConfig:
     thing everywhere, and with the same values they share one run directory."""
 
     tasks: tuple[str, ...] = ("arc:grade", "mmlu:level", "strategyqa:steps")
-    """dataset:measure pairs, e.g. --tasks arc:grade arc:bloom mmlu:level (a .jsonl file in the
-    schema works as dataset); arc:grade+mmlu:level pools tasks into one training task (equal
-    shares of each; probes and zero-shot only). By default StrategyQA beside ARC and MMLU: on
-    the embedded model only its probes clear zero-shot by more than the noise, so the default
-    run shows a gap to recover somewhere."""
+    """dataset:measure pairs, e.g. --tasks arc:grade mmlu:level (a .jsonl
+    file in the schema works as dataset; a:m+b:n pools tasks into one
+    training task). By default StrategyQA beside ARC and MMLU: on the
+    embedded model only its probes clear zero-shot beyond the noise.
+    """
     model: ModelsConfig = ModelsConfig()
     """One model, or several: each is run on its own (own caches and run directory), then
     they are compared (a `ModelConfig` is taken as that one model)."""

@@ -247,7 +247,8 @@ def draw_figures(rows: ReportRows, plots_dir: Path, model: str, n_train: int) ->
             plots_dir / "families.png",
             f"Probe families at their chosen layers, hard test sets ({model}); bars: 95% CI",
         )
-    for family in dict.fromkeys(r["method"] for r in rows.table):
+    calibrated = {r["method"] for r in rows.calibration if r["train_on"] != "none"}
+    for family in [f for f in dict.fromkeys(r["method"] for r in rows.table) if f in calibrated]:
         plot_reliability(
             rows.calibration, family, plots_dir / f"reliability-{family}.png",
             f"{family}: reliability on the hard test sets ({model}), items and seeds pooled",
