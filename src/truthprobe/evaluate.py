@@ -353,7 +353,8 @@ def bootstrap_ece(
     The interval is the basic ("reverse percentile") one, 2 x estimate minus the resamples'
     quantiles: binned ECE is biased upwards (noise in a bin's accuracy only ever adds), and a
     resample, which repeats items, adds more, so the plain percentile interval of perfectly
-    calibrated probabilities lies wholly above 0. The basic interval reflects that shift back.
+    calibrated probabilities lies wholly above 0. The basic interval reflects that shift back
+    (its lower end clipped at 0, where ECE ends).
     """
     c, y = _as_matrix(confidence), _as_matrix(correct)
     n, s = c.shape
@@ -369,4 +370,4 @@ def bootstrap_ece(
         samples[start : start + 1000] = np.abs(gap).sum(1) / weight.sum(1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
-    return Interval(estimate, float(2 * estimate - high), float(2 * estimate - low))
+    return Interval(estimate, max(0.0, float(2 * estimate - high)), float(2 * estimate - low))
