@@ -259,7 +259,7 @@ def plot_families(
     `rows`: accuracy rows (task, method, train_on, accuracy, accuracy_low, accuracy_high)."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(
-        len(tasks), 1, figsize=(8, 2.6 * len(tasks)), squeeze=False, sharex=True
+        len(tasks), 1, figsize=(9, 2.6 * len(tasks)), squeeze=False, sharex=True
     )
     for ax, task in zip(axes[:, 0], tasks, strict=True):
         here = [r for r in rows if r["task"] == task]
@@ -269,8 +269,8 @@ def plot_families(
                       for f in families]  # fmt: skip
             xs = [i + (k - 0.5) * 0.38 for i, r in enumerate(points) if r]
             got = [r for r in points if r]
-            ax.bar(xs, [r["accuracy"] for r in got], 0.38, color=COLORS[on], label=on,
-                   yerr=[[r["accuracy"] - r["accuracy_low"] for r in got],
+            ax.bar(xs, [r["accuracy"] for r in got], 0.38, color=COLORS[on],
+                   label=f"trained on {on}", yerr=[[r["accuracy"] - r["accuracy_low"] for r in got],
                          [r["accuracy_high"] - r["accuracy"] for r in got]], capsize=2)  # fmt: skip
         zero_shot, chance = floors[task]
         ax.axhline(zero_shot, color="black", ls="--", lw=1, label="zero-shot")
@@ -280,7 +280,7 @@ def plot_families(
         ax.set_xticks(range(len(families)), families, fontsize=8)
         ax.set_ylabel("accuracy")
         ax.set_title(_wrapped(task, 60), fontsize=9)
-    axes[0][0].legend(fontsize=7, ncol=4, title="trained on", title_fontsize=7)
+    _legend_outside(axes[0][0])
     fig.suptitle(_wrapped(title, 90), fontsize=10)
     return _save(fig, path, integer_x=False)
 
