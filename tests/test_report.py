@@ -47,3 +47,19 @@ def test_part_keys_round_trip_through_their_file_names():
         assert PartKey.from_path(key.task, relative) == key
     assert [k.is_default for k in keys] == [True, True, False, False, False, False, False]
     assert len({k.relative() for k in keys}) == len(keys)
+
+
+def test_sgr_bars_lay_out_when_every_row_reads_no_gap(tmp_path):
+    """With no bar to fit, the axis spans the tasks anyway: the "no gap" words and a file task's
+    long name fit (matplotlib warns, and crops, when they do not)."""
+    import warnings
+
+    from truthprobe.plots import plot_sgr_bars
+
+    task = "/tmp/some/deep/folder/of/data/arc-sample.jsonl:grade"
+    rows = [dict(task=task, method=m, no_gap=True, sgr=np.nan, sgr_low=np.nan, sgr_high=np.nan)
+            for m in ("logistic", "mc_linear")]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_sgr_bars(rows, tmp_path / "bars.png", "SGR on the hard test sets (a model)")
+    assert path.is_file() and path.with_suffix(".pdf").is_file()

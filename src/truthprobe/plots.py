@@ -240,6 +240,7 @@ def plot_sgr_bars(rows: Sequence[dict], path: Path, title: str = "") -> Path:
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=method, color=color)
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlim(-0.5, len(tasks) - 0.5)  # also where every row is "no gap" (no bar to fit)
     ax.set_xticks(range(len(tasks)), [_wrapped(t) for t in tasks])  # a file task: its path
     ax.set_ylabel("SGR (1 = easy as good as hard)")
     ax.set_title(
