@@ -182,8 +182,9 @@ def test_two_runs_in_one_run_directory(tiny_model_dir, arc_sample, tmp_path):
     assert third.returncode == 0 and "0 computed" in third.stdout
     beside_data = sorted(p.name for p in arc_sample.parent.iterdir())
     assert beside_data == [arc_sample.name]  # figures and parts stay in their own folders
-    # two kinds, accuracy and SGR each, and the SGR bars
-    assert len(list((tmp_path / "plots").rglob("*.png"))) == 2 * 2 + 1
+    # two kinds: accuracy and SGR each, and a reliability diagram each; the SGR bars and the
+    # families' comparison
+    assert len(list((tmp_path / "plots").rglob("*.png"))) == 2 * 3 + 2
 
 
 def test_a_failed_run_leaves_no_folder_and_extracts_nothing(tiny_model_dir, arc_sample, tmp_path):
