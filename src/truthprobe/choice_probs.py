@@ -102,6 +102,12 @@ def choice_auroc(probs: np.ndarray, n_choices: np.ndarray, answer_index: np.ndar
     return float(roc_auc_score(labels[real], probs[real]))
 
 
+def prediction_confidence(probs: np.ndarray) -> np.ndarray:
+    """Per item, the probability of the predicted choice (the largest): what calibration
+    compares with correctness."""
+    return np.asarray(probs, np.float64).max(axis=1)
+
+
 #: Equal-width confidence bins of the expected calibration error and reliability diagrams.
 ECE_BINS = 10
 

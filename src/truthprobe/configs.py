@@ -454,6 +454,11 @@ def pooled_parts(text: str) -> tuple[str, ...]:
     return tuple(text.split(POOLED))
 
 
+def is_pooled(text: str) -> bool:
+    """Whether a `--tasks` entry pools several tasks (`a:m+b:n`)."""
+    return len(pooled_parts(text)) > 1
+
+
 def check_pooled(text: str) -> None:
     """Validate a pooled task: two or more distinct tasks, each a valid human-rated one.
 
@@ -479,7 +484,7 @@ def check_pooled(text: str) -> None:
 def check_tasks(tasks: tuple[str, ...]) -> None:
     require(len(tasks) > 0, "tasks", "needs at least one dataset:measure")
     for task in tasks:
-        if len(pooled_parts(task)) > 1:
+        if is_pooled(task):
             check_pooled(task)
         else:
             check_task(task)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from truthprobe.configs import Quantization, pooled_parts, require
+from truthprobe.configs import Quantization, is_pooled, require
 from truthprobe.evaluate import TRAIN_ON
 from truthprobe.harness import Draw, Harness
 from truthprobe.runstore import PartKey, RunStore, read_json
@@ -44,7 +44,7 @@ class DirectionsConfig(SweepConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        pooled = [t for t in self.tasks if len(pooled_parts(t)) > 1]
+        pooled = [t for t in self.tasks if is_pooled(t)]
         require(not pooled, "tasks", f"{pooled[0] if pooled else ''}: directions compare "
                 "single tasks (each on its dataset's cache), not pooled ones")  # fmt: skip
         require(

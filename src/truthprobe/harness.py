@@ -36,6 +36,7 @@ from truthprobe.configs import (
     OutputConfig,
     PromptConfig,
     check_tasks,
+    is_pooled,
     settings_hash,
 )
 from truthprobe.data import Dataset
@@ -53,14 +54,7 @@ from truthprobe.methods import (
     TaskStates,
     build_methods,
 )
-from truthprobe.pooled import (
-    POOLED_METHODS,
-    PooledSpec,
-    PooledStates,
-    PooledTask,
-    is_pooled,
-    pooled_cache,
-)
+from truthprobe.pooled import POOLED_METHODS, PooledSpec, PooledStates, PooledTask, pooled_cache
 from truthprobe.prompts import PromptTemplate
 from truthprobe.runstore import PartKey, RunStore, RunStoreError, read_json, write_json
 from truthprobe.tasks import Task, TaskSpec, load_task
@@ -461,14 +455,11 @@ class Harness:
                 self.pending.append(self._pooled(text))
                 continue
             spec = TaskSpec.parse(text)
-            if spec.dataset not in self.datasets:
-                self.datasets[spec.dataset] = config.data.load(spec.dataset)
+            dataset = self._dataset(spec.dataset)
             if get_measure(spec.measure).needs_model:
                 self.pending.append(spec)
                 continue
-            self.pending.append(
-                load_task(spec, config.data, config.split, self.datasets[spec.dataset])
-            )
+            self.pending.append(load_task(spec, config.data, config.split, dataset))
         self.run_dir = config.run_dir()
         self.store = RunStore(self.run_dir)
         self.summary = RunSummary(self.run_dir)
@@ -491,13 +482,17 @@ class Harness:
                 f"{spec.name}: a pooled task runs {' and '.join(POOLED_METHODS)} only (they read "
                 f"the activation cache), not {', '.join(other)}"
             )
-        components = []
-        for part in spec.parts:
-            if part.dataset not in self.datasets:
-                self.datasets[part.dataset] = config.data.load(part.dataset)
-            dataset = self.datasets[part.dataset]
-            components.append(load_task(part, config.data, config.split, dataset))
+        components = [
+            load_task(part, config.data, config.split, self._dataset(part.dataset))
+            for part in spec.parts
+        ]
         return PooledTask.of(spec, components)
+
+    def _dataset(self, name: str) -> Dataset:
+        """A dataset, read once however many tasks name it."""
+        if name not in self.datasets:
+            self.datasets[name] = self.config.data.load(name)
+        return self.datasets[name]
 
     def __enter__(self) -> Harness:
         run_dir = self.run_dir

@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from truthprobe.configs import pooled_parts
+from truthprobe.configs import is_pooled, pooled_parts
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import EvalSplit
 from truthprobe.names import safe_name
@@ -55,16 +55,8 @@ class PooledSpec:
         return safe_name("pooled-" + "--".join(p.slug for p in self.parts))
 
     @property
-    def dataset(self) -> str:
-        return "+".join(p.dataset for p in self.parts)
-
-    @property
     def measure(self) -> str:
         return "+".join(p.measure for p in self.parts)
-
-
-def is_pooled(text: str) -> bool:
-    return len(pooled_parts(text)) > 1
 
 
 @dataclass(frozen=True)

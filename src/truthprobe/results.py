@@ -16,11 +16,12 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from truthprobe.choice_probs import calibration_bins, choice_auroc
+from truthprobe.choice_probs import calibration_bins, choice_auroc, prediction_confidence
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import bootstrap_accuracy, bootstrap_ece, bootstrap_sgr
 from truthprobe.runstore import PartKey, RunStore, read_json, weights_name
@@ -28,6 +29,27 @@ from truthprobe.runstore import PartKey, RunStore, read_json, weights_name
 #: Unsupervised floors, in order of preference (free-form tasks have only the CoT one).
 UNSUPERVISED = ("zero_shot", "zero_shot+cot")
 NORMALISED = "zero_shot_norm"
+
+
+@dataclass(frozen=True)
+class TestItems:
+    """Where a task's parts are and what its hard test items are: what reading a part's test
+    probabilities needs."""
+
+    store: RunStore
+    rows: np.ndarray
+    """The test items (rows of the task's items), ascending."""
+    n_choices: np.ndarray
+    answers: np.ndarray
+
+    def probs(self, key: PartKey) -> np.ndarray | None:
+        """(test items, choices) probabilities of a part, in `rows` order (None without)."""
+        part = self.store.read(key)
+        probs = part.arrays.get("probs")
+        if probs is None:
+            return None
+        position = {int(r): i for i, r in enumerate(part.arrays["item"])}
+        return probs[[position[int(r)] for r in self.rows]]
 
 
 @dataclass
@@ -38,10 +60,10 @@ class FamilyResults:
     validation: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
     info: dict[tuple[int, str], dict[int, dict]] = field(default_factory=dict)
     """Each part's `info` (probes: chosen setting, weight norm, collapse)."""
-    confidence: dict[tuple[int, str], dict[int, np.ndarray]] = field(default_factory=dict)
-    """Per test item, the probability of the predicted choice (parts with probabilities)."""
-    auroc: dict[tuple[int, str], dict[int, float]] = field(default_factory=dict)
-    """Each part's ROC-AUC on the test items (`choice_probs.choice_auroc`)."""
+    keys: dict[tuple[int, str], dict[int, PartKey]] = field(default_factory=dict)
+    """Each part's key: its probabilities are read when a table asks (`test_probs`), only for
+    the layers it reports."""
+    tests: TestItems | None = None
     seconds: float = 0.0
     weights: set[str] = field(default_factory=set)
     """`weights_name` of the model behind each part (one, unless a flag asked otherwise)."""
@@ -74,19 +96,27 @@ class FamilyResults:
             return None
         return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
 
-    def confidence_matrix(self, layer: int, train_on: str) -> np.ndarray | None:
-        """(test items, seeds) confidence, as `matrix`; None for methods without probabilities
-        (generations) or where a draw is missing."""
-        by_seed = self.confidence.get((layer, train_on))
-        correct = self.correct.get((layer, train_on))
-        if not by_seed or correct is None or len(by_seed) != len(correct):
+    def test_probs(self, layer: int, train_on: str) -> list[np.ndarray] | None:
+        """Per seed (in order), the parts' (test items, choices) probabilities; None for
+        methods without probabilities (generations) or where no part is stored."""
+        by_seed = self.keys.get((layer, train_on))
+        if not by_seed or self.tests is None:
             return None
-        return np.stack([by_seed[s] for s in sorted(by_seed)], 1)
+        found = [self.tests.probs(by_seed[s]) for s in sorted(by_seed)]
+        return None if any(p is None for p in found) else found  # type: ignore[return-value]
+
+    def confidence_matrix(self, layer: int, train_on: str) -> np.ndarray | None:
+        """(test items, seeds) probability of the predicted choice, as `matrix`."""
+        probs = self.test_probs(layer, train_on)
+        return None if probs is None else np.stack([prediction_confidence(p) for p in probs], 1)
 
     def mean_auroc(self, layer: int, train_on: str) -> float:
-        """ROC-AUC of the parts at (layer, train_on), averaged over seeds (NaN without)."""
-        by_seed = self.auroc.get((layer, train_on))
-        return float(np.mean(list(by_seed.values()))) if by_seed else float("nan")
+        """ROC-AUC of the parts at (layer, train_on) on the test items
+        (`choice_probs.choice_auroc`), averaged over seeds (NaN without probabilities)."""
+        probs, tests = self.test_probs(layer, train_on), self.tests
+        if probs is None or tests is None:
+            return float("nan")
+        return float(np.mean([choice_auroc(p, tests.n_choices, tests.answers) for p in probs]))
 
     @property
     def layers(self) -> list[int]:
@@ -115,10 +145,10 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
         task = store.task(slug)
         roles = np.array(task["items"]["role"])
         test_rows = np.flatnonzero(roles == "test")
-        n_choices = np.asarray(task["items"]["n_choices"])
-        answers = np.asarray(task["items"]["answer_index"])
+        tests = TestItems(store, test_rows, np.asarray(task["items"]["n_choices"])[test_rows],
+                          np.asarray(task["items"]["answer_index"])[test_rows])  # fmt: skip
         position = {int(r): i for i, r in enumerate(test_rows)}
-        families: dict[str, FamilyResults] = defaultdict(FamilyResults)
+        families: dict[str, FamilyResults] = defaultdict(partial(FamilyResults, tests=tests))
         for key in store.keys(slug, default_only=True):
             part = store.read(key)
             meta, items = part.meta, part.arrays["item"]
@@ -135,15 +165,7 @@ def collect(run_dir: str | Path) -> list[TaskResults]:
             slot = (int(meta["layer"]), key.train_on)
             family.correct.setdefault(slot, {})[key.seed] = hits
             family.info.setdefault(slot, {})[key.seed] = meta.get("info") or {}
-            probs = part.arrays.get("probs")
-            if probs is not None:
-                confidence = np.full(len(test_rows), np.nan)
-                confidence[[position[int(r)] for r in items[on_test]]] = probs[on_test].max(1)
-                family.confidence.setdefault(slot, {})[key.seed] = confidence
-                tested = items[on_test]
-                family.auroc.setdefault(slot, {})[key.seed] = choice_auroc(
-                    probs[on_test], n_choices[tested], answers[tested]
-                )
+            family.keys.setdefault(slot, {})[key.seed] = key
             validation = roles[items] == "validation"
             if validation.any():
                 family.validation.setdefault(slot, {})[key.seed] = float(correct[validation].mean())

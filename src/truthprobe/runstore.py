@@ -36,7 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from truthprobe.choice_probs import choice_auroc, expected_calibration_error
+from truthprobe.choice_probs import (
+    choice_auroc,
+    expected_calibration_error,
+    prediction_confidence,
+)
 from truthprobe.errors import TruthprobeError
 
 #: The training pools of sweep parts (`evaluate.TRAIN_ON` and `none`, the unsupervised floor);
@@ -431,7 +435,9 @@ def load_run(run_dir: str | Path) -> RunResults:
                         else float("nan")
                     ),
                     "ece": (
-                        expected_calibration_error(probs[test].max(1), correct[test])
+                        expected_calibration_error(
+                            prediction_confidence(probs[test]), correct[test]
+                        )
                         if probs is not None and test.any()
                         else float("nan")
                     ),

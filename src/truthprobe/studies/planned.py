@@ -34,7 +34,7 @@ from truthprobe.configs import (
     OutputConfig,
     PromptConfig,
     SlurmConfig,
-    pooled_parts,
+    is_pooled,
 )
 from truthprobe.errors import TruthprobeError
 from truthprobe.evaluate import SplitConfig
@@ -80,7 +80,7 @@ class PlannedStudyConfig(RunConfig):
 
         super().__post_init__()
         for text in self.tasks:
-            if len(pooled_parts(text)) > 1:
+            if is_pooled(text):
                 raise ConfigError(
                     f"--tasks {text}: the studies take single tasks (the transfer matrix pools "
                     "every dataset but one itself, --leave-one-out)"
