@@ -67,6 +67,7 @@ INVALID = [
     ("sweep", "--tasks", "arc:grade+arc:grade"),
     ("sweep", "--tasks", "arc:grade+arc:mdl"),
     ("sweep", "--tasks", "arc:grade+nope:grade"),
+    ("sweep", "--tasks", "arc:grade+gsm8k:steps"),
     ("baselines", "--tasks", "arc:grade+mmlu:level"),
     ("transfer-matrix", "--tasks", "arc:grade+mmlu:level"),
     ("directions", "--tasks", "arc:grade+mmlu:level"),
